@@ -1,0 +1,261 @@
+"""CoinChase: the bundled 64x64 game that dreamgym's world models learn.
+
+Owns the real game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec.
+It knows nothing of models. Grid coordinates are (row, col) over CELLS x CELLS cells of
+CELL_PX pixels; row 0 is the score bar, rows 1..CELLS-1 are the maze.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+CELL_PX = 8          # pixels per grid cell; also the autoencoder's downsampling, so a cell is a latent
+CELLS = 8            # grid is CELLS x CELLS cells -> 64 x 64 pixels
+FRAME_SIZE = CELL_PX * CELLS
+HUD_ROWS = 1         # rows of cells reserved for the score bar
+
+# The palette: every pixel the game draws is one of these colours (RGB, uint8).
+PALETTE = np.array(
+    [
+        [20, 24, 40],     # 0 floor
+        [110, 110, 130],  # 1 wall
+        [60, 200, 255],   # 2 player
+        [255, 210, 40],   # 3 coin
+        [230, 50, 60],    # 4 enemy
+        [0, 0, 0],        # 5 score bar
+        [250, 250, 250],  # 6 score digits
+    ],
+    dtype=np.uint8,
+)
+FLOOR, WALL, PLAYER, COIN, ENEMY, BAR, DIGIT = range(len(PALETTE))
+
+# Maze walls (row, col) inside the play area; the frame border is an implicit wall.
+WALLS = frozenset({(2, 2), (2, 5), (3, 2), (4, 4), (4, 5), (5, 1), (6, 3), (6, 6)})
+
+ACTION_NAMES = ("noop", "up", "down", "left", "right")
+ACTION_DELTAS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+
+# Sprite masks (CELL_PX x CELL_PX booleans) drawn into a cell in the sprite's colour.
+_yy, _xx = np.mgrid[0:CELL_PX, 0:CELL_PX]
+_c = (CELL_PX - 1) / 2
+SPRITES = {
+    PLAYER: (np.abs(_yy - _c) <= 3) & (np.abs(_xx - _c) <= 3) & ~((_yy == 3) & (np.abs(_xx - _c) <= 1.5)),
+    COIN: (np.abs(_yy - _c) + np.abs(_xx - _c)) <= 3.0,
+    ENEMY: ((np.abs(_yy - _xx) <= 1) | (np.abs(_yy + _xx - 2 * _c) <= 1)),
+}
+
+# 3x5 digit font, one string per row, '#' = lit.
+_FONT = {
+    "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
+    "2": ("###", "..#", "###", "#..", "###"), "3": ("###", "..#", ".##", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#", "..#"), "5": ("###", "#..", "###", "..#", "###"),
+    "6": ("###", "#..", "###", "#.#", "###"), "7": ("###", "..#", ".#.", ".#.", ".#."),
+    "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
+}
+DIGIT_MASKS = {d: np.array([[ch == "#" for ch in row] for row in rows]) for d, rows in _FONT.items()}
+SCORE_DIGITS = 3     # the bar shows the score modulo 1000, zero padded
+
+
+def free_cells() -> list[tuple[int, int]]:
+    """All walkable cells of the maze, row-major."""
+    return [(r, c) for r in range(HUD_ROWS, CELLS) for c in range(CELLS) if (r, c) not in WALLS]
+
+
+def is_free(cell: tuple[int, int]) -> bool:
+    r, c = cell
+    return HUD_ROWS <= r < CELLS and 0 <= c < CELLS and (r, c) not in WALLS
+
+
+class CoinChaseEnv(gym.Env):
+    """Collect coins while a red enemy hunts you.
+
+    ## Description
+    A 64x64 top-down maze of 8x8 cells (8 pixels each). Row 0 is a black score bar; rows 1-7 are
+    the maze with fixed grey walls. The blue player moves one cell per step. A yellow coin sits on a
+    random free cell and respawns elsewhere when collected. A red enemy moves one cell per step: with
+    probability `chase_prob` it steps toward the player, otherwise it takes a random move (or stays).
+    The player's motion is deterministic given the actions; the coin and the enemy are random.
+
+    ## Action Space
+    `Discrete(5)`:
+
+    | id | key          | meaning    |
+    |----|--------------|------------|
+    | 0  | (none)       | stay       |
+    | 1  | Up / W       | move up    |
+    | 2  | Down / S     | move down  |
+    | 3  | Left / A     | move left  |
+    | 4  | Right / D    | move right |
+
+    A move into a wall or the frame border leaves the player where it is.
+
+    ## Observation Space
+    `Box(0, 255, (64, 64, 3), uint8)`, RGB, height x width x channel. Every pixel is one of the
+    colours in `PALETTE` (floor, wall, player, coin, enemy, score bar, digits).
+
+    ## Rewards
+    +1 on the step the player enters the coin's cell, 0 otherwise.
+
+    ## Starting State
+    Player, coin and enemy on distinct random free cells drawn from `self.np_random`; the enemy
+    starts at Manhattan distance >= 4 from the player. Score 0.
+
+    ## Episode End
+    1. Termination: the enemy and the player share a cell, or swap cells in one step.
+    2. Truncation: `horizon` steps elapsed.
+
+    ## Arguments
+    | name        | type        | default | description                                   |
+    |-------------|-------------|---------|-----------------------------------------------|
+    | render_mode | str or None | None    | "rgb_array" returns the frame; "human" opens a pygame window |
+    | horizon     | int         | 1000    | steps before `truncated` is True              |
+    | chase_prob  | float       | 0.5     | chance per step that the enemy moves toward the player |
+
+    ## Info
+    `player`, `coin`, `enemy`: int64 arrays (row, col) of the cells; `score`: int64 coins so far.
+
+    ## Version History
+    v0: first release.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+
+    def __init__(self, render_mode: str | None = None, horizon: int = 1000, chase_prob: float = 0.5):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        if horizon < 1:
+            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        if not 0.0 <= chase_prob <= 1.0:
+            raise ValueError(f"chase_prob must be in [0, 1], got {chase_prob}")
+        self.render_mode = render_mode
+        self.horizon = horizon
+        self.chase_prob = chase_prob
+        self.action_space = spaces.Discrete(len(ACTION_NAMES))
+        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
+        self._free = free_cells()
+        self._background = self._draw_background()
+        self._window = None
+        self._clock = None
+        self.player = self.coin = self.enemy = (0, 0)
+        self.score = 0
+        self.steps = 0
+        self._needs_reset = True
+
+    # ---------------------------------------------------------------- rules
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        rng = self.np_random
+        self.player = self._free[rng.integers(len(self._free))]
+        far = [c for c in self._free if abs(c[0] - self.player[0]) + abs(c[1] - self.player[1]) >= 4]
+        self.enemy = far[rng.integers(len(far))]
+        self.coin = self._random_free_cell(exclude={self.player, self.enemy})
+        self.score = 0
+        self.steps = 0
+        self._needs_reset = False
+        if self.render_mode == "human":
+            self.render()
+        return self._frame(), self._info()
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise gym.error.InvalidAction(
+                f"action {action!r} ({type(action).__name__}) is not in the action space {self.action_space}")
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode ended")
+        old_player = self.player
+        self.player = self._moved(self.player, int(action))
+        reward = 0.0
+        if self.player == self.coin:
+            reward = 1.0
+            self.score += 1
+            self.coin = self._random_free_cell(exclude={self.player, self.enemy})
+        old_enemy = self.enemy
+        self.enemy = self._enemy_move()
+        caught = self.enemy == self.player or (self.enemy == old_player and old_enemy == self.player)
+        self.steps += 1
+        truncated = self.steps >= self.horizon and not caught
+        self._needs_reset = caught or truncated
+        if self.render_mode == "human":
+            self.render()
+        return self._frame(), reward, caught, truncated, self._info()
+
+    def _moved(self, cell: tuple[int, int], action: int) -> tuple[int, int]:
+        dr, dc = ACTION_DELTAS[action]
+        target = (cell[0] + int(dr), cell[1] + int(dc))
+        return target if is_free(target) else cell
+
+    def _enemy_move(self) -> tuple[int, int]:
+        rng = self.np_random
+        options = [self._moved(self.enemy, a) for a in range(len(ACTION_NAMES))]
+        if rng.random() < self.chase_prob:
+            dist = [abs(r - self.player[0]) + abs(c - self.player[1]) for r, c in options]
+            best = min(dist)
+            options = [cell for cell, d in zip(options, dist, strict=True) if d == best]
+        return options[rng.integers(len(options))]
+
+    def _random_free_cell(self, exclude: set[tuple[int, int]]) -> tuple[int, int]:
+        choices = [c for c in self._free if c not in exclude]
+        return choices[self.np_random.integers(len(choices))]
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "player": np.array(self.player, dtype=np.int64),
+            "coin": np.array(self.coin, dtype=np.int64),
+            "enemy": np.array(self.enemy, dtype=np.int64),
+            "score": np.int64(self.score),
+        }
+
+    # -------------------------------------------------------------- drawing
+    @staticmethod
+    def _draw_background() -> np.ndarray:
+        frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
+        frame[:] = PALETTE[FLOOR]
+        frame[: HUD_ROWS * CELL_PX] = PALETTE[BAR]
+        for r, c in WALLS:
+            frame[r * CELL_PX:(r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX] = PALETTE[WALL]
+        return frame
+
+    def _frame(self) -> np.ndarray:
+        frame = self._background.copy()  # (64, 64, 3) uint8
+        for colour, cell in ((COIN, self.coin), (PLAYER, self.player), (ENEMY, self.enemy)):
+            block = frame[cell[0] * CELL_PX:(cell[0] + 1) * CELL_PX, cell[1] * CELL_PX:(cell[1] + 1) * CELL_PX]
+            block[SPRITES[colour]] = PALETTE[colour]
+        text = f"{self.score % 10 ** SCORE_DIGITS:0{SCORE_DIGITS}d}"
+        top, left = 1, FRAME_SIZE - 4 * len(text) - 1
+        for i, ch in enumerate(text):
+            x = left + 4 * i
+            frame[top:top + 5, x:x + 3][DIGIT_MASKS[ch]] = PALETTE[DIGIT]
+        return frame
+
+    def render(self) -> np.ndarray | None:
+        frame = self._frame()
+        if self.render_mode == "rgb_array":
+            return frame
+        if self.render_mode == "human":
+            self._show(frame)
+        return None
+
+    def _show(self, frame: np.ndarray, scale: int = 8) -> None:
+        import pygame  # only when a window is asked for
+
+        if self._window is None:
+            pygame.init()
+            self._window = pygame.display.set_mode((FRAME_SIZE * scale, FRAME_SIZE * scale))
+            pygame.display.set_caption("CoinChase")
+            self._clock = pygame.time.Clock()
+        pygame.event.pump()
+        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
+        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
+        pygame.display.flip()
+        self._clock.tick(self.metadata["render_fps"])
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            pygame.quit()
+            self._window = None
