@@ -1,0 +1,111 @@
+"""Configuration dataclasses of the world model: one typed place for every model knob.
+
+Owns `AutoencoderConfig`, `DiTConfig`, `SamplerConfig` and the size presets. Hydra fills these
+(structured configs); checkpoints store them as JSON. No torch import here.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+
+@dataclass
+class AutoencoderConfig:
+    """Conv autoencoder frames (H, W, 3) uint8 <-> latents (latent_channels, H/8, W/8)."""
+    frame_size: int = 64            # square frames, pixels
+    latent_channels: int = 8
+    widths: tuple[int, ...] = (32, 64, 96)   # conv widths at 1/2, 1/4, 1/8 resolution
+    downsample_levels: int = 3      # 2**levels = pixels per latent cell
+
+    @property
+    def latent_size(self) -> int:
+        return self.frame_size // 2 ** self.downsample_levels
+
+    def __post_init__(self) -> None:
+        self.widths = tuple(self.widths)
+        if len(self.widths) != self.downsample_levels:
+            raise ValueError(f"widths {self.widths} must have one entry per downsample level ({self.downsample_levels})")
+        if self.frame_size % 2 ** self.downsample_levels:
+            raise ValueError(f"frame_size {self.frame_size} is not divisible by 2**{self.downsample_levels}")
+
+
+@dataclass
+class DiTConfig:
+    """Action-conditioned DiT over latent frames; tokens = patches of each frame."""
+    latent_channels: int = 8
+    latent_size: int = 8            # latent frames are latent_size x latent_size
+    patch: int = 2                  # tokens per frame = (latent_size / patch)**2
+    dim: int = 128
+    depth: int = 4
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    n_actions: int = 5              # real actions; id n_actions is the null action (start / CFG dropout)
+    causal: bool = True             # block-causal (student, TF, DF) or bidirectional (teacher, critic)
+    chunk: int = 1                  # frames per causal block (1 = frame-wise, 3 as in the paper)
+    window: int = 7                 # frames of context kept in the KV cache (rolling)
+    sink: int = 0                   # first frames of an episode kept in the cache forever
+    rope_base: float = 100.0        # rotary base over time positions (positions are < window + chunk)
+
+    @property
+    def tokens_per_frame(self) -> int:
+        return (self.latent_size // self.patch) ** 2
+
+    @property
+    def max_position(self) -> int:
+        """Largest time position any forward uses: sink + window of cached frames + one chunk."""
+        return self.sink + self.window + self.chunk - 1
+
+    def __post_init__(self) -> None:
+        if self.latent_size % self.patch:
+            raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
+        if self.dim % self.heads or (self.dim // self.heads) % 2:
+            raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even size")
+        if self.window < self.chunk:
+            raise ValueError(f"window ({self.window} frames) must hold at least one chunk ({self.chunk})")
+
+
+@dataclass
+class SamplerConfig:
+    """Few-step flow sampler: sigmas from evenly spaced timesteps warped by `shift`."""
+    steps: int = 4                  # denoising steps per frame at run time, 1..max_steps
+    max_steps: int = 4              # the schedule the student is trained on
+    shift: float = 5.0              # sigma = shift*t / (1 + (shift-1)*t)
+    context_sigma: float = 0.0      # noise level of the cache-writing pass (0 = clean)
+
+
+def dataclass_from_dict(cls, data: dict[str, Any]):
+    """Build dataclass `cls` from a JSON dict; unknown keys are an error naming them."""
+    names = {f.name for f in fields(cls)}
+    unknown = set(data) - names
+    if unknown:
+        raise ValueError(f"{cls.__name__} got unknown keys {sorted(unknown)}; known: {sorted(names)}")
+    return cls(**data)
+
+
+def to_dict(config) -> dict[str, Any]:
+    out = asdict(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "tiny": dict(dim=32, depth=2, heads=2),
+    "small": dict(dim=128, depth=4, heads=4),
+    "base": dict(dim=256, depth=8, heads=8),
+}
+
+
+def dit_preset(name: str, **overrides: Any) -> DiTConfig:
+    """A DiTConfig of a named size ("tiny" for tests, "small" for CPU, "base" for a GPU)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown model size {name!r}; choose from {sorted(PRESETS)}")
+    return DiTConfig(**{**PRESETS[name], **overrides})
+
+
+@dataclass
+class WorldModelConfig:
+    """Everything a checkpoint needs to rebuild the model."""
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    dit: DiTConfig = field(default_factory=DiTConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    latent_scale: float = 1.0       # latents are divided by this to have unit variance
+    stage: str = "untrained"        # which training stage produced the weights

@@ -1,0 +1,245 @@
+"""The action-conditioned diffusion transformer over latent frames (teacher, students, critic).
+
+Owns: patch embedding, per-frame conditioning (noise level + action) through adaLN-Zero, attention
+over (frames x tokens) with frame-level masks and an optional KV cache, rotary time positions,
+the velocity output and the reward / termination heads. Knows no env, trainer or screen.
+
+Dimensions: B batch, T frames in this forward, N tokens per frame, D model width, H heads,
+Dh head width, C latent channels, h = w latent size, F cache frame slots.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from worldmodel.config import DiTConfig
+from worldmodel.kv_cache import LayerKVCache
+
+
+# ------------------------------------------------------------------ attention context
+@dataclass
+class CacheAccess:
+    """What one forward reads from / writes to the KV cache (built by worldmodel.rollout).
+
+    rows: (R,) batch elements of the cache this forward's batch maps to (R == B).
+    valid: (R, F) slots the current frames may read. positions: (R, F) time position of each slot.
+    write_slots: (R, T) slots the current frames are stored in, or None for a read-only pass.
+    """
+    layers: list[LayerKVCache]
+    rows: torch.Tensor
+    valid: torch.Tensor
+    positions: torch.Tensor
+    write_slots: torch.Tensor | None
+
+
+@dataclass
+class DiTOutput:
+    velocity: torch.Tensor     # (B, T, C, h, w) predicted eps - x0
+    reward: torch.Tensor       # (B, T) predicted reward on entering each frame
+    termination: torch.Tensor  # (B, T) logit that the episode ended on entering each frame
+    features: torch.Tensor     # (B, T, D) pooled final hidden state per frame (heads, discriminators)
+
+
+def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
+    """Rotate pairs of channels of x (..., S, Dh) by angles positions (..., S) * base**(-2i/Dh)."""
+    half = x.shape[-1] // 2
+    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)   # (Dh/2,)
+    angles = positions.to(torch.float32)[..., None] * freqs                              # (..., S, Dh/2)
+    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
+    x1, x2 = x[..., :half], x[..., half:]
+    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+
+
+def modulate_frames(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per-frame affine modulation. h (B, T*N, D); shift, scale (B, T, D)."""
+    b, tn, d = h.shape
+    h = h.view(b, frames, tn // frames, d)
+    return (h * (1 + scale[:, :, None]) + shift[:, :, None]).view(b, tn, d)
+
+
+def gate_frames(h: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tensor:
+    """Per-frame gate. h (B, T*N, D); gate (B, T, D)."""
+    b, tn, d = h.shape
+    return (h.view(b, frames, tn // frames, d) * gate[:, :, None]).view(b, tn, d)
+
+
+class FrameAttention(nn.Module):
+    """Multi-head attention over frames x tokens with rotary time positions and an optional KV cache."""
+
+    def __init__(self, dim: int, heads: int, rope_base: float):
+        super().__init__()
+        self.heads, self.rope_base = heads, rope_base
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, frames: int, frame_mask: torch.Tensor | None, positions: torch.Tensor,
+                cache: CacheAccess | None, layer: int) -> torch.Tensor:
+        b, tn, d = x.shape
+        n = tn // frames
+        q, k, v = self.qkv(x).view(b, tn, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T*N, Dh)
+        token_pos = positions.repeat_interleave(n, dim=-1)                                        # (T*N,) or (B, T*N)
+        if token_pos.dim() == 2:
+            token_pos = token_pos[:, None]                                                        # (B, 1, T*N)
+        q_rot, k_rot = rotary(q, token_pos, self.rope_base), rotary(k, token_pos, self.rope_base)
+        mask = None if frame_mask is None else frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T*N, T*N)
+        if cache is not None:
+            layer_cache = cache.layers[layer]
+            cached_k, cached_v = layer_cache.read(cache.rows)                                      # (B, H, F*N, Dh)
+            cached_pos = cache.positions.repeat_interleave(n, dim=1)[:, None]                      # (B, 1, F*N)
+            cached_k = rotary(cached_k.to(q.dtype), cached_pos, self.rope_base)
+            keys, values = torch.cat([cached_k, k_rot], dim=2), torch.cat([cached_v.to(v.dtype), v], dim=2)
+            cached_mask = cache.valid.repeat_interleave(n, dim=1)[:, None, None, :].expand(b, 1, tn, -1)
+            own = torch.ones(tn, tn, dtype=torch.bool, device=x.device) if mask is None else mask
+            mask = torch.cat([cached_mask, own[None, None].expand(b, 1, tn, tn)], dim=-1)           # (B, 1, T*N, F*N + T*N)
+            if cache.write_slots is not None:
+                layer_cache.write(cache.rows, cache.write_slots, k.view(b, self.heads, frames, n, -1),
+                                  v.view(b, self.heads, frames, n, -1))
+        else:
+            keys, values = k_rot, v
+        out = F.scaled_dot_product_attention(q_rot, keys, values, attn_mask=mask)                  # (B, H, T*N, Dh)
+        return self.proj(out.transpose(1, 2).reshape(b, tn, d))
+
+
+class FrameAdaLNBlock(nn.Module):
+    """Transformer block whose LayerNorms are modulated per frame by that frame's conditioning (adaLN-Zero)."""
+
+    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float):
+        super().__init__()
+        self.norm_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.attn = FrameAttention(dim, heads, rope_base)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, frame_mask: torch.Tensor | None, positions: torch.Tensor,
+                cache: CacheAccess | None, layer: int) -> torch.Tensor:
+        frames = cond.shape[1]
+        assert x.shape[1] % frames == 0, f"{x.shape[1]} tokens do not split into {frames} frames (x {tuple(x.shape)})"
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.ada(cond).chunk(6, dim=-1)  # 6 x (B, T, D)
+        h = modulate_frames(self.norm_attn(x), shift_attn, scale_attn, frames)
+        x = x + gate_frames(self.attn(h, frames, frame_mask, positions, cache, layer), gate_attn, frames)
+        h = modulate_frames(self.norm_mlp(x), shift_mlp, scale_mlp, frames)
+        return x + gate_frames(self.mlp(h), gate_mlp, frames)
+
+
+class NoiseEmbedding(nn.Module):
+    """sigma in [0, 1] -> sinusoidal features -> MLP -> (D,)."""
+
+    def __init__(self, dim: int, features: int = 128):
+        super().__init__()
+        self.features = features
+        self.mlp = nn.Sequential(nn.Linear(features, dim), nn.SiLU(), nn.Linear(dim, dim))
+
+    def forward(self, sigma: torch.Tensor) -> torch.Tensor:
+        half = self.features // 2
+        freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
+        angles = (sigma.float() * 1000.0)[..., None] * freqs                # (B, T, half)
+        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))     # (B, T, D)
+
+
+class DiT(nn.Module):
+    """Latent-frame diffusion transformer; causal (with KV cache) or bidirectional by its config."""
+
+    def __init__(self, config: DiTConfig):
+        super().__init__()
+        self.config = config
+        c, p, d = config.latent_channels, config.patch, config.dim
+        self.null_action = config.n_actions
+        self.patch_embed = nn.Linear(c * p * p, d)
+        self.spatial_pos = nn.Parameter(torch.zeros(1, 1, config.tokens_per_frame, d))
+        self.noise_embed = NoiseEmbedding(d)
+        self.action_embed = nn.Embedding(config.n_actions + 1, d)
+        self.blocks = nn.ModuleList(FrameAdaLNBlock(d, config.heads, config.mlp_ratio, config.rope_base)
+                                    for _ in range(config.depth))
+        self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
+        self.out = nn.Linear(d, c * p * p)
+        self.heads_norm = nn.LayerNorm(d)
+        self.reward_head = nn.Linear(d, 1)
+        self.termination_head = nn.Linear(d, 1)
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity)."""
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.spatial_pos, std=0.02)
+        nn.init.normal_(self.action_embed.weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.ada_out[-1], self.out):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    @property
+    def head_dim(self) -> int:
+        return self.config.dim // self.config.heads
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def patchify(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, T, C, h, w) -> (B, T, N, C*p*p)"""
+        b, t, c, h, w = latents.shape
+        p = self.config.patch
+        x = latents.reshape(b, t, c, h // p, p, w // p, p).permute(0, 1, 3, 5, 2, 4, 6)
+        return x.reshape(b, t, (h // p) * (w // p), c * p * p)
+
+    def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, N, C*p*p) -> (B, T, C, h, w)"""
+        b, t, n, _ = tokens.shape
+        p, c, side = self.config.patch, self.config.latent_channels, self.config.latent_size // self.config.patch
+        x = tokens.reshape(b, t, side, side, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
+        return x.reshape(b, t, c, side * p, side * p)
+
+    def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
+                frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                cache: CacheAccess | None = None) -> DiTOutput:
+        """latents (B, T, C, h, w); sigma (B, T) in [0, 1]; actions (B, T) ids, null = n_actions.
+
+        frame_mask (T, T) bool among this forward's frames (None = all see all);
+        positions (T,) or (B, T) time positions (default 0..T-1); cache: read/write the KV cache.
+        """
+        b, t = latents.shape[:2]
+        if actions.shape != (b, t) or sigma.shape != (b, t):
+            raise ValueError(f"actions {tuple(actions.shape)} and sigma {tuple(sigma.shape)} must be (B, T) = {(b, t)}")
+        if positions is None:
+            positions = torch.arange(t, device=latents.device)
+        tokens = self.patch_embed(self.patchify(latents)) + self.spatial_pos       # (B, T, N, D)
+        n = tokens.shape[2]
+        x = tokens.reshape(b, t * n, -1)                                            # (B, T*N, D)
+        cond = self.noise_embed(sigma) + self.action_embed(actions)                 # (B, T, D)
+        for layer, block in enumerate(self.blocks):
+            x = block(x, cond, frame_mask, positions, cache, layer)
+        features = x.view(b, t, n, -1).mean(dim=2)                                  # (B, T, D)
+        shift, scale = self.ada_out(cond).chunk(2, dim=-1)
+        h = modulate_frames(self.norm_out(x), shift, scale, t)
+        velocity = self.unpatchify(self.out(h).view(b, t, n, -1))                   # (B, T, C, h, w)
+        pooled = self.heads_norm(features)
+        return DiTOutput(velocity=velocity, reward=self.reward_head(pooled).squeeze(-1),
+                         termination=self.termination_head(pooled).squeeze(-1), features=features)
+
+    def guided_velocity(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float,
+                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Classifier-free guidance on actions: v_null + guidance * (v_action - v_null), one batched pass."""
+        if guidance == 1.0:
+            return self(latents, sigma, actions, frame_mask, positions).velocity
+        null = torch.full_like(actions, self.null_action)
+        both = self(torch.cat([latents, latents]), torch.cat([sigma, sigma]), torch.cat([actions, null]),
+                    frame_mask, positions).velocity
+        v_action, v_null = both.chunk(2)
+        return v_null + guidance * (v_action - v_null)
+
+    def optimizer_groups(self, weight_decay: float) -> list[dict]:
+        """Weight decay on matrices only (not biases, norms, embeddings' positional table)."""
+        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and "spatial_pos" not in n]
+        rest = [p for n, p in self.named_parameters() if not (p.dim() >= 2 and "spatial_pos" not in n)]
+        return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]

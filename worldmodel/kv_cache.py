@@ -1,0 +1,91 @@
+"""KV cache: preallocated per-layer ring buffers of keys/values over frames, batched.
+
+Slot layout per batch element: `sink` slots that keep the first frames of an episode forever,
+then `window` ring slots for the most recent frames. Keys are stored *unrotated*; the attention
+rotates them by their distance to the query frame at read time, so positions stay inside the
+trained range at any horizon. Each element has its own frame counter, so one element can be reset
+(and re-primed) while the others keep their history. All bookkeeping is host numpy; the per-frame
+cost is constant in the horizon (fixed-size buffers, no concatenation).
+
+Dimensions: B batch, H heads, F = sink + window frame slots, N tokens per frame, Dh head dim.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+EMPTY = -1  # slot_time of a slot that holds nothing
+
+
+@dataclass
+class LayerKVCache:
+    """One layer's keys and values: k, v (B, H, F, N, Dh)."""
+    k: torch.Tensor
+    v: torch.Tensor
+
+    def read(self, rows: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values flattened over slots: (b, H, F*N, Dh) for the selected rows."""
+        k, v = (self.k, self.v) if rows is None else (self.k[rows], self.v[rows])
+        b, h, f, n, d = k.shape
+        return k.reshape(b, h, f * n, d), v.reshape(b, h, f * n, d)
+
+    def write(self, rows: torch.Tensor, slots: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """Store T frames per row: rows (R,), slots (R, T); k, v (R, H, T, N, Dh).
+
+        Detached: the cache never carries gradients (Self Forcing trains through the denoising
+        step only; context is written by a no-grad clean pass)."""
+        index = (rows[:, None], slice(None), slots)                 # selects (R, T, H, N, Dh)
+        self.k[index] = k.detach().transpose(1, 2).to(self.k.dtype)
+        self.v[index] = v.detach().transpose(1, 2).to(self.v.dtype)
+
+
+class KVCache:
+    """Batched rolling KV cache for all layers of a causal DiT."""
+
+    def __init__(self, batch: int, layers: int, heads: int, head_dim: int, tokens_per_frame: int,
+                 window: int, sink: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        if window < 1 or sink < 0:
+            raise ValueError(f"need window >= 1 and sink >= 0, got window={window}, sink={sink}")
+        self.batch, self.window, self.sink = batch, window, sink
+        self.tokens_per_frame = tokens_per_frame
+        slots = sink + window
+        shape = (batch, heads, slots, tokens_per_frame, head_dim)
+        self.layers = [LayerKVCache(torch.zeros(shape, device=device, dtype=dtype),
+                                    torch.zeros(shape, device=device, dtype=dtype)) for _ in range(layers)]
+        self.slot_time = np.full((batch, slots), EMPTY, dtype=np.int64)  # frame index held by each slot
+        self.frames_seen = np.zeros(batch, dtype=np.int64)               # next frame index per element
+        self.device = torch.device(device)
+
+    @property
+    def slots(self) -> int:
+        return self.sink + self.window
+
+    def reset(self, rows: np.ndarray | list[int] | None = None) -> None:
+        """Forget the history of the given batch elements (all when None); the others are untouched."""
+        index = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.slot_time[index] = EMPTY
+        self.frames_seen[index] = 0
+
+    def slot_for(self, frame: np.ndarray) -> np.ndarray:
+        """Slot that frame index `frame` (per element) is written to."""
+        ring = self.sink + (frame - self.sink) % self.window
+        return np.where(frame < self.sink, frame, ring)
+
+    def visible(self, rows: np.ndarray, chunk_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For queries whose chunk starts at frame `chunk_start` (R,): which slots they may read and
+        each slot's distance (in frames) to the chunk start. Returns valid (R, F) bool, distance (R, F) int."""
+        times = self.slot_time[rows]                       # (R, F)
+        distance = chunk_start[:, None] - times            # (R, F)
+        valid = (times != EMPTY) & (distance >= 1)
+        return valid, np.where(valid, distance, 0)
+
+    def advance(self, rows: np.ndarray, frames: int) -> np.ndarray:
+        """Reserve the next `frames` frame indices for each row; returns them (R, frames) and marks their slots."""
+        start = self.frames_seen[rows]
+        times = start[:, None] + np.arange(frames)[None, :]          # (R, frames)
+        slots = self.slot_for(times)
+        self.slot_time[rows[:, None], slots] = times
+        self.frames_seen[rows] = start + frames
+        return times

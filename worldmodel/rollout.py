@@ -1,0 +1,144 @@
+"""The one autoregressive rollout: prime a KV cache with real frames, then generate chunk by chunk.
+
+`next_chunk` is what `env.step` calls and what Self Forcing training unrolls — the same code, so
+there is no train-test gap in the code itself. Per chunk: few-step denoising from noise while
+reading the cache (one chosen exit step may keep gradients, the others run under no_grad), then a
+no-grad clean pass over the result that writes the cache and reads the reward / termination heads.
+
+Dimensions: B batch (the rows of the cache this call serves), c frames per chunk, T frames,
+C latent channels, h = w latent size.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from worldmodel.dit import DiT, CacheAccess
+from worldmodel.flow import add_noise
+from worldmodel.kv_cache import KVCache
+
+NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
+
+
+@dataclass
+class ChunkResult:
+    latents: torch.Tensor      # (B, c, C, h, w) generated clean latents (the exit step's x0 prediction)
+    reward: torch.Tensor       # (B, c) from the clean cache-writing pass
+    termination: torch.Tensor  # (B, c) logits, same pass
+
+
+def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
+    """An empty KV cache sized by the model's config (window, sink, layers, heads)."""
+    cfg = model.config
+    if not cfg.causal:
+        raise ValueError("a bidirectional model has no KV cache rollout; use a causal (student / TF / DF) model")
+    return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink, device, dtype)
+
+
+def _rows(cache: KVCache, rows: np.ndarray | None) -> np.ndarray:
+    return np.arange(cache.batch) if rows is None else np.asarray(rows, dtype=np.int64)
+
+
+def cache_access(model: DiT, cache: KVCache, rows: np.ndarray, frames: int, write: bool) -> tuple[CacheAccess, torch.Tensor]:
+    """Read (and optionally reserve write slots) for the next `frames` frames of each row.
+
+    Positions: the current chunk sits at base + i with base = sink + window; a cached frame at
+    distance d (frames before the chunk start) sits at base - d, clamped at 0 for old sink frames.
+    So every position is in [0, config.max_position] at any horizon. Returns the access and the
+    current frames' positions (frames,).
+    """
+    cfg = model.config
+    base = cfg.sink + cfg.window
+    valid, distance = cache.visible(rows, cache.frames_seen[rows])                  # (R, F) each
+    slot_positions = np.maximum(base - distance, 0)
+    write_slots = None
+    if write:
+        write_slots = torch.as_tensor(cache.slot_for(cache.advance(rows, frames)), device=cache.device)  # (R, frames)
+    access = CacheAccess(layers=cache.layers, rows=torch.as_tensor(rows, device=cache.device),
+                         valid=torch.as_tensor(valid, device=cache.device),
+                         positions=torch.as_tensor(slot_positions, device=cache.device),
+                         write_slots=write_slots)
+    return access, torch.arange(base, base + frames, device=cache.device)
+
+
+def write_frames(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor,
+                 rows: np.ndarray | None = None, context_sigma: float = 0.0,
+                 noise: NoiseSource | None = None) -> ChunkResult:
+    """The clean pass: store one chunk of finished frames in the cache; returns the heads. latents (B, c, C, h, w)."""
+    rows = _rows(cache, rows)
+    b, c = latents.shape[:2]
+    if c != model.config.chunk:
+        raise ValueError(f"a cache write takes one chunk of {model.config.chunk} frames, got {c}")
+    sigma = torch.full((b, c), context_sigma, device=latents.device)
+    if context_sigma > 0.0:
+        assert noise is not None, "context_sigma > 0 needs a noise source"
+        latents = add_noise(latents, noise(tuple(latents.shape)), sigma)
+    access, positions = cache_access(model, cache, rows, c, write=True)
+    with torch.no_grad():
+        out = model(latents, sigma, actions, positions=positions, cache=access)
+    return ChunkResult(latents=latents, reward=out.reward, termination=out.termination)
+
+
+def prime(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor, rows: np.ndarray | None = None,
+          context_sigma: float = 0.0, noise: NoiseSource | None = None) -> ChunkResult:
+    """Reset the given rows and fill their cache with real context, chunk by chunk.
+
+    latents (B, T, C, h, w) with T a multiple of the chunk size; actions (B, T), the action before each frame.
+    """
+    rows = _rows(cache, rows)
+    t, c = latents.shape[1], model.config.chunk
+    if t % c or t == 0:
+        raise ValueError(f"context of {t} frames is not a positive multiple of the chunk size {c}")
+    cache.reset(rows)
+    results = [write_frames(model, cache, latents[:, i:i + c], actions[:, i:i + c], rows, context_sigma, noise)
+               for i in range(0, t, c)]
+    return _concat(results)
+
+
+def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
+               rows: np.ndarray | None = None, exit_step: int | None = None, grad: bool = False,
+               context_sigma: float = 0.0) -> ChunkResult:
+    """Generate the next chunk under `actions` (B, c): few-step denoising over the cache, then the clean write.
+
+    sigmas: the few-step schedule (host floats, highest first). exit_step: the step whose x0 prediction
+    becomes the frame (default: the last); the earlier steps re-noise their x0 prediction with fresh
+    noise to the next sigma. grad: whether the exit step keeps gradients (Self Forcing); every other
+    step runs under no_grad, and the cache write is always no-grad and detached.
+    """
+    rows = _rows(cache, rows)
+    cfg = model.config
+    b, c = actions.shape
+    exit_step = len(sigmas) - 1 if exit_step is None else exit_step
+    if not 0 <= exit_step < len(sigmas):
+        raise ValueError(f"exit_step {exit_step} is outside the {len(sigmas)}-step schedule")
+    shape = (b, c, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
+    read, positions = cache_access(model, cache, rows, c, write=False)
+    x = noise(shape)                                                                   # (B, c, C, h, w)
+    for step in range(exit_step + 1):
+        sigma = torch.full((b, c), sigmas[step], device=x.device)
+        with torch.set_grad_enabled(grad and step == exit_step and torch.is_grad_enabled()):
+            velocity = model(x, sigma, actions, positions=positions, cache=read).velocity
+            x0 = x - sigmas[step] * velocity
+        if step < exit_step:
+            x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
+    written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise)
+    return ChunkResult(latents=x0, reward=written.reward, termination=written.termination)
+
+
+def unroll(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
+           exit_step: int | None = None, grad: bool = False, context_sigma: float = 0.0) -> ChunkResult:
+    """Generate T frames under actions (B, T), chunk after chunk, from an already primed cache."""
+    c = model.config.chunk
+    if actions.shape[1] % c:
+        raise ValueError(f"{actions.shape[1]} actions are not a multiple of the chunk size {c}")
+    return _concat([next_chunk(model, cache, actions[:, i:i + c], sigmas, noise, None, exit_step, grad, context_sigma)
+                    for i in range(0, actions.shape[1], c)])
+
+
+def _concat(results: list[ChunkResult]) -> ChunkResult:
+    return ChunkResult(latents=torch.cat([r.latents for r in results], dim=1),
+                       reward=torch.cat([r.reward for r in results], dim=1),
+                       termination=torch.cat([r.termination for r in results], dim=1))
