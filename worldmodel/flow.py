@@ -48,3 +48,29 @@ def sample_training_sigma(shape: tuple[int, ...], shift: float, generator: torch
     """sigma ~ shift(U(low, high)): the per-frame training noise levels."""
     t = low + (high - low) * torch.rand(shape, generator=generator, device=device)
     return shift_sigma(t, shift).to(device)
+
+
+def ode_sigmas(steps: int, shift: float) -> list[float]:
+    """Euler grid from sigma 1 to 0 in `steps` steps, evenly spaced in t then shifted.
+
+    When `steps` is a multiple of the few-step schedule's max_steps, every few-step sigma lies on
+    this grid (ODE init reads the trajectory exactly there).
+    """
+    return [float(shift_sigma(1.0 - i / steps, shift)) for i in range(steps + 1)]
+
+
+def euler_sample(velocity, x: torch.Tensor, sigmas: list[float], keep: list[float] | None = None
+                 ) -> tuple[torch.Tensor, dict[float, torch.Tensor]]:
+    """Integrate dx/dsigma = v(x, sigma) along `sigmas` (descending, ending at 0).
+
+    velocity: callable (x, sigma float) -> v. Returns the final x (the sample) and the states at
+    the sigmas listed in `keep` (matched to the grid within 1e-6).
+    """
+    states: dict[float, torch.Tensor] = {}
+    wanted = keep or []
+    for sigma, sigma_next in zip(sigmas[:-1], sigmas[1:], strict=True):
+        for target in wanted:
+            if abs(target - sigma) < 1e-6:
+                states[target] = x
+        x = x + (sigma_next - sigma) * velocity(x, sigma)
+    return x, states

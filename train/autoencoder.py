@@ -1,0 +1,142 @@
+"""Stage 1 of 5: the frame autoencoder, then the latent cache every later stage reads.
+
+Reads a Minari dataset (train.record); trains `worldmodel.autoencoder.Autoencoder` with an
+L2 + L1 pixel loss on random frames; reports PSNR on held-out episodes. At the end it fixes the
+latent scale (unit variance over training frames), writes an autoencoder-only world-model
+checkpoint to <run_dir>/checkpoint and the encoded dataset to <run_dir>/latents.
+
+    python -m train.autoencoder dataset_id=coinchase/random-v0 loop.max_steps=3000
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from train.cli import hydra_main
+from train.latents import LATENTS_FILE, save_latents, start_bank
+from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from worldmodel import checkpoint
+from worldmodel.autoencoder import Autoencoder
+from worldmodel.config import AutoencoderConfig, WorldModelConfig
+from worldmodel.data import load_episodes, split_by_episode
+from worldmodel.metrics import psnr
+
+
+@dataclass
+class AutoencoderStageConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=3000, eval_every=500, ckpt_every=250))
+    model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    dataset_id: str = "coinchase/random-v0"   # Minari dataset written by train.record
+    data_root: str = "data/minari"            # Minari datasets root
+    run_dir: str = "runs/coinchase/autoencoder"
+    batch_size: int = 64
+    lr: float = 2e-3
+    l1_weight: float = 0.5                    # loss = mse + l1_weight * l1, on [-1, 1] pixels
+    val_fraction: float = 0.1                 # episodes held out (PSNR, later stages' eval)
+    split_seed: int = 0
+    eval_frames: int = 512                    # held-out frames scored at each evaluation
+    start_context: int = 4                    # frames per real start context in the bank
+    start_bank_size: int = 64                 # contexts in the bank the checkpoints carry
+
+
+@dataclass
+class Data:
+    train_frames: np.ndarray    # (M, H, W, 3) uint8, all training frames
+    val_frames: np.ndarray      # (V, H, W, 3) uint8
+    split: tuple[list, list]    # train / val episodes
+    n_actions: int
+
+
+def load_data(cfg: AutoencoderStageConfig) -> Data:
+    episodes, n_actions = load_episodes(cfg.dataset_id, cfg.data_root)
+    train, val = split_by_episode(episodes, cfg.val_fraction, cfg.split_seed)
+    frame_size = episodes[0].frames.shape[1]
+    if frame_size != cfg.model.frame_size:
+        raise ValueError(f"dataset frames are {frame_size}px but model.frame_size is {cfg.model.frame_size}")
+    return Data(np.concatenate([e.frames for e in train]), np.concatenate([e.frames for e in val or train]),
+                (train, val), n_actions)
+
+
+def build(cfg: AutoencoderStageConfig) -> TrainState:
+    torch.manual_seed(cfg.loop.seed)
+    model = Autoencoder(cfg.model).to(cfg.loop.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    generator = torch.Generator().manual_seed(cfg.loop.seed)
+    return TrainState(modules={"autoencoder": model}, optimizers={"autoencoder": optimizer}, generator=generator)
+
+
+def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict[str, float]:
+    model, optimizer = state.modules["autoencoder"], state.optimizers["autoencoder"]
+    model.train()
+    optimizer.zero_grad(set_to_none=True)
+    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * (0.1 + 0.9 * (1 - state.step / cfg.loop.max_steps))
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    total = 0.0
+    for _ in range(cfg.loop.grad_accum):
+        index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator)
+        images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index.numpy()]).to(cfg.loop.device))
+        with autocast(cfg.loop):
+            recon = model.decode_float(model.encode_float(images)).float()
+        loss = F.mse_loss(recon, images) + cfg.l1_weight * F.l1_loss(recon, images)
+        (loss / cfg.loop.grad_accum).backward()
+        total += loss.item() / cfg.loop.grad_accum
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return {"loss": total, "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict[str, float]:
+    model = state.modules["autoencoder"].eval()
+    frames = data.val_frames[np.linspace(0, len(data.val_frames) - 1, min(cfg.eval_frames, len(data.val_frames))).astype(int)]
+    recon = torch.cat([model.decode(model.encode(torch.from_numpy(frames[i:i + 256]).to(cfg.loop.device))).cpu()
+                       for i in range(0, len(frames), 256)])
+    return {"psnr": float(np.mean(np.minimum(psnr(recon.numpy(), frames), 100.0)))}
+
+
+@torch.no_grad()
+def set_latent_scale(model: Autoencoder, frames: np.ndarray, device: str) -> float:
+    """Make encoded latents unit-variance over (a sample of) the training frames."""
+    model.eval().latent_scale.fill_(1.0)
+    sample = frames[np.linspace(0, len(frames) - 1, min(2048, len(frames))).astype(int)]
+    latents = torch.cat([model.encode(torch.from_numpy(sample[i:i + 256]).to(device)) for i in range(0, len(sample), 256)])
+    scale = float(latents.std())
+    model.latent_scale.fill_(scale)
+    return scale
+
+
+def finalize(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> Path:
+    """Latent scale, AE-only checkpoint, latent cache."""
+    run_dir = Path(cfg.run_dir)
+    model = state.modules["autoencoder"]
+    scale = set_latent_scale(model, data.train_frames, cfg.loop.device)
+    config = WorldModelConfig(autoencoder=cfg.model, latent_scale=scale, stage="autoencoder")
+    config.dit.n_actions = data.n_actions
+    config.dit.latent_channels, config.dit.latent_size = cfg.model.latent_channels, cfg.model.latent_size
+    bank_frames, bank_actions = start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context,
+                                           cfg.start_bank_size, cfg.split_seed)
+    checkpoint.save(run_dir / "checkpoint", config, model, start_frames=bank_frames, start_actions=bank_actions)
+    save_latents(run_dir / "latents", model, data.split[0], data.split[1], data.n_actions, bank_frames, bank_actions)
+    return run_dir / "checkpoint"
+
+
+def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
+    run_dir = Path(cfg.run_dir)
+    data = load_data(cfg)
+    state = build(cfg)
+    load_state(run_dir, state)
+    finished = state.step >= cfg.loop.max_steps and (run_dir / "latents" / LATENTS_FILE).exists()
+    metrics = {} if finished else run_loop("autoencoder", cfg.loop, run_dir, state,
+                                           lambda s: train_step(s, data, cfg), lambda s: evaluate(s, data, cfg))
+    if not finished:
+        finalize(state, data, cfg)
+    return metrics
+
+
+if __name__ == "__main__":
+    hydra_main("autoencoder", AutoencoderStageConfig, main)

@@ -1,0 +1,156 @@
+"""What the DiT training stages (teacher, TF/DF forcing, ODE init, Self Forcing) share.
+
+The common config fields, building a DiT + EMA + AdamW from a size preset and the latent cache,
+clip sampling, the flow-matching loss, the reward/termination head loss, EMA updates, and writing
+the stage's world-model checkpoint (autoencoder + EMA weights + start bank).
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from train.latents import LatentData, load_latents
+from train.loop import LoopConfig, TrainState
+from worldmodel import checkpoint
+from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
+from worldmodel.data import ClipDataset, sample_batch
+from worldmodel.dit import DiT, DiTOutput
+from worldmodel.flow import add_noise
+
+
+@dataclass
+class DiTStageConfig:
+    """Fields every DiT stage has; stages subclass it and add their own."""
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
+    size: str = "small"                       # DiT preset: tiny | small | base
+    chunk: int = 1                            # frames per causal block (1 frame-wise, 3 chunk-wise)
+    window: int = 7                           # KV-cache window in frames
+    sink: int = 0                             # sink frames kept forever in the cache
+    clip_frames: int = 8                      # T, frames per training clip (<= window + chunk for causal stages)
+    autoencoder_dir: str = "runs/coinchase/autoencoder"   # the autoencoder stage's run dir (checkpoint + latents)
+    run_dir: str = "runs/coinchase/stage"
+    batch_size: int = 16
+    lr: float = 3e-4
+    betas: tuple[float, float] = (0.9, 0.99)
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    warmup_steps: int = 100
+    ema_decay: float = 0.995
+    head_weight: float = 0.1                  # weight of the reward/termination head loss
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+
+    def dit_config(self, latents: LatentData, causal: bool) -> DiTConfig:
+        sample = latents.train[0].frames
+        return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
+                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink)
+
+
+def check_clip_fits(cfg: DiTStageConfig) -> None:
+    """Causal stages train on clips whose time positions are exactly those inference meets."""
+    if cfg.clip_frames > cfg.window + cfg.chunk + cfg.sink or cfg.clip_frames % cfg.chunk:
+        raise ValueError(f"clip_frames={cfg.clip_frames} must be a multiple of chunk={cfg.chunk} and at most "
+                         f"sink + window + chunk = {cfg.sink + cfg.window + cfg.chunk}")
+
+
+def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn.Module] | None = None) -> TrainState:
+    """Model + EMA copy + AdamW (decay on matrices only) + the stage's RNG."""
+    model = model.to(cfg.loop.device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
+    generator = torch.Generator().manual_seed(cfg.loop.seed)
+    modules = {"model": model, "ema": ema, **(extra_modules or {})}
+    return TrainState(modules=modules, optimizers={"model": optimizer}, generator=generator)
+
+
+def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
+    latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
+    train = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
+    val = ClipDataset(latents.val or latents.train, cfg.clip_frames, latents.n_actions)
+    return latents, train, val
+
+
+def batch_to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
+    """Clip batch: latents (B, T, C, h, w) float, actions (B, T), rewards (B, T), terminations (B, T) float."""
+    return {"latents": batch["frames"].to(device, torch.float32), "actions": batch["actions"].to(device),
+            "rewards": batch["rewards"].to(device, torch.float32), "terminations": batch["terminations"].to(device, torch.float32)}
+
+
+def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    return batch_to_device(sample_batch(dataset, cfg.batch_size, generator), cfg.loop.device)
+
+
+def flow_loss(velocity: torch.Tensor, latents: torch.Tensor, noise: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Rectified-flow loss ||v - (eps - x0)||^2, averaged per frame then over frames with `weight` (B, T)."""
+    per_frame = ((velocity.float() - (noise - latents)) ** 2).flatten(2).mean(-1)      # (B, T)
+    if weight is None:
+        return per_frame.mean()
+    return (per_frame * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def head_loss(out: DiTOutput, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Reward regression + termination BCE, read from a clean (sigma = 0) causal pass."""
+    return (F.mse_loss(out.reward.float(), batch["rewards"])
+            + F.binary_cross_entropy_with_logits(out.termination.float(), batch["terminations"]))
+
+
+def noisy_clip(batch: dict[str, torch.Tensor], sigma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame noised latents and the noise used. sigma (B, T)."""
+    latents = batch["latents"]
+    noise = torch.randn(latents.shape, generator=generator).to(latents.device)
+    return add_noise(latents, noise, sigma), noise
+
+
+def set_lr(state: TrainState, cfg: DiTStageConfig, name: str = "model", base_lr: float | None = None) -> float:
+    """Linear warmup, then constant."""
+    lr = (cfg.lr if base_lr is None else base_lr) * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
+    for group in state.optimizers[name].param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model") -> float:
+    """Clip, step, zero; returns the pre-clip grad norm."""
+    module = state.modules[name]
+    norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
+    state.optimizers[name].step()
+    state.optimizers[name].zero_grad(set_to_none=True)
+    return float(norm)
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for target, source in zip(ema.parameters(), model.parameters(), strict=True):
+        target.lerp_(source.detach(), 1.0 - decay)
+
+
+def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData, stage: str, module: str = "ema") -> Path:
+    """<run_dir>/checkpoint: the autoencoder from its stage + this stage's (EMA) DiT + the start bank."""
+    ae = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint")
+    dit: DiT = state.modules[module]
+    config = WorldModelConfig(autoencoder=ae.config.autoencoder, dit=dit.config, sampler=cfg.sampler,
+                              latent_scale=ae.config.latent_scale, stage=stage)
+    return checkpoint.save(Path(cfg.run_dir) / "checkpoint", config, ae.autoencoder, dit,
+                           latents.start_frames, latents.start_actions)
+
+
+@torch.no_grad()
+def evaluate_flow(model: DiT, dataset: ClipDataset, cfg: DiTStageConfig, frame_mask: torch.Tensor | None,
+                  batches: int = 4) -> dict[str, float]:
+    """Held-out flow loss at fixed sigmas {0.25, 0.5, 0.75, 1.0} (same clips and noise every call)."""
+    generator = torch.Generator().manual_seed(1234)
+    model.eval()
+    losses = []
+    for _ in range(batches):
+        batch = sample_clips(dataset, cfg, generator)
+        b, t = batch["actions"].shape
+        for level in (0.25, 0.5, 0.75, 1.0):
+            sigma = torch.full((b, t), level, device=cfg.loop.device)
+            noisy, noise = noisy_clip(batch, sigma, generator)
+            losses.append(float(flow_loss(model(noisy, sigma, batch["actions"], frame_mask).velocity, batch["latents"], noise)))
+    model.train()
+    return {"val_flow_loss": sum(losses) / len(losses)}

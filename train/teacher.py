@@ -1,0 +1,79 @@
+"""Stage 2 of 5: the bidirectional action-conditioned teacher (real score for DMD, critic init).
+
+Reads the latent cache of the autoencoder stage. Clips of T frames, per-frame independent noise
+levels; with probability `clean_prefix_prob` a random prefix is clean (sigma = 0, no loss) so the
+teacher also continues a real context; actions are dropped to the null action with probability
+`action_dropout` per clip for classifier-free guidance. Writes <run_dir>/checkpoint.
+
+    python -m train.teacher loop.max_steps=2000
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from train.cli import hydra_main
+from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, evaluate_flow, flow_loss, load_clip_data,
+                             noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from worldmodel.dit import DiT
+from worldmodel.flow import sample_training_sigma
+
+
+@dataclass
+class TeacherConfig(DiTStageConfig):
+    run_dir: str = "runs/coinchase/teacher"
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
+    train_shift: float = 3.0          # sigma ~ shift(U(0,1)) during training
+    clean_prefix_prob: float = 0.5    # chance a clip starts with a clean real prefix of 1..T-1 frames
+    action_dropout: float = 0.1       # chance a clip's actions are all replaced by the null action
+
+
+def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: int) -> dict[str, torch.Tensor]:
+    """A clip with per-frame sigma (B, T), clean prefixes, dropped actions and a loss weight (B, T)."""
+    batch = sample_clips(dataset, cfg, state.generator)
+    b, t = batch["actions"].shape
+    g = state.generator
+    sigma = sample_training_sigma((b, t), cfg.train_shift, g)
+    prefix_len = torch.randint(1, t, (b, 1), generator=g) * (torch.rand(b, 1, generator=g) < cfg.clean_prefix_prob)
+    in_prefix = torch.arange(t)[None, :] < prefix_len                                   # (B, T)
+    sigma = torch.where(in_prefix, torch.zeros_like(sigma), sigma)
+    drop = torch.rand(b, 1, generator=g) < cfg.action_dropout
+    device = cfg.loop.device
+    batch["actions"] = torch.where(drop.to(device), torch.full_like(batch["actions"], null_action), batch["actions"])
+    batch["sigma"], batch["weight"] = sigma.to(device), (~in_prefix).float().to(device)
+    return batch
+
+
+def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, float]:
+    model: DiT = state.modules["model"]
+    lr = set_lr(state, cfg)
+    total = 0.0
+    for _ in range(cfg.loop.grad_accum):
+        batch = teacher_batch(state, dataset, cfg, model.null_action)
+        noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
+        with autocast(cfg.loop):
+            out = model(noisy, batch["sigma"], batch["actions"])
+        loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"])
+        (loss / cfg.loop.grad_accum).backward()
+        total += float(loss) / cfg.loop.grad_accum
+    grad_norm = optimizer_step(state, cfg)
+    ema_update(state.modules["ema"], model, cfg.ema_decay)
+    return {"loss": total, "grad_norm": grad_norm, "lr": lr}
+
+
+def main(cfg: TeacherConfig) -> dict[str, float]:
+    run_dir = Path(cfg.run_dir)
+    latents, train, val = load_clip_data(cfg)
+    torch.manual_seed(cfg.loop.seed)
+    state = build_dit_state(cfg, DiT(cfg.dit_config(latents, causal=False)))
+    load_state(run_dir, state)
+    return run_loop("teacher", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
+                    lambda s: evaluate_flow(s.modules["ema"], val, cfg, None),
+                    lambda s: save_world_model(cfg, s, latents, "teacher"))
+
+
+if __name__ == "__main__":
+    hydra_main("teacher", TeacherConfig, main)
