@@ -1,7 +1,10 @@
-"""Gymnasium environments of dreamgym: the bundled real game and (later) the dreamed world-model env.
+"""Gymnasium environments of dreamgym: the bundled real game and the dreamed world-model envs.
 
 Importing this package registers the ids, so `import envs` then `gymnasium.make("dreamgym/CoinChase-v0")`,
-or in one line `gymnasium.make("envs:dreamgym/CoinChase-v0")`.
+or in one line `gymnasium.make("envs:dreamgym/CoinChase-v0")`:
+- dreamgym/CoinChase-v0          the real game (envs.coinchase)
+- dreamgym/CoinChase-Dream-v0    the bundled world model of CoinChase (envs.world_model_env)
+- dreamgym/WorldModel-v0         any checkpoint: gymnasium.make("dreamgym/WorldModel-v0", checkpoint=PATH)
 """
 from gymnasium.envs.registration import register, registry
 
@@ -9,5 +12,13 @@ from envs.coinchase import PALETTE, CoinChaseEnv
 
 __all__ = ["PALETTE", "CoinChaseEnv"]
 
-if "dreamgym/CoinChase-v0" not in registry:
-    register(id="dreamgym/CoinChase-v0", entry_point="envs.coinchase:CoinChaseEnv")
+_IDS = {
+    "dreamgym/CoinChase-v0": dict(entry_point="envs.coinchase:CoinChaseEnv"),
+    "dreamgym/CoinChase-Dream-v0": dict(entry_point="envs.world_model_env:WorldModelEnv",
+                                        vector_entry_point="envs.world_model_env:WorldModelVectorEnv"),
+    "dreamgym/WorldModel-v0": dict(entry_point="envs.world_model_env:WorldModelEnv",
+                                   vector_entry_point="envs.world_model_env:WorldModelVectorEnv"),
+}
+for _id, _kwargs in _IDS.items():
+    if _id not in registry:
+        register(id=_id, **_kwargs)

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from train import distributed
 from train.latents import LatentData, load_latents
 from train.loop import LoopConfig, TrainState
 from worldmodel import checkpoint
@@ -59,10 +60,12 @@ def check_clip_fits(cfg: DiTStageConfig) -> None:
 
 def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn.Module] | None = None) -> TrainState:
     """Model + EMA copy + AdamW (decay on matrices only) + the stage's RNG."""
+    distributed.init(cfg.loop.device)
     model = model.to(cfg.loop.device)
+    distributed.broadcast_parameters(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     optimizer = torch.optim.AdamW(model.optimizer_groups(cfg.weight_decay), lr=cfg.lr, betas=tuple(cfg.betas))
-    generator = torch.Generator().manual_seed(cfg.loop.seed)
+    generator = torch.Generator().manual_seed(cfg.loop.seed + 1_000_003 * distributed.rank())
     modules = {"model": model, "ema": ema, **(extra_modules or {})}
     return TrainState(modules=modules, optimizers={"model": optimizer}, generator=generator)
 
@@ -113,9 +116,11 @@ def set_lr(state: TrainState, cfg: DiTStageConfig, name: str = "model", base_lr:
     return lr
 
 
-def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model") -> float:
-    """Clip, step, zero; returns the pre-clip grad norm."""
-    module = state.modules[name]
+def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model", module: nn.Module | None = None) -> float:
+    """Average across ranks, clip, step, zero the optimizer `name` (over `module`, default the module of that name);
+    returns the pre-clip grad norm."""
+    module = state.modules[name] if module is None else module
+    distributed.average_gradients(module)
     norm = torch.nn.utils.clip_grad_norm_(module.parameters(), cfg.grad_clip)
     state.optimizers[name].step()
     state.optimizers[name].zero_grad(set_to_none=True)

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
+from train import distributed
 from worldmodel.checkpoint import CheckpointError, read_tensors, write_dir_atomically
 
 STATE_DIR = "train_state"
@@ -126,6 +127,8 @@ def load_state(run_dir: Path, state: TrainState) -> bool:
     torch.set_rng_state(rng["torch"])
     state.step = int(meta["step"])
     state.extra = meta["extra"]
+    if distributed.rank() > 0:   # the saved RNG is rank 0's; other ranks must keep drawing other clips
+        state.generator.manual_seed(int(state.generator.initial_seed()) + 1_000_003 * distributed.rank() + state.step)
     return True
 
 
@@ -156,12 +159,16 @@ def run_loop(name: str, loop: LoopConfig, run_dir: Path, state: TrainState, trai
     """
     if loop.threads:
         torch.set_num_threads(loop.threads)
+    main_rank = distributed.is_main()
     log = MetricsLog(run_dir / METRICS_FILE)
-    bar = tqdm(total=loop.max_steps, initial=state.step, desc=name, disable=not loop.progress, dynamic_ncols=True)
+    bar = tqdm(total=loop.max_steps, initial=state.step, desc=name, disable=not (loop.progress and main_rank),
+               dynamic_ncols=True)
     last: dict[str, float] = {}
     tick, ticks = time.perf_counter(), 0
 
     def save() -> None:
+        if not main_rank:
+            return
         save_state(run_dir, state)
         if on_save is not None:
             on_save(state)
@@ -181,11 +188,13 @@ def run_loop(name: str, loop: LoopConfig, run_dir: Path, state: TrainState, trai
             now = time.perf_counter()
             last["perf/it_s"] = ticks / max(now - tick, 1e-9)
             tick, ticks = now, 0
-            log.write(state.step, last)
+            if main_rank:
+                log.write(state.step, last)
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in last.items()})
         if evaluate is not None and loop.eval_every and (state.step % loop.eval_every == 0 or state.step == loop.max_steps):
             scores = {f"eval/{k}": v for k, v in evaluate(state).items()}
-            log.write(state.step, scores)
+            if main_rank:
+                log.write(state.step, scores)
             last.update(scores)
         if state.step % loop.ckpt_every == 0 or state.step == loop.max_steps:
             save()

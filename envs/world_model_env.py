@@ -1,0 +1,280 @@
+"""Gymnasium environments that dream: WorldModelEnv (one) and WorldModelVectorEnv (N in one forward).
+
+Both are thin Gymnasium shells over `envs.dream.DreamCore`; the single env is the batch-1 case
+of the same core, so there is one copy of the dynamics.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from envs.dream import DreamCore
+
+OPTION_KEYS = ("frames", "actions", "start_index")
+
+
+def _check_action(space: spaces.Discrete, action: Any) -> int:
+    if isinstance(action, np.ndarray) and action.shape == ():
+        action = action.item()
+    if isinstance(action, (bool, np.bool_)) or not isinstance(action, (int, np.integer)) or not space.contains(action):
+        raise gym.error.InvalidAction(f"action {action!r} ({type(action).__name__}) is not in the action space {space}")
+    return int(action)
+
+
+def _start(core: DreamCore, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """The real context a reset primes with: (T, H, W, 3) frames, (T,) actions, a torch noise seed, and the
+    bank index used (-1 for frames given in options)."""
+    options = dict(options or {})
+    unknown = set(options) - set(OPTION_KEYS)
+    if unknown:
+        raise ValueError(f"unknown reset options {sorted(unknown)}; accepted: {OPTION_KEYS}")
+    index = int(rng.integers(core.bank_size)) if options.get("start_index") is None else int(options["start_index"])
+    if not 0 <= index < core.bank_size:
+        raise ValueError(f"start_index {index} outside the checkpoint's bank of {core.bank_size} contexts")
+    frames, actions = core.start_context(index)
+    if "frames" in options:
+        frames = np.asarray(options["frames"])
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[1:] != core.frame_shape:
+            raise ValueError(f"options['frames'] must be uint8 (T, {', '.join(map(str, core.frame_shape))}), "
+                             f"got {frames.dtype} {frames.shape}")
+        null = np.full(len(frames), core.n_actions, dtype=np.int64)
+        actions = np.asarray(options.get("actions", null), dtype=np.int64)
+        if actions.shape != (len(frames),) or actions.min() < 0 or actions.max() > core.n_actions:
+            raise ValueError(f"options['actions'] must be {len(frames)} ids in 0..{core.n_actions} "
+                             f"({core.n_actions} = none), got {actions}")
+        index = -1
+    return frames, actions, int(rng.integers(2**62)), index
+
+
+class WorldModelEnv(gym.Env):
+    """Play the bundled game — or any recorded game — inside a world model.
+
+    ## Description
+    Every frame is dreamed: `step` runs `worldmodel.rollout.next_chunk`, `denoise_steps` few-step
+    flow updates of a causal DiT over a rolling KV cache, then decodes the latent to pixels. The
+    default checkpoint (`envs/checkpoints/coinchase`) was trained on CoinChase (see README for
+    its stage and training command).
+
+    ## Action Space
+    `Discrete(n)` from the checkpoint; for CoinChase `Discrete(5)`:
+
+    | id | key       | meaning    |
+    |----|-----------|------------|
+    | 0  | (none)    | stay       |
+    | 1  | Up / W    | move up    |
+    | 2  | Down / S  | move down  |
+    | 3  | Left / A  | move left  |
+    | 4  | Right / D | move right |
+
+    ## Observation Space
+    `Box(0, 255, (64, 64, 3), uint8)`, HWC RGB, decoded from the generated latent each step.
+
+    ## Rewards
+    The reward head's prediction on the clean cache-writing pass, rounded to the nearest integer
+    (`round_rewards=True`, CoinChase pays 0 or 1) or raw.
+
+    ## Starting State
+    `reset(seed, options)` picks a real start context from the checkpoint's bank with
+    `self.np_random` and primes the KV cache with it; the first observation is its last frame.
+    Options: `start_index` (bank entry), or `frames` (T, H, W, 3) uint8 with optional `actions` (T,).
+
+    ## Episode End
+    1. Termination: the termination head's probability exceeds `termination_threshold`.
+    2. Truncation: `max_episode_steps` steps (also settable by `gymnasium.make(..., max_episode_steps=)`).
+    3. A full cache window does not end the episode: the oldest frames roll out of it.
+
+    ## Arguments
+    | name                  | type        | default   | description |
+    |-----------------------|-------------|-----------|-------------|
+    | checkpoint            | str or None | None      | checkpoint dir; None = the bundled CoinChase model |
+    | denoise_steps         | int or None | None      | 1..max; None = the checkpoint's default |
+    | device                | str         | "cpu"     | torch device ("cuda" on a GPU) |
+    | dtype                 | str         | "float32" | "float32", "bfloat16" or "float16" DiT weights |
+    | render_mode           | str or None | None      | "rgb_array" or "human" (pygame window) |
+    | max_episode_steps     | int         | 1000      | truncation horizon |
+    | termination_threshold | float       | 0.5       | on the termination head's probability |
+    | round_rewards         | bool        | True      | round predicted rewards to integers |
+
+    ## Info
+    reset: `start_index`. step: `step_ms` (wall time of the dreamed step), `denoise_steps`,
+    `frame_index`, `termination_prob`, `raw_reward`.
+
+    ## Determinism
+    Same seed + same actions give the same frames on the same device and dtype (each env owns a
+    torch noise generator seeded from `np_random`). CPU is supported.
+
+    ## Vectorized environment
+    `WorldModelVectorEnv`: N envs in one batched forward, autoreset mode NEXT_STEP, per-env cache reset.
+
+    ## Example
+    >>> import gymnasium as gym, envs
+    >>> env = gym.make("dreamgym/CoinChase-Dream-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs.shape, obs.dtype
+    ((64, 64, 3), dtype('uint8'))
+    >>> obs, reward, terminated, truncated, info = env.step(4)
+
+    ## Version History
+    v0: first release.
+    """
+
+    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+
+    def __init__(self, checkpoint: str | Path | None = None, denoise_steps: int | None = None, device: str = "cpu",
+                 dtype: str = "float32", render_mode: str | None = None, max_episode_steps: int = 1000,
+                 termination_threshold: float = 0.5, round_rewards: bool = True):
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
+        self.core = DreamCore(checkpoint, 1, device, dtype, denoise_steps)
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self.termination_threshold = termination_threshold
+        self.round_rewards = round_rewards
+        self.action_space = spaces.Discrete(self.core.n_actions)
+        self.observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
+        self._frame: np.ndarray | None = None
+        self._steps = 0
+        self._needs_reset = True
+        self._window = None
+
+    @property
+    def denoise_steps(self) -> int:
+        return self.core.denoise_steps
+
+    @denoise_steps.setter
+    def denoise_steps(self, steps: int) -> None:
+        self.core.denoise_steps = steps
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        frames, actions, noise_seed, index = _start(self.core, self.np_random, options)
+        self._frame = self.core.reset_rows(np.array([0]), [noise_seed], frames[None], actions[None])[0]
+        self._steps, self._needs_reset = 0, False
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), {"start_index": index}
+
+    def step(self, action):
+        action = _check_action(self.action_space, action)
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode terminated or truncated")
+        out = self.core.step(np.array([action]))
+        self._frame, self._steps = out.frames[0], self._steps + 1
+        raw = float(out.rewards[0])
+        reward = float(round(raw)) if self.round_rewards else raw
+        terminated = bool(out.terminations[0] > self.termination_threshold)
+        truncated = self._steps >= self.max_episode_steps and not terminated
+        self._needs_reset = terminated or truncated
+        info = {"step_ms": out.step_ms, "denoise_steps": self.denoise_steps, "frame_index": self._steps,
+                "termination_prob": float(out.terminations[0]), "raw_reward": raw}
+        if self.render_mode == "human":
+            self.render()
+        return self._frame.copy(), reward, terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        if self._frame is None:
+            raise gym.error.ResetNeeded("call reset() before render()")
+        if self.render_mode == "rgb_array":
+            return self._frame.copy()
+        if self.render_mode == "human":
+            self._show(self._frame)
+        return None
+
+    def _show(self, frame: np.ndarray, scale: int = 8) -> None:
+        import pygame  # only when a window is asked for
+
+        if self._window is None:
+            pygame.init()
+            self._window = pygame.display.set_mode((frame.shape[1] * scale, frame.shape[0] * scale))
+            pygame.display.set_caption("dreamgym")
+        pygame.event.pump()
+        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
+        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
+        pygame.display.flip()
+
+    def close(self) -> None:
+        if self._window is not None:
+            import pygame
+
+            pygame.display.quit()
+            self._window = None
+
+
+class WorldModelVectorEnv(VectorEnv):
+    """N dreamed envs stepped by one batched forward; autoreset mode NEXT_STEP.
+
+    `reset(seed=s)` seeds env i with s + i, so env i reproduces `WorldModelEnv` reset with seed s + i
+    under the same actions (within float tolerance of batched matmuls). After an env terminates or
+    truncates, its next `step` resets it (the action is ignored) and returns the reset observation
+    with reward 0 and both flags False.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int, checkpoint: str | Path | None = None, denoise_steps: int | None = None,
+                 device: str = "cpu", dtype: str = "float32", max_episode_steps: int = 1000,
+                 termination_threshold: float = 0.5, round_rewards: bool = True, render_mode: str | None = None):
+        if num_envs < 1:
+            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
+        self.core = DreamCore(checkpoint, num_envs, device, dtype, denoise_steps)
+        self.num_envs = num_envs
+        self.render_mode = render_mode
+        self.max_episode_steps = max_episode_steps
+        self.termination_threshold = termination_threshold
+        self.round_rewards = round_rewards
+        self.single_action_space = spaces.Discrete(self.core.n_actions)
+        self.single_observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
+        self._frames = np.zeros((num_envs, *self.core.frame_shape), np.uint8)
+        self._steps = np.zeros(num_envs, np.int64)
+        self._done = np.zeros(num_envs, bool)
+        self._needs_reset = True
+
+    def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None = None) -> None:
+        starts = [_start(self.core, self._rngs[r], options) for r in rows]
+        self._frames[rows] = self.core.reset_rows(rows, [s[2] for s in starts], np.stack([s[0] for s in starts]),
+                                                  np.stack([s[1] for s in starts]))
+        self._steps[rows] = 0
+        self._done[rows] = False
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        from gymnasium.utils import seeding
+
+        seeds = [None if seed is None else seed + i for i in range(self.num_envs)] if not isinstance(seed, list) else seed
+        if len(seeds) != self.num_envs:
+            raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
+        self._rngs = [seeding.np_random(s)[0] for s in seeds]
+        self._reset_rows(np.arange(self.num_envs), options)
+        self._needs_reset = False
+        return self._frames.copy(), {}
+
+    def step(self, actions):
+        if self._needs_reset:
+            raise gym.error.ResetNeeded("call reset() before step()")
+        actions = np.asarray(actions)
+        if actions.shape != (self.num_envs,) or not self.action_space.contains(actions.astype(np.int64)):
+            raise gym.error.InvalidAction(f"actions {actions!r} are not in the action space {self.action_space}")
+        finished = np.flatnonzero(self._done)
+        out = self.core.step(actions.astype(np.int64))   # every row advances; finished rows are re-primed below
+        rewards = np.round(out.rewards) if self.round_rewards else out.rewards.astype(np.float64)
+        terminated = out.terminations > self.termination_threshold
+        self._frames[:] = out.frames
+        self._steps += 1
+        truncated = (self._steps >= self.max_episode_steps) & ~terminated
+        if len(finished):
+            self._reset_rows(finished)
+            rewards[finished], terminated[finished], truncated[finished] = 0.0, False, False
+        self._done = terminated | truncated
+        info = {"step_ms": np.full(self.num_envs, out.step_ms), "denoise_steps": np.full(self.num_envs, self.core.denoise_steps)}
+        return self._frames.copy(), rewards.astype(np.float64), terminated, truncated, info
+
+    def render(self) -> np.ndarray | None:
+        return self._frames.copy() if self.render_mode == "rgb_array" else None

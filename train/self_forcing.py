@@ -1,0 +1,211 @@
+"""Stage 5 of 5: Self Forcing (Huang et al. 2025, arXiv 2506.08009) — train on the model's own rollouts.
+
+Each iteration the student (initialised from ODE init) primes a KV cache with a real prefix and
+unrolls the rest of the clip under the real actions with `worldmodel.rollout.unroll` — the very
+code `env.step` runs. One exit step, drawn per iteration and agreed across ranks, keeps gradients;
+all other denoising steps and every cache write run without. The generated clip is scored by
+distribution matching against the frozen bidirectional teacher (real score, classifier-free
+guided) and a critic (fake score, initialised from the teacher, trained with the flow loss on the
+student's detached clips, `critic_ratio` critic updates per generator update): DMD, SiD and GAN
+losses, weighted in the config. A clean causal pass on the real clip keeps the reward/termination
+heads trained. EMA of the generator is what the checkpoint ships.
+
+    python -m train.self_forcing dmd_weight=1 sid_weight=0 gan_weight=0 loop.max_steps=600
+"""
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from train import distributed
+from train.cli import hydra_main
+from train.dit_stage import (DiTStageConfig, build_dit_state, check_clip_fits, ema_update, flow_loss, head_loss,
+                             load_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
+                          gan_generator_loss, sid_loss)
+from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from worldmodel import checkpoint
+from worldmodel.dit import DiT
+from worldmodel.flow import add_noise, sample_training_sigma, sigma_schedule, x0_from_v
+from worldmodel.masks import block_causal_mask
+from worldmodel.rollout import new_cache, prime, unroll
+
+
+@dataclass
+class SelfForcingConfig(DiTStageConfig):
+    run_dir: str = "runs/coinchase/self_forcing"
+    teacher_dir: str = "runs/coinchase/teacher"     # real score (frozen) and critic init
+    student_dir: str = "runs/coinchase/ode_init"    # generator init
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=600, eval_every=0, ckpt_every=50))
+    lr: float = 2e-5                  # generator lr (> critic lr, as in the paper)
+    critic_lr: float = 1e-5
+    betas: tuple[float, float] = (0.0, 0.999)
+    grad_clip: float = 10.0
+    ema_decay: float = 0.99
+    warmup_steps: int = 0
+    critic_ratio: int = 5             # critic updates per generator update
+    prefix_frames: int = 1            # real frames primed before the student unrolls (multiple of chunk)
+    guidance: float = 3.0             # CFG scale of the real score
+    sigma_min: float = 0.02           # DMD/SiD/GAN noise levels ~ shift(U(sigma_min, sigma_max))
+    sigma_max: float = 0.98
+    dmd_weight: float = 1.0
+    sid_weight: float = 0.0
+    sid_alpha: float = 1.0
+    gan_weight: float = 0.0
+    gan_critic_weight: float = 1.0    # weight of the discriminator loss in the critic update
+    r1_weight: float = 0.0            # finite-difference R1 on real clips
+    r2_weight: float = 0.0            # finite-difference R2 on generated clips
+    penalty_scale: float = 0.05       # perturbation size of the finite differences
+
+
+def self_rollout(model: DiT, batch: dict[str, torch.Tensor], cfg: SelfForcingConfig, exit_step: int, grad: bool,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real prefix + the student's own continuation: clip (B, T, C, h, w), weight (B, T) = 1 on generated frames."""
+    latents, actions = batch["latents"], batch["actions"]
+    b, t = actions.shape
+    k = cfg.prefix_frames
+    device = latents.device
+    noise = lambda shape: torch.randn(shape, generator=generator).to(device)  # noqa: E731
+    cache = new_cache(model, b, device)
+    with torch.no_grad():
+        prime(model, cache, latents[:, :k], actions[:, :k], context_sigma=cfg.sampler.context_sigma, noise=noise)
+    sigmas = sigma_schedule(cfg.sampler.max_steps, cfg.sampler.shift)
+    with torch.set_grad_enabled(grad):
+        generated = unroll(model, cache, actions[:, k:], sigmas, noise, exit_step, grad, cfg.sampler.context_sigma)
+    clip = torch.cat([latents[:, :k], generated.latents], 1)
+    weight = (torch.arange(t, device=device) >= k).float().expand(b, t)
+    return clip, weight
+
+
+def score_x0(model: DiT, noisy: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float) -> torch.Tensor:
+    """x0 prediction of a bidirectional score model (teacher with CFG, or critic with guidance 1)."""
+    return x0_from_v(noisy, model.guided_velocity(noisy, sigma, actions, guidance).float(), sigma)
+
+
+def noise_clip(clip: torch.Tensor, weight: torch.Tensor, cfg: SelfForcingConfig, generator: torch.Generator,
+               per_frame: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise generated frames (prefix stays clean): noisy (B, T, ...), sigma (B, T), noise."""
+    b, t = weight.shape
+    shape = (b, t) if per_frame else (b, 1)
+    sigma = sample_training_sigma(shape, cfg.sampler.shift, generator, low=cfg.sigma_min, high=cfg.sigma_max)
+    sigma = sigma.to(clip.device).expand(b, t) * weight
+    noise = torch.randn(clip.shape, generator=generator).to(clip.device)
+    return add_noise(clip, noise, sigma), sigma, noise
+
+
+def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, actions: torch.Tensor,
+                   cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
+    teacher, critic, g = state.modules["teacher"], state.modules["critic"], state.generator
+    noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False)
+    losses: dict[str, torch.Tensor] = {}
+    if cfg.dmd_weight or cfg.sid_weight:
+        with torch.no_grad(), autocast(cfg.loop):
+            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance)
+            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0)
+        if cfg.dmd_weight:
+            losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, real_x0, fake_x0, weight)
+        if cfg.sid_weight:
+            losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
+    if cfg.gan_weight:
+        critic.requires_grad_(False)
+        with autocast(cfg.loop):
+            logits = state.modules["disc"](critic(noisy, sigma, actions).features)
+        critic.requires_grad_(True)
+        losses["gan_g"] = cfg.gan_weight * gan_generator_loss(logits, weight)
+    return losses
+
+
+def critic_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, batch: dict[str, torch.Tensor],
+                cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
+    """Flow loss of the fake score on the student's (detached) clip, plus the discriminator if GAN is on."""
+    critic, g = state.modules["critic"], state.generator
+    noisy, sigma, noise = noise_clip(clip, weight, cfg, g, per_frame=True)
+    with autocast(cfg.loop):
+        out = critic(noisy, sigma, batch["actions"])
+    losses = {"critic_flow": flow_loss(out.velocity, clip, noise, weight)}
+    if cfg.gan_weight:
+        disc = state.modules["disc"]
+        real_noisy = add_noise(batch["latents"], noise, sigma)
+        with autocast(cfg.loop):
+            real_logits = disc(critic(real_noisy, sigma, batch["actions"]).features)
+        fake_logits = disc(out.features)
+        losses["disc"] = cfg.gan_critic_weight * gan_discriminator_loss(real_logits, fake_logits, weight)
+        for name, scale, source, logits in (("r1", cfg.r1_weight, real_noisy, real_logits), ("r2", cfg.r2_weight, noisy, fake_logits)):
+            if scale:
+                bumped = source + cfg.penalty_scale * torch.randn(source.shape, generator=g).to(source.device)
+                with autocast(cfg.loop):
+                    bumped_logits = disc(critic(bumped, sigma, batch["actions"]).features)
+                losses[name] = scale * finite_difference_penalty(logits, bumped_logits, cfg.penalty_scale, weight)
+    return losses
+
+
+def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, float]:
+    model: DiT = state.modules["model"]
+    shared = torch.Generator().manual_seed(cfg.loop.seed * 1_000_003 + state.step)   # same on every rank
+    exit_step = int(torch.randint(cfg.sampler.max_steps, (1,), generator=shared))
+    update_generator = state.step % cfg.critic_ratio == 0
+    metrics: dict[str, float] = {"exit_step": float(exit_step)}
+    set_lr(state, cfg, "model", cfg.lr)
+    set_lr(state, cfg, "critic", cfg.critic_lr)
+    for _ in range(cfg.loop.grad_accum):
+        batch = sample_clips(dataset, cfg, state.generator)
+        clip, weight = self_rollout(model, batch, cfg, exit_step, update_generator, state.generator)
+        if update_generator:
+            losses = generator_loss(state, clip, weight, batch["actions"], cfg)
+            with autocast(cfg.loop):
+                heads = model(batch["latents"], torch.zeros_like(weight), batch["actions"],
+                              block_causal_mask(weight.shape[1], cfg.chunk, clip.device))
+            losses["heads"] = cfg.head_weight * head_loss(heads, batch)
+            (sum(losses.values()) / cfg.loop.grad_accum).backward()
+            metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v) / cfg.loop.grad_accum for k, v in losses.items()})
+        critic_losses = critic_loss(state, clip.detach(), weight, batch, cfg)
+        (sum(critic_losses.values()) / cfg.loop.grad_accum).backward()
+        metrics.update({k: metrics.get(k, 0.0) + float(v) / cfg.loop.grad_accum for k, v in critic_losses.items()})
+    if update_generator:
+        metrics["gen_grad_norm"] = optimizer_step(state, cfg, "model")
+        ema_update(state.modules["ema"], model, cfg.ema_decay)
+    critic_group = torch.nn.ModuleList([state.modules[n] for n in ("critic", "disc") if n in state.modules])
+    metrics["critic_grad_norm"] = optimizer_step(state, cfg, "critic", critic_group)
+    return metrics
+
+
+def build(cfg: SelfForcingConfig, latents) -> TrainState:
+    teacher = checkpoint.load(Path(cfg.teacher_dir) / "checkpoint", cfg.loop.device).dit.requires_grad_(False)
+    student = checkpoint.load(Path(cfg.student_dir) / "checkpoint", cfg.loop.device).dit
+    if not student.config.causal or teacher.config.causal:
+        raise ValueError("self forcing needs a causal student (ode_init / tf / df) and a bidirectional teacher")
+    if (student.config.chunk, student.config.window) != (cfg.chunk, cfg.window):
+        raise ValueError(f"student has chunk/window {student.config.chunk}/{student.config.window}, config says "
+                         f"{cfg.chunk}/{cfg.window}")
+    critic = copy.deepcopy(teacher).requires_grad_(True).train()
+    extra = {"teacher": teacher, "critic": critic}
+    critic_params = list(critic.parameters())
+    if cfg.gan_weight:
+        extra["disc"] = DiscriminatorHead(critic.config.dim).to(cfg.loop.device)
+        critic_params += list(extra["disc"].parameters())
+    state = build_dit_state(cfg, student.train(), extra)
+    distributed.broadcast_parameters(critic)
+    state.optimizers["critic"] = torch.optim.AdamW(critic_params, lr=cfg.critic_lr, betas=tuple(cfg.betas),
+                                                   weight_decay=cfg.weight_decay)
+    return state
+
+
+def main(cfg: SelfForcingConfig) -> dict[str, float]:
+    check_clip_fits(cfg)
+    if cfg.prefix_frames % cfg.chunk or not 0 < cfg.prefix_frames < cfg.clip_frames:
+        raise ValueError(f"prefix_frames {cfg.prefix_frames} must be a multiple of chunk {cfg.chunk} below clip_frames")
+    run_dir = Path(cfg.run_dir)
+    latents, train, _ = load_clip_data(cfg)
+    torch.manual_seed(cfg.loop.seed)
+    state = build(cfg, latents)
+    load_state(run_dir, state)
+    stage = "self_forcing_" + "+".join(n for n, w in (("dmd", cfg.dmd_weight), ("sid", cfg.sid_weight), ("gan", cfg.gan_weight)) if w)
+    return run_loop("self_forcing", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
+                    on_save=lambda s: save_world_model(cfg, s, latents, stage))
+
+
+if __name__ == "__main__":
+    hydra_main("self_forcing", SelfForcingConfig, main)
