@@ -75,8 +75,9 @@ class CoinChaseEnv(gym.Env):
     ## Description
     A 64x64 top-down maze of 8x8 cells (8 pixels each). Row 0 is a black score bar; rows 1-7 are
     the maze with fixed grey walls. The blue player moves one cell per step. A yellow coin sits on a
-    random free cell and respawns elsewhere when collected. A red enemy moves one cell per step: with
-    probability `chase_prob` it steps toward the player, otherwise it takes a random move (or stays).
+    random free cell and respawns elsewhere when collected. A red enemy moves with probability
+    `enemy_move_prob` per step (it is slower than the player); when it moves, with probability
+    `chase_prob` it steps toward the player, otherwise it takes a random move (or stays).
     The player's motion is deterministic given the actions; the coin and the enemy are random.
 
     ## Action Space
@@ -112,7 +113,8 @@ class CoinChaseEnv(gym.Env):
     |-------------|-------------|---------|-----------------------------------------------|
     | render_mode | str or None | None    | "rgb_array" returns the frame; "human" opens a pygame window |
     | horizon     | int         | 1000    | steps before `truncated` is True              |
-    | chase_prob  | float       | 0.5     | chance per step that the enemy moves toward the player |
+    | chase_prob  | float       | 0.5     | chance that a moving enemy steps toward the player |
+    | enemy_move_prob | float   | 0.5     | chance per step that the enemy moves at all   |
 
     ## Info
     `player`, `coin`, `enemy`: int64 arrays (row, col) of the cells; `score`: int64 coins so far.
@@ -123,16 +125,19 @@ class CoinChaseEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
 
-    def __init__(self, render_mode: str | None = None, horizon: int = 1000, chase_prob: float = 0.5):
+    def __init__(self, render_mode: str | None = None, horizon: int = 1000, chase_prob: float = 0.5,
+                 enemy_move_prob: float = 0.5):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if not 0.0 <= chase_prob <= 1.0:
-            raise ValueError(f"chase_prob must be in [0, 1], got {chase_prob}")
+        for name, value in (("chase_prob", chase_prob), ("enemy_move_prob", enemy_move_prob)):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {value}")
         self.render_mode = render_mode
         self.horizon = horizon
         self.chase_prob = chase_prob
+        self.enemy_move_prob = enemy_move_prob
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._free = free_cells()
@@ -189,6 +194,8 @@ class CoinChaseEnv(gym.Env):
 
     def _enemy_move(self) -> tuple[int, int]:
         rng = self.np_random
+        if rng.random() >= self.enemy_move_prob:
+            return self.enemy
         options = [self._moved(self.enemy, a) for a in range(len(ACTION_NAMES))]
         if rng.random() < self.chase_prob:
             dist = [abs(r - self.player[0]) + abs(c - self.player[1]) for r, c in options]

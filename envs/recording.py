@@ -7,8 +7,7 @@ Owns `RecordMinari` (a wrapper: step the env as usual, `close()` writes the data
 Crash safety: everything is written into a hidden staging directory beside the final location
 (`<root>/<namespace>/.<name>.staging-<pid>-<token>`, hidden so Minari ignores it) and moved into
 place with one `os.rename` at the end. A process killed mid-recording leaves no dataset under the
-final id; the next recorder of the same namespace removes staging directories whose process is
-gone. Overwriting builds the new dataset aside first, then swaps it in.
+final id; the next recorder of the same id removes staging directories whose process is gone. Overwriting builds the new dataset aside first, then swaps it in.
 
 The files are written with h5py in Minari's HDF5 layout (`<root>/<dataset_id>/data/` holding
 `metadata.json` and `main_data.hdf5` with one `episode_<i>` group per episode), readable with
@@ -32,7 +31,7 @@ import h5py
 import minari
 import numpy as np
 from gymnasium import spaces
-from minari.dataset.minari_dataset import parse_dataset_id
+from minari.dataset.minari_dataset import DATASET_ID_RE
 from minari.serialization import serialize_space
 
 STAGING_TAG = ".staging-"    # hidden dirs `.<name>.staging-<pid>-<token>`: a dataset being written
@@ -76,15 +75,22 @@ def check_recordable(env: gym.Env) -> None:
         raise ValueError(f"{name}: observations must be RGB frames, Box(0, 255, (H, W, 3), uint8), got {obs}")
 
 
+def check_dataset_id(dataset_id: str) -> None:
+    """Raise ValueError unless `dataset_id` is a Minari id with a version: (namespace/)name-v<version>."""
+    match = DATASET_ID_RE.fullmatch(dataset_id)
+    if match is None or match.group("version") is None:
+        raise ValueError(f"dataset_id {dataset_id!r} must look like (namespace/)name-v<version>, e.g. 'coinchase/random-v0'")
+
+
 def dataset_path(dataset_id: str, root: str | Path) -> Path:
     """Where the dataset `dataset_id` lives under the datasets root (Minari's layout)."""
     return Path(root) / dataset_id
 
 
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> (size, size, 3) uint8 with area interpolation; unchanged if already that size."""
+    """(H, W, 3) uint8 -> a new (size, size, 3) uint8 array, area-interpolated if the size differs."""
     if frame.shape[:2] == (size, size):
-        return frame
+        return frame.copy()   # the env may reuse its frame buffer
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
 
 
@@ -113,7 +119,7 @@ class RecordMinari(gym.Wrapper):
         check_recordable(env)
         if resize_to < 1:
             raise ValueError(f"resize_to must be >= 1, got {resize_to}")
-        parse_dataset_id(dataset_id)  # ValueError naming the id when malformed
+        check_dataset_id(dataset_id)
         super().__init__(env)
         self.dataset_id = dataset_id
         self.root = Path(root)
@@ -143,7 +149,7 @@ class RecordMinari(gym.Wrapper):
         obs, info = self.env.reset(seed=seed, options=options)
         frame = resize_frame(np.asarray(obs), self.resize_to)
         self._episode = {"seed": seed, "frames": [frame], "actions": [], "rewards": [], "terminations": [],
-                         "truncations": [], "infos": [info]}
+                         "truncations": [], "infos": [_snapshot(info)]}
         return frame, info
 
     def step(self, action: Any) -> tuple[np.ndarray, SupportsFloat, bool, bool, dict[str, Any]]:
@@ -158,7 +164,7 @@ class RecordMinari(gym.Wrapper):
         episode["rewards"].append(float(reward))
         episode["terminations"].append(bool(terminated))
         episode["truncations"].append(bool(truncated))
-        episode["infos"].append(info)
+        episode["infos"].append(_snapshot(info))
         self._steps += 1
         if terminated or truncated:
             self._flush_episode()
@@ -281,6 +287,11 @@ class RecordMinari(gym.Wrapper):
     def _exists_message(self) -> str:
         return (f"dataset {self.dataset_id!r} already exists under root {str(self.root)!r} ({self.path}); "
                 "choose another dataset_id or pass overwrite=True")
+
+
+def _snapshot(info: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an info dict that later in-place changes by the env cannot alter."""
+    return {key: value.copy() if isinstance(value, np.ndarray) else value for key, value in info.items()}
 
 
 def stack_infos(infos: list[dict[str, Any]]) -> dict[str, np.ndarray]:

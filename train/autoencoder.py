@@ -35,6 +35,7 @@ class AutoencoderStageConfig:
     run_dir: str = "runs/coinchase/autoencoder"
     batch_size: int = 64
     lr: float = 2e-3
+    warmup_steps: int = 100                   # linear lr warmup, then linear decay to 10%
     l1_weight: float = 0.5                    # loss = mse + l1_weight * l1, on [-1, 1] pixels
     val_fraction: float = 0.1                 # episodes held out (PSNR, later stages' eval)
     split_seed: int = 0
@@ -73,7 +74,7 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
     model, optimizer = state.modules["autoencoder"], state.optimizers["autoencoder"]
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * (0.1 + 0.9 * (1 - state.step / cfg.loop.max_steps))
+    lr = cfg.lr * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1)) * (0.1 + 0.9 * (1 - state.step / cfg.loop.max_steps))
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = 0.0

@@ -72,7 +72,7 @@ def train_step(state: TrainState, dataset, cfg: ForcingConfig) -> dict[str, floa
         sigma = sample_training_sigma(tuple(batch["actions"].shape), cfg.train_shift, state.generator).to(cfg.loop.device)
         loss = loss_fn(model, batch, sigma, state.generator, cfg)
         (loss / cfg.loop.grad_accum).backward()
-        total += float(loss) / cfg.loop.grad_accum
+        total += float(loss.detach()) / cfg.loop.grad_accum
     grad_norm = optimizer_step(state, cfg)
     ema_update(state.modules["ema"], model, cfg.ema_decay)
     return {"loss": total, "grad_norm": grad_norm, "lr": lr}

@@ -33,7 +33,7 @@ class LatentData:
 def encode_frames(autoencoder: Autoencoder, frames: np.ndarray, batch: int = 256) -> np.ndarray:
     """uint8 (n, H, W, 3) -> float32 latents (n, C, h, w)."""
     device = next(autoencoder.parameters()).device
-    parts = [autoencoder.encode(torch.from_numpy(frames[i:i + batch]).to(device)).float().cpu()
+    parts = [autoencoder.encode(torch.from_numpy(frames[i:i + batch]).to(device)).float().cpu().contiguous()
              for i in range(0, len(frames), batch)]
     return torch.cat(parts).numpy()
 

@@ -110,7 +110,7 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
         regression = ((x0 - targets) ** 2)[:, k:].mean()
         loss = regression + cfg.head_weight * head_loss(heads, real)
         (loss / cfg.loop.grad_accum).backward()
-        total += float(regression) / cfg.loop.grad_accum
+        total += float(regression.detach()) / cfg.loop.grad_accum
     grad_norm = optimizer_step(state, cfg)
     ema_update(state.modules["ema"], model, cfg.ema_decay)
     return {"x0_loss": total, "grad_norm": grad_norm, "lr": lr}

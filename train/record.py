@@ -20,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from envs.policies import make_policy
-from envs.recording import RecordMinari, make_env
+from envs.recording import RecordMinari, check_recordable, make_env
 from train.cli import hydra_main
 
 
@@ -53,14 +53,15 @@ def record(cfg: RecordConfig) -> Path:
     kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
     env = make_env(cfg.env_id, **kwargs)
     try:
+        check_recordable(env)
+        policy = make_policy(cfg.policy, int(env.action_space.n), np.random.default_rng(cfg.seed), epsilon=cfg.epsilon,
+                             min_repeat=cfg.min_repeat, max_repeat=cfg.max_repeat)
         recorder = RecordMinari(env, cfg.dataset_id, cfg.root, overwrite=cfg.overwrite, resize_to=cfg.resize_to,
                                 algorithm_name=f"dreamgym/{cfg.policy}", metadata={"record": dataclasses.asdict(cfg)})
     except BaseException:
         env.close()
         raise
     try:
-        policy = make_policy(cfg.policy, int(env.action_space.n), np.random.default_rng(cfg.seed), epsilon=cfg.epsilon,
-                             min_repeat=cfg.min_repeat, max_repeat=cfg.max_repeat)
         start = time.perf_counter()
         bar = tqdm(range(cfg.episodes), unit="ep", desc=f"record {cfg.dataset_id}", disable=not cfg.progress)
         for episode in bar:

@@ -160,10 +160,10 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
                               block_causal_mask(weight.shape[1], cfg.chunk, clip.device))
             losses["heads"] = cfg.head_weight * head_loss(heads, batch)
             (sum(losses.values()) / cfg.loop.grad_accum).backward()
-            metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v) / cfg.loop.grad_accum for k, v in losses.items()})
+            metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in losses.items()})
         critic_losses = critic_loss(state, clip.detach(), weight, batch, cfg)
         (sum(critic_losses.values()) / cfg.loop.grad_accum).backward()
-        metrics.update({k: metrics.get(k, 0.0) + float(v) / cfg.loop.grad_accum for k, v in critic_losses.items()})
+        metrics.update({k: metrics.get(k, 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in critic_losses.items()})
     if update_generator:
         metrics["gen_grad_norm"] = optimizer_step(state, cfg, "model")
         ema_update(state.modules["ema"], model, cfg.ema_decay)

@@ -58,7 +58,7 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
             out = model(noisy, batch["sigma"], batch["actions"])
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"])
         (loss / cfg.loop.grad_accum).backward()
-        total += float(loss) / cfg.loop.grad_accum
+        total += float(loss.detach()) / cfg.loop.grad_accum
     grad_norm = optimizer_step(state, cfg)
     ema_update(state.modules["ema"], model, cfg.ema_decay)
     return {"loss": total, "grad_norm": grad_norm, "lr": lr}

@@ -14,7 +14,7 @@ class AutoencoderConfig:
     """Conv autoencoder frames (H, W, 3) uint8 <-> latents (latent_channels, H/8, W/8)."""
     frame_size: int = 64            # square frames, pixels
     latent_channels: int = 8
-    widths: tuple[int, ...] = (32, 64, 96)   # conv widths at 1/2, 1/4, 1/8 resolution
+    widths: tuple[int, ...] = (32, 64, 128)  # conv widths at 1/2, 1/4, 1/8 resolution
     downsample_levels: int = 3      # 2**levels = pixels per latent cell
 
     @property
