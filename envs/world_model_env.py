@@ -100,9 +100,10 @@ class WorldModelEnv(gym.Env):
     | max_episode_steps     | int         | 1000      | truncation horizon |
     | termination_threshold | float       | 0.5       | on the termination head's probability |
     | round_rewards         | bool        | True      | round predicted rewards to integers |
+    | timing_info           | bool        | True      | put `step_ms` in step infos (wall time differs run to run, so `check_env`'s determinism check needs False) |
 
     ## Info
-    reset: `start_index`. step: `step_ms` (wall time of the dreamed step), `denoise_steps`,
+    reset: `start_index`. step: `step_ms` (wall time of the dreamed step; see `timing_info`), `denoise_steps`,
     `frame_index`, `termination_prob`, `raw_reward`.
 
     ## Determinism
@@ -128,7 +129,7 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, checkpoint: str | Path | None = None, denoise_steps: int | None = None, device: str = "cpu",
                  dtype: str = "float32", render_mode: str | None = None, max_episode_steps: int = 1000,
-                 termination_threshold: float = 0.5, round_rewards: bool = True):
+                 termination_threshold: float = 0.5, round_rewards: bool = True, timing_info: bool = True):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.core = DreamCore(checkpoint, 1, device, dtype, denoise_steps)
@@ -136,6 +137,7 @@ class WorldModelEnv(gym.Env):
         self.max_episode_steps = max_episode_steps
         self.termination_threshold = termination_threshold
         self.round_rewards = round_rewards
+        self.timing_info = timing_info
         self.action_space = spaces.Discrete(self.core.n_actions)
         self.observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
         self._frame: np.ndarray | None = None
@@ -171,8 +173,10 @@ class WorldModelEnv(gym.Env):
         terminated = bool(out.terminations[0] > self.termination_threshold)
         truncated = self._steps >= self.max_episode_steps and not terminated
         self._needs_reset = terminated or truncated
-        info = {"step_ms": out.step_ms, "denoise_steps": self.denoise_steps, "frame_index": self._steps,
+        info = {"denoise_steps": self.denoise_steps, "frame_index": self._steps,
                 "termination_prob": float(out.terminations[0]), "raw_reward": raw}
+        if self.timing_info:
+            info["step_ms"] = out.step_ms
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), reward, terminated, truncated, info

@@ -139,7 +139,8 @@ class NoiseEmbedding(nn.Module):
         half = self.features // 2
         freqs = torch.exp(-math.log(10_000.0) * torch.arange(half, device=sigma.device, dtype=torch.float32) / half)
         angles = (sigma.float() * 1000.0)[..., None] * freqs                # (B, T, half)
-        return self.mlp(torch.cat([angles.cos(), angles.sin()], dim=-1))     # (B, T, D)
+        features = torch.cat([angles.cos(), angles.sin()], dim=-1)           # (B, T, F) fp32
+        return self.mlp(features.to(self.mlp[0].weight.dtype))               # (B, T, D) in the weights' dtype
 
 
 class DiT(nn.Module):
@@ -213,6 +214,7 @@ class DiT(nn.Module):
             raise ValueError(f"actions {tuple(actions.shape)} and sigma {tuple(sigma.shape)} must be (B, T) = {(b, t)}")
         if positions is None:
             positions = torch.arange(t, device=latents.device)
+        latents = latents.to(self.patch_embed.weight.dtype)                        # run in the weights' dtype
         tokens = self.patch_embed(self.patchify(latents)) + self.spatial_pos       # (B, T, N, D)
         n = tokens.shape[2]
         x = tokens.reshape(b, t * n, -1)                                            # (B, T*N, D)
