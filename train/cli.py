@@ -48,7 +48,10 @@ def hydra_main(name: str, schema: type[C], main: Callable[[C], Any]) -> None:
 def compose(name: str, schema: type[C], overrides: list[str] | None = None) -> C:
     """The same config as the command line would build, for tests and the pipeline."""
     from hydra import compose as hydra_compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
 
     register_schema(name, schema)
+    if GlobalHydra.instance().is_initialized():   # inside a hydra_main (the pipeline): same config dir
+        return to_config(hydra_compose(config_name=name, overrides=overrides or []), schema)
     with initialize_config_dir(config_dir=CONFIG_DIR, version_base=None):
         return to_config(hydra_compose(config_name=name, overrides=overrides or []), schema)

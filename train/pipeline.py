@@ -1,0 +1,146 @@
+"""The whole chain in one command: record -> autoencoder -> teacher -> ode_init -> self_forcing (+ tf, df).
+
+Each stage is the same code as its own `python -m train.<stage>` entry, composed from its YAML with
+the overrides below, and each resumes where it stopped (a finished stage is a no-op that rewrites
+nothing it does not need to), so re-running the command after a kill continues the chain. Every
+DiT stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmodel.load` opens.
+
+    python -m train.pipeline game=coinchase                                   # the bundled game
+    python -m train.pipeline game=pong env_id=ALE/Pong-v5 baselines=true      # any image Gymnasium env
+    python -m train.pipeline preset=tiny root=/tmp/dg                         # minutes, for smoke tests
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from train.cli import compose, hydra_main
+
+STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", "df")
+
+# preset -> per-stage overrides; "small" is the bundled checkpoint's recipe on 2 CPU cores
+PRESETS: dict[str, dict[str, list[str]]] = {
+    "small": {
+        "record": ["episodes=2000"],
+        "autoencoder": ["loop.max_steps=2500"],
+        "teacher": ["size=small", "loop.max_steps=3000"],
+        "ode_init": ["size=small", "loop.max_steps=600", "trajectories=512"],
+        "self_forcing": ["size=small", "loop.max_steps=300"],
+        "tf": ["size=small", "loop.max_steps=3000"],
+        "df": ["size=small", "loop.max_steps=3000"],
+    },
+    "tiny": {
+        "record": ["episodes=6", "max_episode_steps=40"],
+        "autoencoder": ["loop.max_steps=20", "batch_size=8", "model.widths=[8,8,8]", "eval_frames=16",
+                        "start_bank_size=4", "loop.eval_every=0"],
+        "teacher": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
+        "ode_init": ["size=tiny", "loop.max_steps=5", "batch_size=4", "trajectories=8", "euler_steps=8",
+                     "sample_batch=8"],
+        "self_forcing": ["size=tiny", "loop.max_steps=3", "batch_size=2", "critic_ratio=1"],
+        "tf": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
+        "df": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
+    },
+}
+
+
+@dataclass
+class PipelineConfig:
+    game: str = "coinchase"                   # names the dataset and the run dirs
+    env_id: str = "dreamgym/CoinChase-v0"     # the real game recorded in stage 0
+    policy: str = "random"                    # recording policy (random | seeker)
+    root: str = "runs"                        # run dirs: <root>/<game>/<stage>
+    data_root: str = "data/minari"            # Minari datasets root
+    preset: str = "small"                     # small | tiny (see PRESETS)
+    baselines: bool = False                   # also train the TF and DF baselines
+    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "teacher", "ode_init", "self_forcing"])
+    device: str = "cpu"
+    progress: bool = True
+    # extra hydra overrides per stage, e.g. overrides.teacher=[lr=1e-4]
+    overrides: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STAGES})
+
+    @property
+    def dataset_id(self) -> str:
+        return f"{self.game}/{self.policy}-v0"
+
+    def run_dir(self, stage: str) -> str:
+        return str(Path(self.root) / self.game / stage)
+
+
+def stage_list(cfg: PipelineConfig) -> list[str]:
+    unknown = [s for s in cfg.stages if s not in STAGES]
+    if unknown or cfg.preset not in PRESETS:
+        raise ValueError(f"unknown stages {unknown} or preset {cfg.preset!r}; stages: {STAGES}, presets: {sorted(PRESETS)}")
+    wanted = list(cfg.stages) + (["tf", "df"] if cfg.baselines else [])
+    return [s for s in STAGES if s in wanted]
+
+
+def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
+    """The hydra overrides that wire `stage` to the earlier stages' outputs."""
+    common = [f"loop.device={cfg.device}", f"loop.progress={cfg.progress}"]
+    if stage == "record":
+        wiring = [f"env_id={cfg.env_id}", f"policy={cfg.policy}", f"dataset_id={cfg.dataset_id}", f"root={cfg.data_root}",
+                  f"progress={cfg.progress}"]
+        common = []
+    elif stage == "autoencoder":
+        wiring = [f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"run_dir={cfg.run_dir(stage)}"]
+    else:
+        wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
+        if stage in ("tf", "df"):
+            wiring.append(f"mode={stage}")
+        if stage in ("ode_init", "self_forcing"):
+            wiring.append(f"teacher_dir={cfg.run_dir('teacher')}")
+        if stage == "self_forcing":
+            wiring.append(f"student_dir={cfg.run_dir('ode_init')}")
+    return common + wiring + PRESETS[cfg.preset][stage] + list(cfg.overrides.get(stage, []))
+
+
+def run_stage(cfg: PipelineConfig, stage: str) -> None:
+    overrides = stage_overrides(cfg, stage)
+    if stage == "record":
+        from envs.recording import dataset_path
+        from train.record import RecordConfig, record
+
+        if dataset_path(cfg.dataset_id, cfg.data_root).exists():   # datasets appear only when complete
+            print(f"[pipeline] record: {cfg.dataset_id} exists, kept")
+            return
+        record(compose("record", RecordConfig, overrides))
+    elif stage == "autoencoder":
+        from train.autoencoder import AutoencoderStageConfig, main
+
+        main(compose("autoencoder", AutoencoderStageConfig, overrides))
+    elif stage == "teacher":
+        from train.teacher import TeacherConfig, main
+
+        main(compose("teacher", TeacherConfig, overrides))
+    elif stage == "ode_init":
+        from train.ode_init import ODEInitConfig, main
+
+        main(compose("ode_init", ODEInitConfig, overrides))
+    elif stage == "self_forcing":
+        from train.self_forcing import SelfForcingConfig, main
+
+        main(compose("self_forcing", SelfForcingConfig, overrides))
+    else:
+        from train.forcing import ForcingConfig, main
+
+        main(compose("forcing", ForcingConfig, overrides))
+
+
+def run(cfg: PipelineConfig) -> dict[str, Path]:
+    """Run the chain; returns each DiT stage's checkpoint dir (and the autoencoder's)."""
+    stages = stage_list(cfg)
+    outputs: dict[str, Path] = {}
+    start = time.perf_counter()
+    for index, stage in enumerate(stages, 1):
+        print(f"[pipeline] stage {index}/{len(stages)}: {stage}  ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
+        run_stage(cfg, stage)
+        if stage != "record":
+            outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"
+    print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
+          ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)
+    return outputs
+
+
+if __name__ == "__main__":
+    hydra_main("pipeline", PipelineConfig, run)
