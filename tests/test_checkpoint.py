@@ -87,3 +87,15 @@ def test_saving_over_an_existing_checkpoint_replaces_it_whole(saved, tmp_path):
     checkpoint.save(other, model.config, model.autoencoder, None)
     reloaded = load(other)
     assert reloaded.dit is None and reloaded.start_frames is None
+
+
+def test_bundle_stores_half_weights_that_load_back_as_float32(tmp_path):
+    from train.bundle import BundleConfig, bundle
+    from worldmodel.untrained import save_untrained
+
+    src = save_untrained(tmp_path / "src", bank=4)
+    dst = bundle(BundleConfig(src=str(src), dst=str(tmp_path / "dst"), bank=2))
+    full, small = load(src), load(dst)
+    assert small.dit.out.weight.dtype == torch.float32 and len(small.start_frames) == 2
+    torch.testing.assert_close(small.dit.out.weight, full.dit.out.weight, rtol=1e-3, atol=1e-4)
+    assert (dst / "model.safetensors").stat().st_size < 0.6 * (src / "model.safetensors").stat().st_size

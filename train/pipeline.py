@@ -23,7 +23,7 @@ STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", 
 PRESETS: dict[str, dict[str, list[str]]] = {
     "small": {
         "record": ["episodes=2000"],
-        "autoencoder": ["loop.max_steps=2500"],
+        "autoencoder": ["loop.max_steps=1500"],
         "teacher": ["size=small", "loop.max_steps=3000"],
         "ode_init": ["size=small", "loop.max_steps=600", "trajectories=512"],
         "self_forcing": ["size=small", "loop.max_steps=300"],

@@ -72,8 +72,12 @@ def write_dir_atomically(path: str | Path, fill: Callable[[Path], None]) -> Path
 
 
 def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, dit: DiT | None = None,
-         start_frames: torch.Tensor | None = None, start_actions: torch.Tensor | None = None) -> Path:
-    """Write a world-model checkpoint directory atomically."""
+         start_frames: torch.Tensor | None = None, start_actions: torch.Tensor | None = None,
+         weights_dtype: torch.dtype | None = None) -> Path:
+    """Write a world-model checkpoint directory atomically.
+
+    weights_dtype (e.g. torch.float16) stores floating weights smaller; `load` casts them back to the
+    modules' float32."""
     if (start_frames is None) != (start_actions is None):
         raise ValueError("start_frames and start_actions go together")
 
@@ -82,9 +86,9 @@ def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, d
                 "sampler": to_dict(config.sampler), "latent_scale": config.latent_scale, "stage": config.stage,
                 "has_model": dit is not None}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
-        save_file(_contiguous(autoencoder.state_dict()), str(tmp / AUTOENCODER_FILE))
+        save_file(_contiguous(autoencoder.state_dict(), weights_dtype), str(tmp / AUTOENCODER_FILE))
         if dit is not None:
-            save_file(_contiguous(dit.state_dict()), str(tmp / MODEL_FILE))
+            save_file(_contiguous(dit.state_dict(), weights_dtype), str(tmp / MODEL_FILE))
         if start_frames is not None:
             save_file({"frames": start_frames.contiguous().cpu(), "actions": start_actions.contiguous().cpu()},
                       str(tmp / START_FILE))
@@ -92,8 +96,9 @@ def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, d
     return write_dir_atomically(path, fill)
 
 
-def _contiguous(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous().cpu() for k, v in state.items()}
+def _contiguous(state: dict[str, torch.Tensor], dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
+    cast = lambda v: v.to(dtype) if dtype is not None and v.is_floating_point() else v  # noqa: E731
+    return {k: cast(v.detach()).contiguous().cpu() for k, v in state.items()}
 
 
 def read_config(path: str | Path) -> tuple[WorldModelConfig, bool]:
