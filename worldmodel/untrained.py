@@ -52,8 +52,10 @@ def save_untrained(path: str | Path, size: str = "tiny", widths: tuple[int, ...]
                                              latent_size=ae_config.latent_size, n_actions=5, **dit_overrides),
                               sampler=SamplerConfig(), stage="untrained")
     dit = DiT(config.dit)
-    with torch.no_grad():   # adaLN-Zero starts every block at identity; give the output some signal
+    with torch.no_grad():   # adaLN-Zero starts at identity and ignores actions; give them a visible effect
         dit.out.weight.normal_(0.0, 0.02)
+        dit.ada_out[-1].weight.normal_(0.0, 1.0)
+        dit.action_embed.weight.normal_(0.0, 1.0)
         dit.termination_head.weight.zero_()    # episodes end only by truncation until trained
         dit.termination_head.bias.fill_(-10.0)
     frames, actions = coinchase_contexts(bank, context, seed)

@@ -1,0 +1,59 @@
+"""Comparing a dreamed game with the real one, frame by frame (play.py's side-by-side view).
+
+Owns the divergence metric between a dreamed and a real frame, and `real_context`, which plays the
+first frames of a real episode so the dream can be primed with them (`reset(options={"frames": ...,
+"actions": ...})`): both then start from the same state and can be driven by the same keys.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+PIXEL_MAX = 255.0
+NOOP = 0                    # the action played while collecting the context frames
+CONTEXT_SEED_TRIES = 100    # real_context tries this many seeds before giving up
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """How far a dreamed frame is from the real one."""
+    mae: float    # mean absolute pixel error, 0..255
+    psnr: float   # peak signal-to-noise ratio in dB; inf when the frames are equal
+
+
+def divergence(dream: np.ndarray, real: np.ndarray) -> Divergence:
+    """Divergence of two RGB uint8 frames of one shape (H, W, 3)."""
+    if dream.shape != real.shape:
+        raise ValueError(f"frames to compare must have one shape, got dream {dream.shape} and real {real.shape}")
+    error = dream.astype(np.float64) - real.astype(np.float64)
+    mse = float(np.mean(error ** 2))
+    psnr = math.inf if mse == 0.0 else 10.0 * math.log10(PIXEL_MAX ** 2 / mse)
+    return Divergence(mae=float(np.mean(np.abs(error))), psnr=psnr)
+
+
+def real_context(env: gym.Env, seed: int, length: int, null_action: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], int]:
+    """Reset the real `env` with `seed` and play NOOP until `length` frames are seen.
+
+    Returns frames (length, H, W, 3) uint8, actions (length,) int64 (the action before each frame,
+    `null_action` for the reset frame), the last observation and info (the real game's current state),
+    and the seed used: if the episode ends while the context is collected, the next seed is tried.
+    """
+    if length < 1:
+        raise ValueError(f"context length must be >= 1, got {length}")
+    for episode_seed in range(seed, seed + CONTEXT_SEED_TRIES):
+        obs, info = env.reset(seed=episode_seed)
+        frames, actions, ended = [obs], [null_action], False
+        while len(frames) < length and not ended:
+            obs, _, terminated, truncated, info = env.step(NOOP)
+            frames.append(obs)
+            actions.append(NOOP)
+            ended = terminated or truncated
+        if not ended:
+            return np.stack(frames), np.asarray(actions, np.int64), obs, info, episode_seed
+    raise RuntimeError(f"every real episode from seed {seed} to {seed + CONTEXT_SEED_TRIES - 1} ended within "
+                       f"{length} frames; cannot prime the dream with a context of that length")
