@@ -146,7 +146,7 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
     model: DiT = state.modules["model"]
     shared = torch.Generator().manual_seed(cfg.loop.seed * 1_000_003 + state.step)   # same on every rank
     exit_step = int(torch.randint(cfg.sampler.max_steps, (1,), generator=shared))
-    update_generator = state.step % cfg.critic_ratio == 0
+    update_generator = (state.step + 1) % cfg.critic_ratio == 0     # the critic warms up first; logged steps see it
     metrics: dict[str, float] = {"exit_step": float(exit_step)}
     set_lr(state, cfg, "model", cfg.lr)
     set_lr(state, cfg, "critic", cfg.critic_lr)
