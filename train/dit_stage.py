@@ -77,6 +77,18 @@ def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDa
     return latents, train, val
 
 
+def load_prefixed_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset]:
+    """Checks and training clips of the stages that generate after a real prefix (ODE init, Self Forcing);
+    seeds torch from the config."""
+    check_clip_fits(cfg)
+    prefix = cfg.prefix_frames
+    if prefix % cfg.chunk or not 0 < prefix < cfg.clip_frames:
+        raise ValueError(f"prefix_frames {prefix} must be a multiple of chunk {cfg.chunk} below clip_frames")
+    latents, train, _ = load_clip_data(cfg)
+    torch.manual_seed(cfg.loop.seed)
+    return latents, train
+
+
 def batch_to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
     """Clip batch: latents (B, T, C, h, w) float, actions (B, T), rewards (B, T), terminations (B, T) float."""
     return {"latents": batch["frames"].to(device, torch.float32), "actions": batch["actions"].to(device),

@@ -21,7 +21,7 @@ from safetensors.torch import save_file
 
 from train import distributed
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, check_clip_fits, ema_update, head_loss, load_clip_data,
+from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, head_loss, load_prefixed_clip_data,
                              optimizer_step, sample_clips, save_world_model, set_lr)
 from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
@@ -117,12 +117,8 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
 
 
 def main(cfg: ODEInitConfig) -> dict[str, float]:
-    check_clip_fits(cfg)
-    if cfg.prefix_frames % cfg.chunk or not 0 < cfg.prefix_frames < cfg.clip_frames:
-        raise ValueError(f"prefix_frames {cfg.prefix_frames} must be a multiple of chunk {cfg.chunk} below clip_frames")
+    latents, train = load_prefixed_clip_data(cfg)
     run_dir = Path(cfg.run_dir)
-    latents, train, _ = load_clip_data(cfg)
-    torch.manual_seed(cfg.loop.seed)
     pairs = load_or_sample_pairs(cfg, train)
     teacher = checkpoint.load(Path(cfg.teacher_dir) / "checkpoint").dit
     student = DiT(replace(teacher.config, causal=True, chunk=cfg.chunk, window=cfg.window, sink=cfg.sink))

@@ -22,8 +22,8 @@ import torch
 
 from train import distributed
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, check_clip_fits, ema_update, flow_loss, head_loss,
-                             load_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss,
+                             load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                           gan_generator_loss, sid_loss)
 from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
@@ -194,12 +194,8 @@ def build(cfg: SelfForcingConfig, latents) -> TrainState:
 
 
 def main(cfg: SelfForcingConfig) -> dict[str, float]:
-    check_clip_fits(cfg)
-    if cfg.prefix_frames % cfg.chunk or not 0 < cfg.prefix_frames < cfg.clip_frames:
-        raise ValueError(f"prefix_frames {cfg.prefix_frames} must be a multiple of chunk {cfg.chunk} below clip_frames")
+    latents, train = load_prefixed_clip_data(cfg)
     run_dir = Path(cfg.run_dir)
-    latents, train, _ = load_clip_data(cfg)
-    torch.manual_seed(cfg.loop.seed)
     state = build(cfg, latents)
     load_state(run_dir, state)
     stage = "self_forcing_" + "+".join(n for n, w in (("dmd", cfg.dmd_weight), ("sid", cfg.sid_weight), ("gan", cfg.gan_weight)) if w)
