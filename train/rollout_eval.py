@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from envs.coinchase import PALETTE, CoinChaseEnv
+from envs.coinchase import CELL_PX, PALETTE, PLAYER, CoinChaseEnv
 from envs.dream import DreamCore
 from envs.policies import RandomPersistentPolicy
 from train.cli import hydra_main
@@ -96,24 +96,52 @@ def dream(checkpoint: str, real: RealRollouts, cfg: RolloutEvalConfig) -> np.nda
     return np.stack([core.step(real.actions[:, h]).frames for h in range(real.actions.shape[1])], axis=1)
 
 
+MISSING_PLAYER = 8.0    # position error charged when no player is drawn (the grid's largest L1 distance is 12)
+
+
+def player_cells(frames: np.ndarray) -> np.ndarray:
+    """(N, H, W, 3) uint8 -> (N, 2) (row, col) of the cell with most player-coloured pixels; (-1, -1) if none.
+
+    Exact on real CoinChase frames; on generated frames each pixel takes its nearest palette colour."""
+    x = frames.astype(np.int32)[..., None, :] - PALETTE.astype(np.int32)               # (N, H, W, P, 3)
+    is_player = (x ** 2).sum(-1).argmin(-1) == PLAYER                                   # (N, H, W)
+    n, h, w = is_player.shape
+    counts = is_player.reshape(n, h // CELL_PX, CELL_PX, w // CELL_PX, CELL_PX).sum((2, 4)).reshape(n, -1)
+    best = counts.argmax(1)
+    cells = np.stack([best // (w // CELL_PX), best % (w // CELL_PX)], 1)
+    cells[counts.max(1) < CELL_PX] = -1                                                 # fewer than a sprite row
+    return cells
+
+
+def position_error(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
+    """L1 cell distance between the player drawn in each generated and reference frame. (N,)"""
+    got, want = player_cells(generated), player_cells(reference)
+    error = np.abs(got - want).sum(1).astype(np.float64)
+    error[(got < 0).any(1)] = MISSING_PLAYER
+    return error
+
+
 def score(frames: np.ndarray, real: RealRollouts, horizons: list[int]) -> dict[int, dict[str, float]]:
-    """PSNR and palette artifact rate at each horizon h (frame h after the context), over live rollouts."""
+    """PSNR, player position error and palette artifact rate at each horizon h (frame h after the
+    context), over live rollouts."""
     table = {}
     for h in horizons:
         live = real.alive[:, h - 1]
         if not live.any():
-            table[h] = {"psnr": float("nan"), "artifact": float("nan"), "n": 0}
+            table[h] = {"psnr": float("nan"), "pos_err": float("nan"), "artifact": float("nan"), "n": 0}
             continue
         generated, reference = frames[live, h - 1], real.frames[live, h - 1]
         table[h] = {"psnr": float(np.mean(np.minimum(psnr(generated, reference), 60.0))),
+                    "pos_err": float(np.mean(position_error(generated, reference))),
                     "artifact": float(np.mean(palette_artifact_rate(generated, PALETTE))), "n": int(live.sum())}
     return table
 
 
 def markdown(results: dict[str, dict[int, dict[str, float]]], horizons: list[int]) -> str:
-    head = "| model | " + " | ".join(f"PSNR@{h} | artifact@{h}" for h in horizons) + " |"
-    rule = "|---|" + "---|---|" * len(horizons)
-    rows = [f"| {name} | " + " | ".join(f"{r[h]['psnr']:.2f} | {r[h]['artifact']:.4f}" for h in horizons) + " |"
+    head = "| model | " + " | ".join(f"PSNR@{h} | pos err@{h} | artifact@{h}" for h in horizons) + " |"
+    rule = "|---|" + "---|---|---|" * len(horizons)
+    rows = [f"| {name} | " + " | ".join(f"{r[h]['psnr']:.2f} | {r[h]['pos_err']:.2f} | {r[h]['artifact']:.4f}"
+                                       for h in horizons) + " |"
             for name, r in results.items()]
     alive = "live rollouts per horizon: " + ", ".join(f"{h}: {next(iter(results.values()))[h]['n']}" for h in horizons)
     return "\n".join([head, rule, *rows, "", alive])
