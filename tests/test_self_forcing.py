@@ -52,7 +52,7 @@ def train_one_step_student(loss_name: str, steps: int = 300) -> tuple[float, flo
             loss = gan_generator_loss(disc(features(x)), weight)
         else:
             sigma = float(torch.empty(()).uniform_(0.05, 0.95))
-            noisy = add_noise(x.detach(), torch.randn_like(x), torch.full((256,), sigma))
+            noisy = add_noise(x if loss_name == "sid" else x.detach(), torch.randn_like(x), torch.full((256,), sigma))
             real_x0 = gaussian_x0(noisy, sigma, TARGET_MEAN, torch.tensor(TARGET_STD))
             fake_x0 = gaussian_x0(noisy, sigma, x.detach().mean(0), x.detach().std(0))   # the ideal critic
             as5d = lambda t: t.view(256, 1, 2, 1, 1)  # noqa: E731   (B, T, C, h, w)
@@ -141,3 +141,17 @@ def test_two_gloo_ranks_make_the_update_of_one_process_with_the_doubled_batch(tm
         ranked = torch.load(tmp_path / f"rank{rank}.pt")
         for name, value in single.items():
             torch.testing.assert_close(ranked[name], value, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_sid_alpha_changes_the_gradient_when_scores_see_the_sample():
+    torch.manual_seed(0)
+    grads = []
+    for alpha in (0.5, 1.0):
+        x = torch.randn(64, 2, requires_grad=True)
+        noisy = add_noise(x, torch.randn(64, 2, generator=torch.Generator().manual_seed(1)), torch.full((64,), 0.5))
+        real_x0 = gaussian_x0(noisy, 0.5, TARGET_MEAN, torch.tensor(TARGET_STD))
+        fake_x0 = gaussian_x0(noisy, 0.5, torch.zeros(2), torch.ones(2))
+        as5d = lambda t: t.view(64, 1, 2, 1, 1)  # noqa: E731
+        sid_loss(as5d(x), as5d(real_x0), as5d(fake_x0), torch.ones(64, 1), alpha).backward()
+        grads.append(x.grad)
+    assert not torch.allclose(grads[0], grads[1])

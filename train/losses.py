@@ -40,12 +40,14 @@ def sid_loss(x: torch.Tensor, real_x0: torch.Tensor, fake_x0: torch.Tensor, weig
              alpha: float = 1.0) -> torch.Tensor:
     """SiD (Zhou et al. 2024): (f_real - f_fake) * ((f_real - x) - alpha (f_real - f_fake)), normalised like DMD.
 
-    The score predictions are held fixed (no gradient through teacher or critic); the gradient
-    reaches the student through x only, as in the Self Forcing implementation's cheap variant.
+    Pass `real_x0` and `fake_x0` computed from the noised `x` WITH gradient (score networks frozen,
+    their inputs not detached): the gradient then reaches the student through x and through both
+    score predictions, and alpha matters. With both predictions detached, the gradient would be
+    -(f_real - f_fake) for any alpha, i.e. exactly DMD's direction.
     """
-    diff = (real_x0 - fake_x0).detach()
-    per_element = diff * ((real_x0.detach() - x) - alpha * diff)
-    return _weighted_mean(per_element / _per_sample_normaliser(x.detach(), real_x0, weight), weight)
+    diff = real_x0 - fake_x0
+    per_element = diff * ((real_x0 - x) - alpha * diff)
+    return _weighted_mean(per_element / _per_sample_normaliser(x.detach(), real_x0.detach(), weight), weight)
 
 
 class DiscriminatorHead(nn.Module):

@@ -101,14 +101,18 @@ def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, 
     teacher, critic, g = state.modules["teacher"], state.modules["critic"], state.generator
     noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False)
     losses: dict[str, torch.Tensor] = {}
-    if cfg.dmd_weight or cfg.sid_weight:
+    if cfg.dmd_weight:
         with torch.no_grad(), autocast(cfg.loop):
             real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance)
             fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0)
-        if cfg.dmd_weight:
-            losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, real_x0, fake_x0, weight)
-        if cfg.sid_weight:
-            losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
+        losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, real_x0, fake_x0, weight)
+    if cfg.sid_weight:   # gradients through both frozen score networks' inputs (see losses.sid_loss)
+        critic.requires_grad_(False)
+        with autocast(cfg.loop):
+            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance)
+            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0)
+        critic.requires_grad_(True)
+        losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
     if cfg.gan_weight:
         critic.requires_grad_(False)
         with autocast(cfg.loop):
