@@ -65,6 +65,7 @@ class PlayConfig:
     record: str | None = None             # Minari dataset id recorded from the start (F5 records too)
     record_root: str = "data/minari"      # datasets root; a recording's mp4 goes beside its dataset
     overwrite: bool = False               # replace an existing video or dataset
+    threads: int = 0                      # torch CPU threads for the dream; 0 = torch's default
     env_kwargs: dict[str, Any] = field(default_factory=dict)   # key=value overrides for the env
 
 
@@ -388,6 +389,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--record", metavar="DATASET_ID", help="record a Minari dataset from the start (F5 toggles)")
     p.add_argument("--record-root", default="data/minari", help="datasets root (default data/minari)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing video or dataset")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: torch's choice; 1 is fastest on a busy 2-core machine)")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="env constructor overrides")
     return p
 
@@ -405,6 +408,10 @@ def parse_args(argv: list[str] | None = None) -> tuple[PlayConfig, argparse.Argu
 
 def main(argv: list[str] | None = None) -> int:
     config, parser = parse_args(argv)
+    if config.threads > 0 and not config.real:
+        import torch   # only the dream needs torch
+
+        torch.set_num_threads(config.threads)
     try:
         viewer = Viewer(config)
     except (ValueError, FileExistsError) as error:

@@ -298,3 +298,10 @@ def test_video_writer_is_atomic(tmp_path):
     assert not path.exists() and not list(path.parent.iterdir())
     with pytest.raises(ValueError, match=".mp4"):
         VideoWriter(tmp_path / "view.avi", fps=15)
+
+
+def test_threads_flag_reaches_the_config():
+    from play import parse_args
+
+    config, _ = parse_args(["--real", "--threads", "1"])
+    assert config.threads == 1 and config.real
