@@ -54,3 +54,18 @@ def test_the_command_scores_copy_last_and_a_model_at_every_horizon(tmp_path):
         assert set(table) == {1, 4} and table[1]["n"] == 3
         assert 0.0 <= table[1]["artifact"] <= 1.0 and table[1]["pos_err"] >= 0.0
     assert "pos err@4" in out.read_text()
+
+
+def test_a_state_probe_can_read_the_player_instead_of_the_colour_detector(tmp_path, monkeypatch):
+    import train.probe
+    from train.probe import Probe, save_probe
+
+    reads = []
+    original = Probe.read
+    monkeypatch.setattr(Probe, "read", lambda self, frames: reads.append(len(frames)) or original(self, frames))
+    probe_dir = save_probe(Probe(8), tmp_path / "probe", {})
+    ckpt = save_untrained(tmp_path / "ckpt", bank=2, context=2)
+    results = main(RolloutEvalConfig(checkpoints=[str(ckpt)], horizons=[1], starts=2, probe=str(probe_dir)))
+    assert reads == [2, 2, 2, 2]            # generated and real frames, for copy-last and the model
+    assert all(0.0 <= table[1]["pos_err"] <= 14.0 for table in results.values())
+    assert train.probe.load_probe(probe_dir).width == 8

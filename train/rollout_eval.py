@@ -36,6 +36,7 @@ class RolloutEvalConfig:
     max_repeat: int = 6
     chase_prob: float = 0.5           # real game's enemy behaviour (as recorded)
     out: str = ""                     # optional markdown file for the table
+    probe: str = ""                   # state-probe dir (train.probe): read the player with it instead of by colour
 
 
 @dataclass
@@ -113,15 +114,17 @@ def player_cells(frames: np.ndarray) -> np.ndarray:
     return cells
 
 
-def position_error(generated: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """L1 cell distance between the player drawn in each generated and reference frame. (N,)"""
-    got, want = player_cells(generated), player_cells(reference)
+def position_error(generated: np.ndarray, reference: np.ndarray, reader=player_cells) -> np.ndarray:
+    """L1 cell distance between the player drawn in each generated and reference frame. (N,)
+
+    reader: frames -> (N, 2) cells, -1 where no player; the palette detector or a state probe."""
+    got, want = reader(generated), reader(reference)
     error = np.abs(got - want).sum(1).astype(np.float64)
     error[(got < 0).any(1)] = MISSING_PLAYER
     return error
 
 
-def score(frames: np.ndarray, real: RealRollouts, horizons: list[int]) -> dict[int, dict[str, float]]:
+def score(frames: np.ndarray, real: RealRollouts, horizons: list[int], reader=player_cells) -> dict[int, dict[str, float]]:
     """PSNR, player position error and palette artifact rate at each horizon h (frame h after the
     context), over live rollouts."""
     table = {}
@@ -132,7 +135,7 @@ def score(frames: np.ndarray, real: RealRollouts, horizons: list[int]) -> dict[i
             continue
         generated, reference = frames[live, h - 1], real.frames[live, h - 1]
         table[h] = {"psnr": float(np.mean(np.minimum(psnr(generated, reference), 60.0))),
-                    "pos_err": float(np.mean(position_error(generated, reference))),
+                    "pos_err": float(np.mean(position_error(generated, reference, reader))),
                     "artifact": float(np.mean(palette_artifact_rate(generated, PALETTE))), "n": int(live.sum())}
     return table
 
@@ -153,10 +156,16 @@ def main(cfg: RolloutEvalConfig) -> dict[str, dict[int, dict[str, float]]]:
     first = DreamCore(cfg.checkpoints[0], 1, cfg.device)
     real = real_rollouts(cfg, first.model.start_frames.shape[1], first.n_actions)
     copy_last = np.repeat(real.context[:, -1:], real.actions.shape[1], axis=1)
-    results = {COPY_LAST: score(copy_last, real, cfg.horizons)}
+    reader = player_cells
+    if cfg.probe:
+        from train.probe import load_probe
+
+        probe = load_probe(cfg.probe)
+        reader = lambda frames: probe.read(frames)[0]  # noqa: E731
+    results = {COPY_LAST: score(copy_last, real, cfg.horizons, reader)}
     for path in cfg.checkpoints:
         name = f"{DreamCore(path, 1, cfg.device).model.config.stage} ({Path(path).parent.name})"
-        results[name] = score(dream(path, real, cfg), real, cfg.horizons)
+        results[name] = score(dream(path, real, cfg), real, cfg.horizons, reader)
     table = markdown(results, cfg.horizons)
     print(table)
     if cfg.out:
