@@ -4,6 +4,7 @@ detached cache, and two gloo ranks make the same update as one process with the 
 import os
 import socket
 
+import numpy as np
 import pytest
 import torch
 import torch.multiprocessing as mp
@@ -155,3 +156,25 @@ def test_sid_alpha_changes_the_gradient_when_scores_see_the_sample():
         sid_loss(as5d(x), as5d(real_x0), as5d(fake_x0), torch.ones(64, 1), alpha).backward()
         grads.append(x.grad)
     assert not torch.allclose(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("reuse,rolled_out_at", [(1, list(range(10))), (2, [0, 2, 4, 5, 7, 9]), (5, [0, 4, 5, 9])])
+def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(tmp_path, monkeypatch, reuse, rolled_out_at):
+    import train.self_forcing
+    from train.bench_common import BenchConfig
+    from train.bench_train import synthetic_latents, write_dit_checkpoint
+    from worldmodel.data import ClipDataset
+
+    latents = synthetic_latents(BenchConfig(train_size="tiny"))
+    cfg = SelfForcingConfig(size="tiny", batch_size=2, clip_frames=4, critic_ratio=5, critic_reuse=reuse,
+                            teacher_dir=str(tmp_path / "teacher"), student_dir=str(tmp_path / "student"))
+    for role, causal in (("teacher", False), ("student", True)):
+        write_dit_checkpoint(tmp_path / role / "checkpoint", DiT(cfg.dit_config(latents, causal=causal)), latents)
+    state = train.self_forcing.build(cfg, latents)
+    dataset = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
+    calls, rollout = [], train.self_forcing.self_rollout
+    monkeypatch.setattr(train.self_forcing, "self_rollout", lambda *a: calls.append(state.step) or rollout(*a))
+    for step in range(10):        # two cycles: critic updates at steps 0-3 and 5-8, the generator's at 4 and 9
+        state.step = step
+        assert np.isfinite(train.self_forcing.train_step(state, dataset, cfg)["critic_flow"])
+    assert calls == rolled_out_at  # the generator always rolls out afresh (it needs gradients through its own sample)

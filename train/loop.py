@@ -55,6 +55,7 @@ class TrainState:
     generator: torch.Generator
     step: int = 0
     extra: dict = field(default_factory=dict)     # JSON-able stage data (e.g. best val loss)
+    scratch: dict = field(default_factory=dict)   # per-process working data, never saved (e.g. a reused rollout)
 
 
 def autocast(loop: LoopConfig) -> contextlib.AbstractContextManager:

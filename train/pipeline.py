@@ -56,7 +56,7 @@ class PipelineConfig:
     stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "teacher", "ode_init", "self_forcing"])
     device: str = "cpu"
     progress: bool = True
-    # extra hydra overrides per stage, e.g. overrides.teacher=[lr=1e-4]
+    # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
     overrides: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
     @property

@@ -6,9 +6,10 @@ code `env.step` runs. One exit step, drawn per iteration and agreed across ranks
 all other denoising steps and every cache write run without. The generated clip is scored by
 distribution matching against the frozen bidirectional teacher (real score, classifier-free
 guided) and a critic (fake score, initialised from the teacher, trained with the flow loss on the
-student's detached clips, `critic_ratio` critic updates per generator update): DMD, SiD and GAN
-losses, weighted in the config. A clean causal pass on the real clip keeps the reward/termination
-heads trained. EMA of the generator is what the checkpoint ships.
+student's detached clips, `critic_ratio` critic updates per generator update, each on a fresh
+rollout or, with `critic_reuse` > 1, on a rollout shared by that many consecutive critic updates):
+DMD, SiD and GAN losses, weighted in the config. A clean causal pass on the real clip keeps the
+reward/termination heads trained. EMA of the generator is what the checkpoint ships.
 
     python -m train.self_forcing dmd_weight=1 sid_weight=0 gan_weight=0 loop.max_steps=600
 """
@@ -47,6 +48,9 @@ class SelfForcingConfig(DiTStageConfig):
     ema_decay: float = 0.99
     warmup_steps: int = 0
     critic_ratio: int = 5             # critic updates per generator update
+    critic_reuse: int = 1             # consecutive critic updates one rollout serves (1 = a fresh rollout each, as
+                                      #   the paper); the generator is fixed between its updates, so a reused
+                                      #   rollout is a sample of the same distribution, re-noised each update
     prefix_frames: int = 1            # real frames primed before the student unrolls (multiple of chunk)
     guidance: float = 3.0             # CFG scale of the real score
     sigma_min: float = 0.02           # DMD/SiD/GAN noise levels ~ shift(U(sigma_min, sigma_max))
@@ -154,9 +158,16 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
     metrics: dict[str, float] = {"exit_step": float(exit_step)}
     set_lr(state, cfg, "model", cfg.lr)
     set_lr(state, cfg, "critic", cfg.critic_lr)
-    for _ in range(cfg.loop.grad_accum):
-        batch = sample_clips(dataset, cfg, state.generator)
-        clip, weight = self_rollout(model, batch, cfg, exit_step, update_generator, state.generator)
+    fresh = update_generator or (state.step % cfg.critic_ratio) % cfg.critic_reuse == 0
+    reused = state.scratch.get("critic_rollouts", [])
+    for micro in range(cfg.loop.grad_accum):
+        if fresh or micro >= len(reused):
+            batch = sample_clips(dataset, cfg, state.generator)
+            clip, weight = self_rollout(model, batch, cfg, exit_step, update_generator, state.generator)
+            if not update_generator:
+                state.scratch["critic_rollouts"] = reused = (reused if micro else []) + [(batch, clip, weight)]
+        else:
+            batch, clip, weight = reused[micro]
         if update_generator:
             losses = generator_loss(state, clip, weight, batch["actions"], cfg)
             with autocast(cfg.loop):
@@ -177,6 +188,8 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
 
 
 def build(cfg: SelfForcingConfig, latents) -> TrainState:
+    if cfg.critic_ratio < 1 or cfg.critic_reuse < 1:
+        raise ValueError(f"critic_ratio and critic_reuse must be >= 1, got {cfg.critic_ratio} and {cfg.critic_reuse}")
     teacher = checkpoint.load(Path(cfg.teacher_dir) / "checkpoint", cfg.loop.device).dit.requires_grad_(False)
     student = checkpoint.load(Path(cfg.student_dir) / "checkpoint", cfg.loop.device).dit
     if not student.config.causal or teacher.config.causal:

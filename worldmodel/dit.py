@@ -28,12 +28,15 @@ class CacheAccess:
     rows: (R,) batch elements of the cache this forward's batch maps to (R == B).
     valid: (R, F) slots the current frames may read. positions: (R, F) time position of each slot.
     write_slots: (R, T) slots the current frames are stored in, or None for a read-only pass.
+    all_rows: rows is 0..B-1 of the whole cache, so reads are views (no gather copy).
     """
     layers: list[LayerKVCache]
     rows: torch.Tensor
     valid: torch.Tensor
     positions: torch.Tensor
     write_slots: torch.Tensor | None
+    all_rows: bool = False
+    plan: AttentionPlan | None = None   # memo: the denoising steps of one chunk share one access and one plan
 
 
 @dataclass
@@ -44,14 +47,52 @@ class DiTOutput:
     features: torch.Tensor     # (B, T, D) pooled final hidden state per frame (heads, discriminators)
 
 
-def rotary(x: torch.Tensor, positions: torch.Tensor, base: float) -> torch.Tensor:
-    """Rotate pairs of channels of x (..., S, Dh) by angles positions (..., S) * base**(-2i/Dh)."""
-    half = x.shape[-1] // 2
-    freqs = base ** (-torch.arange(half, device=x.device, dtype=torch.float32) / half)   # (Dh/2,)
-    angles = positions.to(torch.float32)[..., None] * freqs                              # (..., S, Dh/2)
-    cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
-    x1, x2 = x[..., :half], x[..., half:]
-    return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
+@dataclass
+class Rotation:
+    """cos / sin tables of rotary positions, (..., S, Dh/2) each, in the activations' dtype."""
+    cos: torch.Tensor
+    sin: torch.Tensor
+
+    @classmethod
+    def at(cls, positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype) -> Rotation:
+        """Angles positions (..., S) * base**(-2i/Dh) for the Dh/2 channel pairs."""
+        half = head_dim // 2
+        freqs = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)   # (Dh/2,)
+        angles = positions.to(torch.float32)[..., None] * freqs                                      # (..., S, Dh/2)
+        return cls(angles.cos().to(dtype), angles.sin().to(dtype))
+
+    def apply(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate pairs of channels of x (..., S, Dh)."""
+        half = x.shape[-1] // 2
+        x1, x2 = x[..., :half], x[..., half:]
+        return torch.cat([x1 * self.cos - x2 * self.sin, x1 * self.sin + x2 * self.cos], dim=-1)
+
+
+@dataclass
+class AttentionPlan:
+    """What every layer's attention shares in one forward, built once (not once per layer).
+
+    mask: (T*N, T*N) or (B, 1, T*N, F*N + T*N) bool, None = all see all; own / cached: rotations of
+    the current tokens and of the cached slots (None without a cache)."""
+    mask: torch.Tensor | None
+    own: Rotation
+    cached: Rotation | None
+
+
+def attention_plan(b: int, frames: int, n: int, frame_mask: torch.Tensor | None, positions: torch.Tensor,
+                   cache: CacheAccess | None, head_dim: int, base: float, dtype: torch.dtype) -> AttentionPlan:
+    token_pos = positions.repeat_interleave(n, dim=-1)                                            # (T*N,) or (B, T*N)
+    if token_pos.dim() == 2:
+        token_pos = token_pos[:, None]                                                            # (B, 1, T*N)
+    own = Rotation.at(token_pos, head_dim, base, dtype)
+    mask = None if frame_mask is None else frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T*N, T*N)
+    if cache is None:
+        return AttentionPlan(mask, own, None)
+    tn = frames * n
+    cached = Rotation.at(cache.positions.repeat_interleave(n, dim=1)[:, None], head_dim, base, dtype)  # (B, 1, F*N, .)
+    cached_mask = cache.valid.repeat_interleave(n, dim=1)[:, None, None, :].expand(b, 1, tn, -1)
+    own_mask = torch.ones(tn, tn, dtype=torch.bool, device=positions.device) if mask is None else mask
+    return AttentionPlan(torch.cat([cached_mask, own_mask[None, None].expand(b, 1, tn, tn)], dim=-1), own, cached)
 
 
 def modulate_frames(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -76,31 +117,23 @@ class FrameAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, frames: int, frame_mask: torch.Tensor | None, positions: torch.Tensor,
-                cache: CacheAccess | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, frames: int, plan: AttentionPlan, cache: CacheAccess | None,
+                layer: int) -> torch.Tensor:
         b, tn, d = x.shape
         n = tn // frames
         q, k, v = self.qkv(x).view(b, tn, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T*N, Dh)
-        token_pos = positions.repeat_interleave(n, dim=-1)                                        # (T*N,) or (B, T*N)
-        if token_pos.dim() == 2:
-            token_pos = token_pos[:, None]                                                        # (B, 1, T*N)
-        q_rot, k_rot = rotary(q, token_pos, self.rope_base), rotary(k, token_pos, self.rope_base)
-        mask = None if frame_mask is None else frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T*N, T*N)
+        q_rot, k_rot = plan.own.apply(q), plan.own.apply(k)
         if cache is not None:
             layer_cache = cache.layers[layer]
-            cached_k, cached_v = layer_cache.read(cache.rows)                                      # (B, H, F*N, Dh)
-            cached_pos = cache.positions.repeat_interleave(n, dim=1)[:, None]                      # (B, 1, F*N)
-            cached_k = rotary(cached_k.to(q.dtype), cached_pos, self.rope_base)
+            cached_k, cached_v = layer_cache.read(None if cache.all_rows else cache.rows)          # (B, H, F*N, Dh)
+            cached_k = plan.cached.apply(cached_k.to(q.dtype))
             keys, values = torch.cat([cached_k, k_rot], dim=2), torch.cat([cached_v.to(v.dtype), v], dim=2)
-            cached_mask = cache.valid.repeat_interleave(n, dim=1)[:, None, None, :].expand(b, 1, tn, -1)
-            own = torch.ones(tn, tn, dtype=torch.bool, device=x.device) if mask is None else mask
-            mask = torch.cat([cached_mask, own[None, None].expand(b, 1, tn, tn)], dim=-1)           # (B, 1, T*N, F*N + T*N)
             if cache.write_slots is not None:
                 layer_cache.write(cache.rows, cache.write_slots, k.view(b, self.heads, frames, n, -1),
                                   v.view(b, self.heads, frames, n, -1))
         else:
             keys, values = k_rot, v
-        out = F.scaled_dot_product_attention(q_rot, keys, values, attn_mask=mask)                  # (B, H, T*N, Dh)
+        out = F.scaled_dot_product_attention(q_rot, keys, values, attn_mask=plan.mask)             # (B, H, T*N, Dh)
         return self.proj(out.transpose(1, 2).reshape(b, tn, d))
 
 
@@ -116,13 +149,13 @@ class FrameAdaLNBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor, frame_mask: torch.Tensor | None, positions: torch.Tensor,
-                cache: CacheAccess | None, layer: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor, plan: AttentionPlan, cache: CacheAccess | None,
+                layer: int) -> torch.Tensor:
         frames = cond.shape[1]
         assert x.shape[1] % frames == 0, f"{x.shape[1]} tokens do not split into {frames} frames (x {tuple(x.shape)})"
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.ada(cond).chunk(6, dim=-1)  # 6 x (B, T, D)
         h = modulate_frames(self.norm_attn(x), shift_attn, scale_attn, frames)
-        x = x + gate_frames(self.attn(h, frames, frame_mask, positions, cache, layer), gate_attn, frames)
+        x = x + gate_frames(self.attn(h, frames, plan, cache, layer), gate_attn, frames)
         h = modulate_frames(self.norm_mlp(x), shift_mlp, scale_mlp, frames)
         return x + gate_frames(self.mlp(h), gate_mlp, frames)
 
@@ -219,8 +252,12 @@ class DiT(nn.Module):
         n = tokens.shape[2]
         x = tokens.reshape(b, t * n, -1)                                            # (B, T*N, D)
         cond = self.noise_embed(sigma) + self.action_embed(actions)                 # (B, T, D)
+        plan = cache.plan if cache is not None and cache.plan is not None and cache.plan.own.cos.dtype == x.dtype else \
+            attention_plan(b, t, n, frame_mask, positions, cache, self.head_dim, self.config.rope_base, x.dtype)
+        if cache is not None:
+            cache.plan = plan
         for layer, block in enumerate(self.blocks):
-            x = block(x, cond, frame_mask, positions, cache, layer)
+            x = block(x, cond, plan, cache, layer)
         features = x.view(b, t, n, -1).mean(dim=2)                                  # (B, T, D)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
         h = modulate_frames(self.norm_out(x), shift, scale, t)

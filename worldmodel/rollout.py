@@ -60,7 +60,8 @@ def cache_access(model: DiT, cache: KVCache, rows: np.ndarray, frames: int, writ
     access = CacheAccess(layers=cache.layers, rows=torch.as_tensor(rows, device=cache.device),
                          valid=torch.as_tensor(valid, device=cache.device),
                          positions=torch.as_tensor(slot_positions, device=cache.device),
-                         write_slots=write_slots)
+                         write_slots=write_slots,
+                         all_rows=len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all()))
     return access, torch.arange(base, base + frames, device=cache.device)
 
 
