@@ -105,7 +105,9 @@ class CoinChaseEnv(gym.Env):
     starts at Manhattan distance >= 4 from the player. Score 0.
 
     ## Episode End
-    1. Termination: the enemy and the player share a cell, or swap cells in one step.
+    1. Termination: the enemy and the player share a cell, or swap cells in one step ("caught";
+       with `lethal=False` the episode goes on and only `env.caught` says so — for comparing a
+       world model with the real game over horizons no real episode survives).
     2. Truncation: `horizon` steps elapsed.
 
     ## Arguments
@@ -115,6 +117,7 @@ class CoinChaseEnv(gym.Env):
     | horizon     | int         | 1000    | steps before `truncated` is True              |
     | chase_prob  | float       | 0.5     | chance that a moving enemy steps toward the player |
     | enemy_move_prob | float   | 0.5     | chance per step that the enemy moves at all   |
+    | lethal      | bool        | True    | whether being caught ends the episode         |
 
     ## Info
     `player`, `coin`, `enemy`: int64 arrays (row, col) of the cells; `score`: int64 coins so far.
@@ -126,7 +129,7 @@ class CoinChaseEnv(gym.Env):
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
 
     def __init__(self, render_mode: str | None = None, horizon: int = 1000, chase_prob: float = 0.5,
-                 enemy_move_prob: float = 0.5):
+                 enemy_move_prob: float = 0.5, lethal: bool = True):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if horizon < 1:
@@ -138,6 +141,8 @@ class CoinChaseEnv(gym.Env):
         self.horizon = horizon
         self.chase_prob = chase_prob
         self.enemy_move_prob = enemy_move_prob
+        self.lethal = lethal
+        self.caught = False           # the last step ended with the enemy on (or swapping with) the player
         self.action_space = spaces.Discrete(len(ACTION_NAMES))
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._free = free_cells()
@@ -159,6 +164,7 @@ class CoinChaseEnv(gym.Env):
         self.coin = self._random_free_cell(exclude={self.player, self.enemy})
         self.score = 0
         self.steps = 0
+        self.caught = False
         self._needs_reset = False
         if self.render_mode == "human":
             self.render()
@@ -179,13 +185,14 @@ class CoinChaseEnv(gym.Env):
             self.coin = self._random_free_cell(exclude={self.player, self.enemy})
         old_enemy = self.enemy
         self.enemy = self._enemy_move()
-        caught = self.enemy == self.player or (self.enemy == old_player and old_enemy == self.player)
+        self.caught = self.enemy == self.player or (self.enemy == old_player and old_enemy == self.player)
+        terminated = self.caught and self.lethal
         self.steps += 1
-        truncated = self.steps >= self.horizon and not caught
-        self._needs_reset = caught or truncated
+        truncated = self.steps >= self.horizon and not terminated
+        self._needs_reset = terminated or truncated
         if self.render_mode == "human":
             self.render()
-        return self._frame(), reward, caught, truncated, self._info()
+        return self._frame(), reward, terminated, truncated, self._info()
 
     def _moved(self, cell: tuple[int, int], action: int) -> tuple[int, int]:
         dr, dc = ACTION_DELTAS[action]

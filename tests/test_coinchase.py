@@ -291,6 +291,18 @@ def test_a_hunting_enemy_catches_a_player_that_stands_still():
     assert cell(info["enemy"]) == cell(info["player"])
 
 
+def test_a_harmless_enemy_only_flags_the_catch_and_the_episode_goes_on():
+    env = CoinChaseEnv(enemy_move_prob=1.0, chase_prob=1.0, lethal=False, horizon=60)
+    env.reset(seed=0)
+    catches, ended = 0, False
+    while not ended:
+        _, _, terminated, truncated, info = env.step(NOOP)
+        assert not terminated
+        catches += env.caught
+        ended = truncated
+    assert catches > 0 and env.steps == 60
+
+
 def test_termination_is_exactly_a_shared_cell_or_a_swap():
     env = CoinChaseEnv(enemy_move_prob=1.0, chase_prob=0.5, horizon=100)
     endings = 0

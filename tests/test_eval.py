@@ -85,6 +85,15 @@ def test_real_rollouts_are_reproducible_and_carry_ground_truth():
     assert (held.actions == 1).all()                         # row 0 holds "up"
 
 
+def test_without_a_lethal_enemy_every_rollout_lives_to_the_horizon_and_catches_become_events():
+    lethal = real_rollouts("noop", [0], starts=4, context_frames=2, n_actions=5, horizon=300, chase_prob=1.0)
+    assert not lethal.alive[:, -1].all()                    # a chasing enemy catches players who never move
+    immortal = real_rollouts("noop", [0], starts=4, context_frames=2, n_actions=5, horizon=300, chase_prob=1.0,
+                             lethal=False)
+    assert immortal.alive.all() and immortal.terminated.any()
+    assert np.array_equal(immortal.players[:, 0], immortal.players[:, -1])     # noop: the player never moved
+
+
 def test_the_real_game_scores_perfectly_and_copy_last_does_not():
     real = real_rollouts("policy", [0, 1], starts=3, context_frames=2, n_actions=5, horizon=16)
     perfect = summarise(score_rollout(real_frames(real), real, colour_reader)[0], real, [1, 16])

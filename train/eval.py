@@ -44,7 +44,10 @@ class EvalConfig:
     policy: str = "random"            # actions of the "policy" scenario: random (as recorded) | seeker
     min_repeat: int = 1               # persistence of the random policy (as recorded)
     max_repeat: int = 6
-    chase_prob: float = 0.5           # real game's enemy (as recorded)
+    chase_prob: float = 0.0           # real game's enemy: 0 wanders (the recording had 0.5; a chasing enemy that
+                                      #   cannot kill sits on the player, a state the data never shows)
+    lethal: bool = False              # real game: does being caught end the episode? False keeps every rollout
+                                      #   comparable to the last horizon; catches are then termination events
     denoise_steps: int = 4
     device: str = "cpu"
     threads: int = 0                  # torch threads; 0 keeps torch's default
@@ -145,7 +148,7 @@ def all_scenarios(cfg: EvalConfig, context_frames: int, n_actions: int) -> tuple
     for scenario in ["policy", *cfg.adversarial]:
         starts = cfg.starts if scenario == "policy" else cfg.adversarial_starts
         part = real_rollouts(scenario, list(cfg.seeds), starts, context_frames, n_actions, max(cfg.horizons),
-                             cfg.chase_prob, cfg.policy, cfg.min_repeat, cfg.max_repeat)
+                             cfg.chase_prob, cfg.policy, cfg.min_repeat, cfg.max_repeat, cfg.lethal)
         rows[scenario] = np.arange(offset, offset + len(part.seeds))
         parts.append(part)
         offset += len(part.seeds)

@@ -60,7 +60,7 @@ class RealRollouts:
     frames: np.ndarray           # (S, Hmax, H, W, 3) uint8 real frame after each action
     players: np.ndarray          # (S, Hmax, 2) int64 real player cell after each action
     rewards: np.ndarray          # (S, Hmax) float real reward of each action
-    terminated: np.ndarray       # (S, Hmax) bool the real episode ended at this frame
+    terminated: np.ndarray       # (S, Hmax) bool the player was caught at this frame (the episode ended, if lethal)
     alive: np.ndarray            # (S, Hmax) bool the real episode had not ended before this frame
 
 
@@ -73,18 +73,23 @@ def play_context(env: CoinChaseEnv, policy: RandomPersistentPolicy, rng: np.rand
     for _ in range(frames - 1):
         action = policy(obs, info)
         obs, _, terminated, _, info = env.step(action)
-        if terminated:
+        if terminated or env.caught:
             return None
         observed.append(obs), actions.append(action)
     return observed, actions, obs, info
 
 
 def real_rollouts(scenario: str, seeds: list[int], starts: int, context_frames: int, n_actions: int, horizon: int,
-                  chase_prob: float = 0.5, policy: str = "random", min_repeat: int = 1, max_repeat: int = 6) -> RealRollouts:
-    """`starts` real rollouts per seed (rows seed-major); the same arguments give the same rollouts."""
+                  chase_prob: float = 0.5, policy: str = "random", min_repeat: int = 1, max_repeat: int = 6,
+                  lethal: bool = True) -> RealRollouts:
+    """`starts` real rollouts per seed (rows seed-major); the same arguments give the same rollouts.
+
+    lethal=False: being caught does not end the real episode (every row stays alive to `horizon`);
+    `terminated` then marks the frames where the player was caught, the events a model's
+    termination head should predict. Contexts never contain a catch."""
     if scenario not in SCENARIOS:
         raise ValueError(f"scenario must be one of {SCENARIOS}, got {scenario!r}")
-    env = CoinChaseEnv(horizon=context_frames + horizon + 1, chase_prob=chase_prob)
+    env = CoinChaseEnv(horizon=context_frames + horizon + 1, chase_prob=chase_prob, lethal=lethal)
     rows: list[dict[str, np.ndarray]] = []
     for seed in seeds:
         rng = np.random.default_rng(seed)
@@ -121,6 +126,7 @@ def _play_on(env: CoinChaseEnv, context, actor, horizon: int, rng: np.random.Gen
         if alive:
             obs, reward, terminated, truncated, info = env.step(action)
             alive = not (terminated or truncated)
+            terminated = env.caught
         else:
             reward, terminated = 0.0, False
         for key, value in zip(keys[:-1], (action, obs, info["player"], reward, terminated)):
