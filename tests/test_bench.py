@@ -68,10 +68,11 @@ def test_every_figure_is_finite_and_the_headline_ones_positive(quick_run):
     assert model["horizon"]["time_ratio"] > 0 and model["horizon"]["memory_ratio"] > 0
     assert set(model["vector_fps"]) == {"16", "64"} and all(fps > 0 for fps in model["vector_fps"].values())
     assert model["matmul_gflops"] > 0
-    assert set(training["stages"]) == {"teacher", "tf", "df", "ode_init", "self_forcing"}
+    assert set(training["stages"]) == {"teacher", "tf", "df", "ode_init", "self_forcing", "self_forcing critic_reuse=2"}
     for stage in training["stages"].values():
         assert stage["it_per_s"] > 0 and stage["gflops_per_it"] > 0 and stage["peak_memory_mb"] >= 0
-    assert training["sf_over_tf"] > 0 and training["sf_generator_over_tf"] > 0
+    assert set(training["sf_over_tf"]) == {"1", "2"} and all(r > 0 for r in training["sf_over_tf"].values())
+    assert training["sf_generator_over_tf"] > 0
 
 
 def test_the_flops_of_a_frame_grow_with_denoising_steps(quick_run):

@@ -134,7 +134,8 @@ def headline(fig: dict[str, Any]) -> list[str]:
         for b, r in fig["peer"]["ours_over_peer"].items():
             rows.append((f"our ms/frame ÷ DIAMOND's (batch {b})", r))
     if "training" in fig and "sf_over_tf" in fig["training"]:
-        rows.append(("Self Forcing iteration ÷ teacher-forcing iteration", fig["training"]["sf_over_tf"]))
+        for reuse, ratio in fig["training"]["sf_over_tf"].items():
+            rows.append((f"Self Forcing iteration ÷ teacher-forcing iteration (critic_reuse={reuse})", ratio))
         rows.append(("Self Forcing peak memory ÷ teacher forcing", fig["training"]["sf_memory_over_tf"]))
     return ["| ratio | value |", "|---|---|"] + [f"| {name} | **{value:.3f}** |" for name, value in rows]
 

@@ -67,6 +67,7 @@ class BenchConfig:
     train_warmup_iters: int = 1
     train_iters: int = 3                # timed iterations per stage (self forcing: rounded up to whole critic cycles)
     critic_ratio: int = 5               # self forcing: critic updates per generator update
+    critic_reuse: list[int] = field(default_factory=lambda: [1, 4])   # self forcing timed once per value (1 = paper)
     latent_channels: int = 8            # synthetic latents (C, h, w) the stages train on
     latent_size: int = 8
 
@@ -76,6 +77,8 @@ class BenchConfig:
         unknown = set(self.stages) - set(STAGES)
         if unknown:
             raise ValueError(f"unknown stages {sorted(unknown)}; choose from {STAGES}")
+        if not self.critic_reuse or min(self.critic_reuse) < 1:
+            raise ValueError(f"critic_reuse values must be >= 1, got {self.critic_reuse}")
         if not 0 < self.horizon_window <= self.horizon_early < self.horizon:
             raise ValueError(f"need 0 < horizon_window ({self.horizon_window}) <= horizon_early ({self.horizon_early}) "
                              f"< horizon ({self.horizon})")
@@ -85,7 +88,7 @@ class BenchConfig:
 QUICK_LOOPS = dict(game_steps=500, record_steps=200, untrained_size="tiny", untrained_widths=[8, 8, 8],
                    warmup_frames=1, timed_frames=2, horizon=60, horizon_early=20, horizon_window=10,
                    vector_frames=2, matmul_size=256, matmul_repeats=2, train_size="tiny", train_batch=2,
-                   train_warmup_iters=1, train_iters=1, critic_ratio=2)
+                   train_warmup_iters=1, train_iters=1, critic_ratio=2, critic_reuse=[1, 2])
 
 
 def effective(cfg: BenchConfig) -> BenchConfig:

@@ -77,7 +77,8 @@ def write_dit_checkpoint(path: Path, dit: DiT, latents: LatentData) -> Path:
     return checkpoint.save(path, config, Autoencoder(ae), dit)
 
 
-def build_stage(name: str, cfg: BenchConfig, latents: LatentData, tmp: Path) -> tuple[TrainState, StepFn]:
+def build_stage(name: str, cfg: BenchConfig, latents: LatentData, tmp: Path, critic_reuse: int = 1
+                ) -> tuple[TrainState, StepFn]:
     """(state, one training iteration) of a stage, built as its own module builds it."""
     dataset = ClipDataset(latents.train, cfg.train_clip_frames, latents.n_actions)
     common = stage_fields(cfg)
@@ -98,7 +99,7 @@ def build_stage(name: str, cfg: BenchConfig, latents: LatentData, tmp: Path) -> 
         return state, lambda s: ode_init.train_step(s, pairs, stage)
     if name == "self_forcing":
         stage = self_forcing.SelfForcingConfig(teacher_dir=str(tmp / "teacher"), student_dir=str(tmp / "student"),
-                                               critic_ratio=cfg.critic_ratio, **common)
+                                               critic_ratio=cfg.critic_ratio, critic_reuse=critic_reuse, **common)
         for role, causal in (("teacher", False), ("student", True)):
             write_dit_checkpoint(tmp / role / "checkpoint", DiT(stage.dit_config(latents, causal=causal)), latents)
         state = self_forcing.build(stage, latents)
@@ -118,11 +119,12 @@ def run_steps(state: TrainState, step: StepFn, count: int, device: str) -> list[
     return times
 
 
-def stage_speed(name: str, cfg: BenchConfig, latents: LatentData, tmp: Path, matmul_flops: float) -> dict[str, float]:
+def stage_speed(name: str, cfg: BenchConfig, latents: LatentData, tmp: Path, matmul_flops: float,
+                critic_reuse: int = 1) -> dict[str, float]:
     """Time one stage. Memory: `state_mb` held between iterations (models, EMA, optimiser state; teacher and
     critic for self forcing), `iteration_mb` the peak an iteration adds on top (activations, gradients)."""
     before = memory_in_use_mb(cfg.device)
-    state, step = build_stage(name, cfg, latents, tmp)
+    state, step = build_stage(name, cfg, latents, tmp, critic_reuse)
     sf = name == "self_forcing"
     if sf:   # warm up on a generator iteration (step critic_ratio - 1), then time whole critic cycles from step 0
         state.step = cfg.critic_ratio - 1
@@ -167,15 +169,23 @@ def training_speed(cfg: BenchConfig, matmul_flops: float | None = None) -> dict[
             run_steps(state, step, 1, cfg.device)
             del state, step
         for name in cfg.stages:
-            stages[name] = stage_speed(name, cfg, latents, Path(tmp), matmul_flops)
+            for reuse in (cfg.critic_reuse if name == "self_forcing" else [1]):
+                stages[sf_key(reuse) if name == "self_forcing" else name] = stage_speed(name, cfg, latents, Path(tmp),
+                                                                                        matmul_flops, reuse)
     out: dict[str, Any] = {"stages": stages, "size": cfg.train_size, "batch": cfg.train_batch,
                            "clip_frames": cfg.train_clip_frames, "critic_ratio": cfg.critic_ratio}
-    if "self_forcing" in stages and "tf" in stages:
-        sf, tf = stages["self_forcing"], stages["tf"]
-        out["sf_over_tf"] = sf["s_per_it"] / tf["s_per_it"]
+    if "self_forcing" in cfg.stages and "tf" in stages:
+        tf = stages["tf"]
+        out["sf_over_tf"] = {reuse: stages[sf_key(reuse)]["s_per_it"] / tf["s_per_it"] for reuse in cfg.critic_reuse}
+        sf = stages[sf_key(cfg.critic_reuse[0])]
         out["sf_generator_over_tf"] = sf["generator_s_per_it"] / tf["s_per_it"]
         out["sf_memory_over_tf"] = sf["peak_memory_mb"] / tf["peak_memory_mb"] if tf["peak_memory_mb"] > 0 else float("nan")
     return out
+
+
+def sf_key(reuse: int) -> str:
+    """The stage row of self forcing timed with `critic_reuse` = reuse."""
+    return "self_forcing" if reuse == 1 else f"self_forcing critic_reuse={reuse}"
 
 
 def training_markdown(fig: dict[str, Any]) -> list[str]:
@@ -186,12 +196,13 @@ def training_markdown(fig: dict[str, Any]) -> list[str]:
     for name, s in fig["stages"].items():
         lines.append(f"| {name} | {s['it_per_s']:.2f} | {s['s_per_it']:.3f} | {s['state_mb']:.1f} | {s['iteration_mb']:.1f} | "
                      f"{s['peak_memory_mb']:.1f} | {s['gflops_per_it']:.2f} | {s['mfu']:.1%} |")
-        if name == "self_forcing":
+        if name.startswith("self_forcing"):
             for part in ("generator", "critic"):
                 seconds = s[f"{part}_s_per_it"]
                 lines.append(f"| ↳ {part} iteration | {1 / seconds:.2f} | {seconds:.3f} | | | | | |")
     if "sf_over_tf" in fig:
-        lines += ["", f"SF iteration ÷ TF iteration (same model, batch and clip): **{fig['sf_over_tf']:.2f}** averaged over "
-                  f"whole critic cycles, {fig['sf_generator_over_tf']:.2f} for a generator iteration; "
+        ratios = ", ".join(f"**{ratio:.2f}** with critic_reuse={reuse}" for reuse, ratio in fig["sf_over_tf"].items())
+        lines += ["", f"SF iteration ÷ TF iteration (same model, batch and clip), averaged over whole critic cycles: "
+                  f"{ratios}; {fig['sf_generator_over_tf']:.2f} for a generator iteration; "
                   f"peak memory SF ÷ TF {fig['sf_memory_over_tf']:.2f}."]
     return lines
