@@ -109,7 +109,8 @@ def _scores_of(name: str, path: str, real: RealRollouts, cfg: EvalConfig, reader
     cache = Path(cfg.out) / "cache" / f"{name}-{_cache_key(path, cfg)}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
-            return FrameScores(**{k: saved[k] for k in FrameScores.__dataclass_fields__}), saved["video"]
+            if keep == 0 or len(saved["video"]) >= keep:     # else: cached without the video rows asked for now
+                return FrameScores(**{k: saved[k] for k in FrameScores.__dataclass_fields__}), saved["video"][:keep]
     print(f"[eval] {name}: {len(real.seeds)} rollouts x {real.actions.shape[1]} frames", flush=True)
     scores, video = score_rollout(dream_frames(path, real, cfg.device, cfg.denoise_steps), real, reader, keep)
     cache.parent.mkdir(parents=True, exist_ok=True)
