@@ -6,7 +6,7 @@ the whole horizon), "alternate" (two opposite keys swapped every frame) and "noo
 `real_rollouts` plays the real CoinChase: a real context (random play, as recorded) that primes the
 models, then `horizon` scripted actions; the game's `info` gives the ground truth (player cell,
 score, reward, termination). `dream_frames` drives a checkpoint through `envs.dream.DreamCore` — the
-env's own rollout — and `FrameScorer` turns every generated frame into per-row metrics, streaming, so
+env's own rollout — and `score_rollout` turns every generated frame into per-row metrics, streaming, so
 a 1,000-frame horizon never holds the model's frames in memory.
 """
 from __future__ import annotations
@@ -106,9 +106,7 @@ def real_rollouts(scenario: str, seeds: list[int], starts: int, context_frames: 
 def _actor(scenario: str, policy: str, row: int, n_actions: int, min_repeat: int, max_repeat: int, rng):
     if scenario != "policy":
         return ScriptedActions(scenario, row)
-    if policy == "random":
-        return RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng)
-    return make_policy(policy, n_actions, rng)
+    return make_policy(policy, n_actions, rng, min_repeat=min_repeat, max_repeat=max_repeat)
 
 
 def _play_on(env: CoinChaseEnv, context, actor, horizon: int, rng: np.random.Generator) -> dict[str, np.ndarray]:

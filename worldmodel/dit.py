@@ -111,9 +111,9 @@ def gate_frames(h: torch.Tensor, gate: torch.Tensor, frames: int) -> torch.Tenso
 class FrameAttention(nn.Module):
     """Multi-head attention over frames x tokens with rotary time positions and an optional KV cache."""
 
-    def __init__(self, dim: int, heads: int, rope_base: float):
+    def __init__(self, dim: int, heads: int):
         super().__init__()
-        self.heads, self.rope_base = heads, rope_base
+        self.heads = heads
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
@@ -140,11 +140,11 @@ class FrameAttention(nn.Module):
 class FrameAdaLNBlock(nn.Module):
     """Transformer block whose LayerNorms are modulated per frame by that frame's conditioning (adaLN-Zero)."""
 
-    def __init__(self, dim: int, heads: int, mlp_ratio: float, rope_base: float):
+    def __init__(self, dim: int, heads: int, mlp_ratio: float):
         super().__init__()
         self.norm_attn = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.norm_mlp = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
-        self.attn = FrameAttention(dim, heads, rope_base)
+        self.attn = FrameAttention(dim, heads)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 6 * dim))
@@ -188,7 +188,7 @@ class DiT(nn.Module):
         self.spatial_pos = nn.Parameter(torch.zeros(1, 1, config.tokens_per_frame, d))
         self.noise_embed = NoiseEmbedding(d)
         self.action_embed = nn.Embedding(config.n_actions + 1, d)
-        self.blocks = nn.ModuleList(FrameAdaLNBlock(d, config.heads, config.mlp_ratio, config.rope_base)
+        self.blocks = nn.ModuleList(FrameAdaLNBlock(d, config.heads, config.mlp_ratio)
                                     for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
