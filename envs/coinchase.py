@@ -6,11 +6,14 @@ CELL_PX pixels; row 0 is the score bar, rows 1..CELLS-1 are the maze.
 """
 from __future__ import annotations
 
+from enum import IntEnum
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from envs.window import FrameWindow
 
 CELL_PX = 8          # pixels per grid cell; also the autoencoder's downsampling, so a cell is a latent
 CELLS = 8            # grid is CELLS x CELLS cells -> 64 x 64 pixels
@@ -35,8 +38,18 @@ FLOOR, WALL, PLAYER, COIN, ENEMY, BAR, DIGIT = range(len(PALETTE))
 # Maze walls (row, col) inside the play area; the frame border is an implicit wall.
 WALLS = frozenset({(2, 2), (2, 5), (3, 2), (4, 4), (4, 5), (5, 1), (6, 3), (6, 6)})
 
-ACTION_NAMES = ("noop", "up", "down", "left", "right")
-ACTION_DELTAS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)
+
+class Action(IntEnum):
+    """CoinChase's action ids (`Discrete(5)`); an Action is an int, so `env.step(Action.UP)` works."""
+    NOOP = 0    # stay
+    UP = 1
+    DOWN = 2
+    LEFT = 3
+    RIGHT = 4
+
+
+ACTION_NAMES = tuple(action.name.lower() for action in Action)   # ("noop", "up", "down", "left", "right")
+ACTION_DELTAS = np.array([[0, 0], [-1, 0], [1, 0], [0, -1], [0, 1]], dtype=np.int64)   # (row, col) per Action
 
 # Sprite masks (CELL_PX x CELL_PX booleans) drawn into a cell in the sprite's colour.
 _yy, _xx = np.mgrid[0:CELL_PX, 0:CELL_PX]
@@ -147,8 +160,7 @@ class CoinChaseEnv(gym.Env):
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._free = free_cells()
         self._background = self._draw_background()
-        self._window = None
-        self._clock = None
+        self._window = FrameWindow("CoinChase")
         self.player = self.coin = self.enemy = (0, 0)
         self.score = 0
         self.steps = 0
@@ -249,27 +261,8 @@ class CoinChaseEnv(gym.Env):
         if self.render_mode == "rgb_array":
             return frame
         if self.render_mode == "human":
-            self._show(frame)
+            self._window.show(frame, fps=self.metadata["render_fps"])
         return None
 
-    def _show(self, frame: np.ndarray, scale: int = 8) -> None:
-        import pygame  # only when a window is asked for
-
-        if self._window is None:
-            pygame.init()
-            self._window = pygame.display.set_mode((FRAME_SIZE * scale, FRAME_SIZE * scale))
-            pygame.display.set_caption("CoinChase")
-            self._clock = pygame.time.Clock()
-        pygame.event.pump()
-        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
-        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
-        pygame.display.flip()
-        self._clock.tick(self.metadata["render_fps"])
-
     def close(self) -> None:
-        if self._window is not None:
-            import pygame
-
-            pygame.display.quit()
-            pygame.quit()
-            self._window = None
+        self._window.close()

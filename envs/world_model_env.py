@@ -1,7 +1,9 @@
 """Gymnasium environments that dream: WorldModelEnv (one) and WorldModelVectorEnv (N in one forward).
 
 Both are thin Gymnasium shells over `envs.dream.DreamCore`; the single env is the batch-1 case
-of the same core, so there is one copy of the dynamics.
+of the same core, so there is one copy of the dynamics, and both share `DreamShell`: the facts a
+caller may read (denoise steps and their maximum, the start contexts) and one copy of the episode
+bookkeeping (reward rounding, termination threshold, truncation, the step infos).
 """
 from __future__ import annotations
 
@@ -14,7 +16,8 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from envs.dream import DreamCore
+from envs.dream import DreamCore, DreamStep
+from envs.window import FrameWindow
 
 OPTION_KEYS = ("frames", "actions", "start_index")
 
@@ -52,7 +55,82 @@ def _start(core: DreamCore, rng: np.random.Generator, options: dict[str, Any] | 
     return frames, actions, int(rng.integers(2**62)), index
 
 
-class WorldModelEnv(gym.Env):
+class DreamShell:
+    """What WorldModelEnv and WorldModelVectorEnv share over their `DreamCore` (`self.core`): the public
+    facts about the model and one copy of the episode bookkeeping of N rows (N = 1 for the single env).
+
+    Bookkeeping: rewards are the reward head's prediction, rounded when `round_rewards`; a row
+    terminates when the termination head's probability exceeds `termination_threshold` and truncates
+    after `max_episode_steps` steps; step infos hold, per row, `denoise_steps`, `frame_index`,
+    `termination_prob`, `raw_reward`, and `step_ms` only when `timing_info` (wall time differs from
+    run to run, which Gymnasium's determinism check refuses).
+    """
+
+    core: DreamCore
+
+    def _init_episodes(self, num_envs: int, max_episode_steps: int, termination_threshold: float, round_rewards: bool,
+                       timing_info: bool) -> None:
+        self.max_episode_steps = max_episode_steps
+        self.termination_threshold = termination_threshold
+        self.round_rewards = round_rewards
+        self.timing_info = timing_info
+        self._steps = np.zeros(num_envs, np.int64)   # steps since each row's reset
+
+    def _score(self, out: DreamStep, restarted: np.ndarray | None = None
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+        """Rewards (N,) float64, terminated (N,), truncated (N,) bool and the step info (arrays of N) of
+        one batched step. Rows in `restarted` were reset by this step (the vector env's autoreset): they
+        report reward 0, no flags, frame_index 0."""
+        raw = out.rewards.astype(np.float64)
+        probs = out.terminations.astype(np.float64)
+        rewards = np.round(raw) if self.round_rewards else raw.copy()
+        terminated = probs > self.termination_threshold
+        self._steps += 1
+        truncated = (self._steps >= self.max_episode_steps) & ~terminated
+        if restarted is not None and len(restarted):
+            self._steps[restarted] = 0
+            for values in (raw, probs, rewards):
+                values[restarted] = 0.0
+            terminated[restarted] = truncated[restarted] = False
+        info = {"denoise_steps": np.full(len(raw), self.denoise_steps, np.int64), "frame_index": self._steps.copy(),
+                "termination_prob": probs, "raw_reward": raw}
+        if self.timing_info:
+            info["step_ms"] = np.full(len(raw), out.step_ms)
+        return rewards, terminated, truncated, info
+
+    @property
+    def denoise_steps(self) -> int:
+        """Denoising steps per frame, settable at run time within 1..max_denoise_steps."""
+        return self.core.denoise_steps
+
+    @denoise_steps.setter
+    def denoise_steps(self, steps: int) -> None:
+        self.core.denoise_steps = steps
+
+    @property
+    def max_denoise_steps(self) -> int:
+        """The few-step schedule the model was trained on: denoise_steps can be 1..this."""
+        return self.core.sampler.max_steps
+
+    @property
+    def bank_size(self) -> int:
+        """How many real start contexts the checkpoint holds (`reset(options={"start_index": i})`)."""
+        return self.core.bank_size
+
+    @property
+    def context_length(self) -> int:
+        """Frames a reset primes the model with (the length of every start context in the bank)."""
+        return len(self.core.start_context(0)[0])
+
+    def start_context(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Start context `index` of the bank: frames (T, H, W, 3) uint8, actions (T,) int64 (the action
+        before each frame; `n_actions` = none)."""
+        if not 0 <= index < self.core.bank_size:
+            raise IndexError(f"start context {index} outside the checkpoint's bank of {self.core.bank_size}")
+        return self.core.start_context(index)
+
+
+class WorldModelEnv(DreamShell, gym.Env):
     """Play the bundled game — or any recorded game — inside a world model.
 
     ## Description
@@ -100,18 +178,22 @@ class WorldModelEnv(gym.Env):
     | max_episode_steps     | int         | 1000      | truncation horizon |
     | termination_threshold | float       | 0.5       | on the termination head's probability |
     | round_rewards         | bool        | True      | round predicted rewards to integers |
-    | timing_info           | bool        | True      | put `step_ms` in step infos (wall time differs run to run, so `check_env`'s determinism check needs False) |
+    | timing_info           | bool        | False     | also put `step_ms` in step infos (wall time differs run to run, so `check_env`'s determinism check needs it off) |
 
     ## Info
-    reset: `start_index`. step: `step_ms` (wall time of the dreamed step; see `timing_info`), `denoise_steps`,
-    `frame_index`, `termination_prob`, `raw_reward`.
+    reset: `start_index`. step: `denoise_steps`, `frame_index`, `termination_prob`, `raw_reward`, and
+    `step_ms` (wall time of the dreamed step) with `timing_info=True`.
+
+    ## Model facts
+    `denoise_steps` (settable), `max_denoise_steps`, `bank_size`, `context_length`, `start_context(i)`.
 
     ## Determinism
     Same seed + same actions give the same frames on the same device and dtype (each env owns a
     torch noise generator seeded from `np_random`). CPU is supported.
 
     ## Vectorized environment
-    `WorldModelVectorEnv`: N envs in one batched forward, autoreset mode NEXT_STEP, per-env cache reset.
+    `WorldModelVectorEnv`: N envs in one batched forward, autoreset mode NEXT_STEP, per-env cache reset,
+    the same info keys with one entry per env.
 
     ## Example
     >>> import gymnasium as gym, envs
@@ -129,35 +211,23 @@ class WorldModelEnv(gym.Env):
 
     def __init__(self, checkpoint: str | Path | None = None, denoise_steps: int | None = None, device: str = "cpu",
                  dtype: str = "float32", render_mode: str | None = None, max_episode_steps: int = 1000,
-                 termination_threshold: float = 0.5, round_rewards: bool = True, timing_info: bool = True):
+                 termination_threshold: float = 0.5, round_rewards: bool = True, timing_info: bool = False):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         self.core = DreamCore(checkpoint, 1, device, dtype, denoise_steps)
         self.render_mode = render_mode
-        self.max_episode_steps = max_episode_steps
-        self.termination_threshold = termination_threshold
-        self.round_rewards = round_rewards
-        self.timing_info = timing_info
+        self._init_episodes(1, max_episode_steps, termination_threshold, round_rewards, timing_info)
         self.action_space = spaces.Discrete(self.core.n_actions)
         self.observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
         self._frame: np.ndarray | None = None
-        self._steps = 0
         self._needs_reset = True
-        self._window = None
-
-    @property
-    def denoise_steps(self) -> int:
-        return self.core.denoise_steps
-
-    @denoise_steps.setter
-    def denoise_steps(self, steps: int) -> None:
-        self.core.denoise_steps = steps
+        self._window = FrameWindow("dreamgym")
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         frames, actions, noise_seed, index = _start(self.core, self.np_random, options)
         self._frame = self.core.reset_rows(np.array([0]), [noise_seed], frames[None], actions[None])[0]
-        self._steps, self._needs_reset = 0, False
+        self._steps[:], self._needs_reset = 0, False
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), {"start_index": index}
@@ -167,16 +237,11 @@ class WorldModelEnv(gym.Env):
         if self._needs_reset:
             raise gym.error.ResetNeeded("call reset() before step(), and again after the episode terminated or truncated")
         out = self.core.step(np.array([action]))
-        self._frame, self._steps = out.frames[0], self._steps + 1
-        raw = float(out.rewards[0])
-        reward = float(round(raw)) if self.round_rewards else raw
-        terminated = bool(out.terminations[0] > self.termination_threshold)
-        truncated = self._steps >= self.max_episode_steps and not terminated
+        self._frame = out.frames[0]
+        rewards, terminations, truncations, infos = self._score(out)
+        reward, terminated, truncated = float(rewards[0]), bool(terminations[0]), bool(truncations[0])
+        info = {key: values[0].item() for key, values in infos.items()}
         self._needs_reset = terminated or truncated
-        info = {"denoise_steps": self.denoise_steps, "frame_index": self._steps,
-                "termination_prob": float(out.terminations[0]), "raw_reward": raw}
-        if self.timing_info:
-            info["step_ms"] = out.step_ms
         if self.render_mode == "human":
             self.render()
         return self._frame.copy(), reward, terminated, truncated, info
@@ -187,67 +252,52 @@ class WorldModelEnv(gym.Env):
         if self.render_mode == "rgb_array":
             return self._frame.copy()
         if self.render_mode == "human":
-            self._show(self._frame)
+            self._window.show(self._frame)
         return None
 
-    def _show(self, frame: np.ndarray, scale: int = 8) -> None:
-        import pygame  # only when a window is asked for
-
-        if self._window is None:
-            pygame.init()
-            self._window = pygame.display.set_mode((frame.shape[1] * scale, frame.shape[0] * scale))
-            pygame.display.set_caption("dreamgym")
-        pygame.event.pump()
-        surface = pygame.surfarray.make_surface(frame.swapaxes(0, 1))
-        self._window.blit(pygame.transform.scale(surface, self._window.get_size()), (0, 0))
-        pygame.display.flip()
-
     def close(self) -> None:
-        if self._window is not None:
-            import pygame
-
-            pygame.display.quit()
-            self._window = None
+        self._window.close()
 
 
-class WorldModelVectorEnv(VectorEnv):
+class WorldModelVectorEnv(DreamShell, VectorEnv):
     """N dreamed envs stepped by one batched forward; autoreset mode NEXT_STEP.
 
     `reset(seed=s)` seeds env i with s + i, so env i reproduces `WorldModelEnv` reset with seed s + i
     under the same actions (within float tolerance of batched matmuls). After an env terminates or
     truncates, its next `step` resets it (the action is ignored) and returns the reset observation
-    with reward 0 and both flags False.
+    with reward 0, both flags False and frame_index 0. Infos have the single env's keys, each an
+    array with one entry per env (reset: `start_index`; step: see `DreamShell`).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, checkpoint: str | Path | None = None, denoise_steps: int | None = None,
                  device: str = "cpu", dtype: str = "float32", max_episode_steps: int = 1000,
-                 termination_threshold: float = 0.5, round_rewards: bool = True, render_mode: str | None = None):
+                 termination_threshold: float = 0.5, round_rewards: bool = True, render_mode: str | None = None,
+                 timing_info: bool = False):
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         self.core = DreamCore(checkpoint, num_envs, device, dtype, denoise_steps)
         self.num_envs = num_envs
         self.render_mode = render_mode
-        self.max_episode_steps = max_episode_steps
-        self.termination_threshold = termination_threshold
-        self.round_rewards = round_rewards
+        self._init_episodes(num_envs, max_episode_steps, termination_threshold, round_rewards, timing_info)
         self.single_action_space = spaces.Discrete(self.core.n_actions)
         self.single_observation_space = spaces.Box(0, 255, self.core.frame_shape, np.uint8)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self._rngs: list[np.random.Generator] = [np.random.default_rng() for _ in range(num_envs)]
         self._frames = np.zeros((num_envs, *self.core.frame_shape), np.uint8)
-        self._steps = np.zeros(num_envs, np.int64)
         self._done = np.zeros(num_envs, bool)
         self._needs_reset = True
 
-    def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None = None) -> None:
+    def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None = None) -> np.ndarray:
+        """Prime the given rows with new start contexts; returns their bank indices (-1: frames from options)."""
         starts = [_start(self.core, self._rngs[r], options) for r in rows]
         self._frames[rows] = self.core.reset_rows(rows, [s[2] for s in starts], np.stack([s[0] for s in starts]),
                                                   np.stack([s[1] for s in starts]))
         self._steps[rows] = 0
         self._done[rows] = False
+        return np.array([s[3] for s in starts], np.int64)
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         from gymnasium.utils import seeding
@@ -256,9 +306,9 @@ class WorldModelVectorEnv(VectorEnv):
         if len(seeds) != self.num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
         self._rngs = [seeding.np_random(s)[0] for s in seeds]
-        self._reset_rows(np.arange(self.num_envs), options)
+        indices = self._reset_rows(np.arange(self.num_envs), options)
         self._needs_reset = False
-        return self._frames.copy(), {}
+        return self._frames.copy(), {"start_index": indices}
 
     def step(self, actions):
         if self._needs_reset:
@@ -268,17 +318,12 @@ class WorldModelVectorEnv(VectorEnv):
             raise gym.error.InvalidAction(f"actions {actions!r} are not in the action space {self.action_space}")
         finished = np.flatnonzero(self._done)
         out = self.core.step(actions.astype(np.int64))   # every row advances; finished rows are re-primed below
-        rewards = np.round(out.rewards) if self.round_rewards else out.rewards.astype(np.float64)
-        terminated = out.terminations > self.termination_threshold
+        rewards, terminated, truncated, info = self._score(out, restarted=finished)
         self._frames[:] = out.frames
-        self._steps += 1
-        truncated = (self._steps >= self.max_episode_steps) & ~terminated
         if len(finished):
             self._reset_rows(finished)
-            rewards[finished], terminated[finished], truncated[finished] = 0.0, False, False
         self._done = terminated | truncated
-        info = {"step_ms": np.full(self.num_envs, out.step_ms), "denoise_steps": np.full(self.num_envs, self.core.denoise_steps)}
-        return self._frames.copy(), rewards.astype(np.float64), terminated, truncated, info
+        return self._frames.copy(), rewards, terminated, truncated, info
 
     def render(self) -> np.ndarray | None:
         return self._frames.copy() if self.render_mode == "rgb_array" else None

@@ -1,9 +1,43 @@
-"""Shared test set-up: headless pygame, deterministic torch, small thread count."""
+"""Shared test set-up: headless pygame, a small torch thread count, and the fixtures several test files use.
+
+Fixtures: `untrained_checkpoint` (a randomly initialised CoinChase-shaped world-model checkpoint with
+real start contexts, built once per session: speed and plumbing do not depend on what the weights
+learned) and `perturbed_model` (a factory of tiny DiTs with non-zero weights everywhere).
+"""
 import os
 
 os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
 os.environ.setdefault("SDL_AUDIODRIVER", "dummy")
 
+import pytest  # noqa: E402
 import torch  # noqa: E402
 
+from worldmodel.config import dit_preset  # noqa: E402
+from worldmodel.dit import DiT  # noqa: E402
+
 torch.set_num_threads(2)
+
+UNTRAINED_BANK, UNTRAINED_CONTEXT = 4, 3   # start contexts in the untrained checkpoint, frames each
+
+
+@pytest.fixture(scope="session")
+def untrained_checkpoint(tmp_path_factory):
+    """An untrained checkpoint: 64x64 frames, CoinChase's 5 actions, frames that depend on the action, a
+    termination head that never fires, a bank of UNTRAINED_BANK real contexts of UNTRAINED_CONTEXT frames."""
+    from worldmodel.untrained import save_untrained   # to move out of the model package (it plays CoinChase)
+
+    return save_untrained(tmp_path_factory.mktemp("untrained") / "ckpt", bank=UNTRAINED_BANK, context=UNTRAINED_CONTEXT)
+
+
+@pytest.fixture
+def perturbed_model():
+    """Factory: `perturbed_model(**dit_overrides)` is a tiny DiT (4 latent channels, 4x4 latents, patch 1) with
+    non-zero weights everywhere (adaLN-Zero starts as identity otherwise), seeded, in eval mode."""
+    def make(**overrides) -> DiT:
+        torch.manual_seed(0)
+        model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, patch=1, **overrides)).eval()
+        with torch.no_grad():
+            for p in model.parameters():
+                p.add_(0.05 * torch.randn_like(p))
+        return model
+    return make

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 from gymnasium.utils.env_checker import check_env
 
-from envs.coinchase import (ACTION_DELTAS, ACTION_NAMES, CELL_PX, FRAME_SIZE, HUD_ROWS, PALETTE, WALLS, CoinChaseEnv,
-                            free_cells, is_free)
+from envs.coinchase import (ACTION_DELTAS, ACTION_NAMES, CELL_PX, FRAME_SIZE, HUD_ROWS, PALETTE, WALLS, Action,
+                            CoinChaseEnv, free_cells, is_free)
 
-NOOP, UP, DOWN, LEFT, RIGHT = range(5)
+MOVES = (Action.UP, Action.DOWN, Action.LEFT, Action.RIGHT)
 Cell = tuple[int, int]
 
 
@@ -44,7 +44,7 @@ def shortest_path(start: Cell, goal: Cell, blocked: set[Cell]) -> list[int] | No
                 here, action = previous[here]
                 actions.append(action)
             return actions[::-1]
-        for action in (UP, DOWN, LEFT, RIGHT):
+        for action in MOVES:
             there = expected_move(here, action)
             if there != here and there not in blocked and there not in previous:
                 previous[there] = (here, action)
@@ -94,6 +94,9 @@ def test_observation_space_is_64x64_rgb_uint8_and_action_space_is_discrete_5():
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     assert env.action_space == gym.spaces.Discrete(5)
     assert ACTION_NAMES == ("noop", "up", "down", "left", "right")
+    assert [int(a) for a in Action] == list(range(env.action_space.n))
+    assert [a.name.lower() for a in Action] == list(ACTION_NAMES)
+    assert ACTION_DELTAS[Action.UP].tolist() == [-1, 0] and ACTION_DELTAS[Action.RIGHT].tolist() == [0, 1]
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)
     assert set(info) == {"player", "coin", "enemy", "score"}
@@ -151,7 +154,7 @@ def test_invalid_arguments_and_actions_are_refused_with_the_value():
         CoinChaseEnv(enemy_move_prob=-0.1)
     env = CoinChaseEnv()
     with pytest.raises(gym.error.ResetNeeded):
-        env.step(NOOP)
+        env.step(Action.NOOP)
     env.reset(seed=0)
     with pytest.raises(gym.error.InvalidAction, match="5"):
         env.step(5)
@@ -187,14 +190,14 @@ def test_every_action_moves_the_player_one_cell_when_free_and_walls_block(start)
 
 def test_walls_and_the_frame_border_block_named_examples():
     env = CoinChaseEnv(enemy_move_prob=0.0)
-    for start, action, end in [((1, 2), DOWN, (1, 2)),     # wall (2, 2) below
-                               ((1, 0), UP, (1, 0)),       # the score bar is not walkable
-                               ((1, 0), LEFT, (1, 0)),     # left border
-                               ((7, 7), RIGHT, (7, 7)),    # right border
-                               ((7, 7), DOWN, (7, 7)),     # bottom border
-                               ((3, 3), LEFT, (3, 3)),     # wall (3, 2) to the left
-                               ((3, 3), RIGHT, (3, 4)),    # free
-                               ((3, 3), NOOP, (3, 3))]:
+    for start, action, end in [((1, 2), Action.DOWN, (1, 2)),     # wall (2, 2) below
+                               ((1, 0), Action.UP, (1, 0)),       # the score bar is not walkable
+                               ((1, 0), Action.LEFT, (1, 0)),     # left border
+                               ((7, 7), Action.RIGHT, (7, 7)),    # right border
+                               ((7, 7), Action.DOWN, (7, 7)),     # bottom border
+                               ((3, 3), Action.LEFT, (3, 3)),     # wall (3, 2) to the left
+                               ((3, 3), Action.RIGHT, (3, 4)),    # free
+                               ((3, 3), Action.NOOP, (3, 3))]:
         walk_to(env, start)
         _, _, _, _, info = env.step(action)
         assert cell(info["player"]) == end, (start, ACTION_NAMES[action])
@@ -270,21 +273,21 @@ def test_walking_into_the_enemy_terminates_the_episode():
     env = CoinChaseEnv(enemy_move_prob=0.0)
     _, info = env.reset(seed=0)
     enemy = cell(info["enemy"])
-    neighbours = [c for c in (expected_move(enemy, a) for a in (UP, DOWN, LEFT, RIGHT)) if c != enemy]
+    neighbours = [c for c in (expected_move(enemy, a) for a in MOVES) if c != enemy]
     walk_to(env, neighbours[0])
-    action = next(a for a in (UP, DOWN, LEFT, RIGHT) if expected_move(neighbours[0], a) == enemy)
+    action = next(a for a in MOVES if expected_move(neighbours[0], a) == enemy)
     _, _, terminated, truncated, info = env.step(action)
     assert terminated and not truncated
     assert cell(info["player"]) == cell(info["enemy"]) == enemy
     with pytest.raises(gym.error.ResetNeeded):
-        env.step(NOOP)
+        env.step(Action.NOOP)
 
 
 def test_a_hunting_enemy_catches_a_player_that_stands_still():
     env = CoinChaseEnv(enemy_move_prob=1.0, chase_prob=1.0)
     _, info = env.reset(seed=0)
     for _ in range(100):
-        _, reward, terminated, truncated, info = env.step(NOOP)
+        _, reward, terminated, truncated, info = env.step(Action.NOOP)
         if terminated:
             break
     assert terminated and not truncated
@@ -296,7 +299,7 @@ def test_a_harmless_enemy_only_flags_the_catch_and_the_episode_goes_on():
     env.reset(seed=0)
     catches, ended = 0, False
     while not ended:
-        _, _, terminated, truncated, info = env.step(NOOP)
+        _, _, terminated, truncated, info = env.step(Action.NOOP)
         assert not terminated
         catches += env.caught
         ended = truncated
@@ -321,11 +324,11 @@ def test_truncation_at_the_configured_horizon(horizon):
     env = CoinChaseEnv(horizon=horizon, enemy_move_prob=0.0)
     env.reset(seed=0)
     for step in range(1, horizon + 1):
-        _, _, terminated, truncated, _ = env.step(NOOP)
+        _, _, terminated, truncated, _ = env.step(Action.NOOP)
         assert not terminated
         assert truncated == (step == horizon)
     with pytest.raises(gym.error.ResetNeeded):
-        env.step(NOOP)
+        env.step(Action.NOOP)
 
 
 # ------------------------------------------------------------------ drawing
@@ -343,7 +346,7 @@ def test_rgb_array_render_returns_the_observation():
     env = CoinChaseEnv(render_mode="rgb_array")
     obs, _ = env.reset(seed=0)
     np.testing.assert_array_equal(env.render(), obs)
-    obs, *_ = env.step(RIGHT)
+    obs, *_ = env.step(Action.RIGHT)
     np.testing.assert_array_equal(env.render(), obs)
     no_render = CoinChaseEnv()
     no_render.reset(seed=0)
@@ -356,7 +359,7 @@ def test_human_render_opens_a_window_under_the_dummy_video_driver(monkeypatch):
     env.metadata = {**env.metadata, "render_fps": 1000}   # do not sleep between test frames
     obs, _ = env.reset(seed=0)
     assert obs.shape == (64, 64, 3)
-    for action in (RIGHT, DOWN, LEFT):
+    for action in (Action.RIGHT, Action.DOWN, Action.LEFT):
         env.step(action)
     assert env.render() is None
     env.close()

@@ -1,4 +1,4 @@
-"""The dreamed Gymnasium envs: API conformance, seeding, vector = N singles, autoreset, bad input."""
+"""The dreamed Gymnasium envs: API conformance, seeding, vector = N singles, autoreset, bad input, infos."""
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -8,12 +8,13 @@ from gymnasium.utils.env_checker import check_env
 import envs  # noqa: F401  (registers the dreamgym/ ids)
 import worldmodel
 from envs.world_model_env import WorldModelEnv, WorldModelVectorEnv
-from worldmodel.untrained import save_untrained
+
+STEP_INFO = {"denoise_steps", "frame_index", "termination_prob", "raw_reward"}   # + step_ms with timing_info
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    return save_untrained(tmp_path_factory.mktemp("dream") / "ckpt", bank=4, context=3)
+@pytest.fixture
+def ckpt(untrained_checkpoint):
+    return untrained_checkpoint
 
 
 def rollout(env, seed, actions):
@@ -25,10 +26,38 @@ def rollout(env, seed, actions):
 
 
 def test_passes_gymnasium_check_env(ckpt):
-    env = WorldModelEnv(ckpt, render_mode="rgb_array", timing_info=False)
+    env = WorldModelEnv(ckpt, render_mode="rgb_array")
     check_env(env)
     assert env.observation_space == gym.spaces.Box(0, 255, (64, 64, 3), np.uint8)
     assert env.action_space == gym.spaces.Discrete(5)
+
+
+def test_the_bundled_dream_passes_check_env_with_default_arguments():
+    """Exactly the documented call: default arguments carry no wall-clock time in infos (timing is opt-in)."""
+    check_env(gym.make("dreamgym/CoinChase-Dream-v0").unwrapped)
+
+
+def test_step_time_is_in_infos_only_when_asked_for(ckpt):
+    for timing_info, keys in ((False, STEP_INFO), (True, STEP_INFO | {"step_ms"})):
+        env = WorldModelEnv(ckpt, timing_info=timing_info)
+        env.reset(seed=0)
+        info = env.step(0)[4]
+        assert set(info) == keys
+        assert isinstance(info["frame_index"], int) and isinstance(info["raw_reward"], float)
+        vec = WorldModelVectorEnv(2, ckpt, timing_info=timing_info)
+        vec.reset(seed=0)
+        assert set(vec.step(np.array([0, 0]))[4]) == keys
+
+
+def test_public_facts_for_callers_such_as_the_viewer(ckpt):
+    env, saved = WorldModelEnv(ckpt), worldmodel.load(ckpt)
+    bank, length = saved.start_frames.shape[:2]
+    assert env.max_denoise_steps == saved.config.sampler.max_steps
+    assert env.bank_size == bank and env.context_length == length
+    frames, actions = env.start_context(bank - 1)
+    assert np.array_equal(frames, saved.start_frames[bank - 1].numpy()) and actions.shape == (length,)
+    with pytest.raises(IndexError, match="bank"):
+        env.start_context(bank)
 
 
 def test_generic_id_opens_a_checkpoint_and_takes_device_and_dtype(ckpt):
@@ -37,7 +66,7 @@ def test_generic_id_opens_a_checkpoint_and_takes_device_and_dtype(ckpt):
     obs, reward, terminated, truncated, info = env.step(4)
     assert obs.dtype == np.uint8 and obs.shape == (64, 64, 3)
     assert isinstance(reward, float) and isinstance(terminated, bool)
-    assert {"step_ms", "denoise_steps", "frame_index"} <= set(info)
+    assert set(info) == STEP_INFO
     assert env.unwrapped.core.dit.out.weight.dtype == torch.bfloat16
 
 
@@ -50,7 +79,7 @@ def test_same_seed_and_actions_reproduce_the_rollout_and_seeds_differ(ckpt):
 
 def test_reset_primes_from_the_bank_or_from_given_frames(ckpt):
     env = WorldModelEnv(ckpt)
-    frames, actions = env.unwrapped.core.start_context(2)
+    frames, actions = env.start_context(2)
     obs, info = env.reset(seed=0, options={"start_index": 2})
     assert info["start_index"] == 2 and np.array_equal(obs, frames[-1])
     given = np.roll(frames, 1, axis=0)
@@ -126,11 +155,27 @@ def test_vector_env_autoresets_a_finished_env_on_the_next_step_only(ckpt):
     vec.step(np.array([0, 0]))
     _, _, _, truncated, _ = vec.step(np.array([0, 0]))
     assert truncated.tolist() == [True, True]
-    obs, rewards, terminated, truncated, _ = vec.step(np.array([1, 1]))   # the reset step
+    obs, rewards, terminated, truncated, info = vec.step(np.array([1, 1]))   # the reset step
     assert rewards.tolist() == [0.0, 0.0] and not terminated.any() and not truncated.any()
-    bank = vec.core.model.start_frames[:, -1].numpy()
+    assert info["frame_index"].tolist() == [0, 0] and info["raw_reward"].tolist() == [0.0, 0.0]
+    bank = [vec.start_context(i)[0][-1] for i in range(vec.bank_size)]
     assert all(any(np.array_equal(o, b) for b in bank) for o in obs)
-    assert not vec.step(np.array([1, 1]))[3].any()
+    _, _, _, truncated, info = vec.step(np.array([1, 1]))
+    assert not truncated.any() and info["frame_index"].tolist() == [1, 1]
+
+
+def test_vector_infos_are_the_single_infos_batched(ckpt):
+    single = WorldModelEnv(ckpt)
+    _, reset_info = single.reset(seed=5)
+    single_info = single.step(3)[4]
+    vec = WorldModelVectorEnv(2, ckpt)
+    _, vec_reset_info = vec.reset(seed=5)
+    vec_info = vec.step(np.array([3, 3]))[4]
+    assert set(vec_reset_info) == set(reset_info) and vec_reset_info["start_index"][0] == reset_info["start_index"]
+    assert set(vec_info) == set(single_info)
+    for key, value in single_info.items():
+        assert vec_info[key].shape == (2,)
+        assert np.isclose(vec_info[key][0], value, atol=1e-4), key
 
 
 def test_vector_env_refuses_bad_actions(ckpt):
