@@ -5,12 +5,15 @@ or in one line `gymnasium.make("envs:dreamgym/CoinChase-v0")`:
 - dreamgym/CoinChase-v0          the real game (envs.coinchase)
 - dreamgym/CoinChase-Dream-v0    the bundled world model of CoinChase (envs.world_model_env)
 - dreamgym/WorldModel-v0         any checkpoint: gymnasium.make("dreamgym/WorldModel-v0", checkpoint=PATH)
+
+The Games part of the repo: it knows no trainer and no screen (the pygame viewer is the `viewer`
+package; `render_mode="human"` opens a plain window through envs.window, importing pygame only then).
 """
 from gymnasium.envs.registration import register, registry
 
-from envs.coinchase import PALETTE, CoinChaseEnv
+from envs.coinchase import PALETTE, Action, CoinChaseEnv
 
-__all__ = ["PALETTE", "CoinChaseEnv"]
+__all__ = ["PALETTE", "Action", "CoinChaseEnv"]
 
 _IDS = {
     "dreamgym/CoinChase-v0": dict(entry_point="envs.coinchase:CoinChaseEnv"),

@@ -1,5 +1,6 @@
-"""play.py, the viewer: keys drive the real game and the dream, pause and single step, denoise steps,
-side by side with a divergence meter, F5 recordings, headless videos, and clear errors at the boundary.
+"""play.py and the viewer package: keys drive the real game and the dream, pause and single step,
+denoise steps, side by side with a divergence meter, F5 recordings, headless videos, one declaration
+of every setting, and clear errors at the boundary.
 
 All headless (tests/conftest.py sets the SDL dummy drivers); keys arrive as posted pygame events.
 """
@@ -15,16 +16,16 @@ import numpy as np
 import pygame
 import pytest
 
-from envs.coinchase import CoinChaseEnv
-from envs.hud import hud_lines
-from envs.keymap import HeldKeys, action_from_held, command_for_key, press, release
+from envs.coinchase import Action, CoinChaseEnv
 from envs.policies import legal_moves
 from envs.video import RecordMp4, VideoWriter
-from play import PlayConfig, Viewer, main   # play.py sits at the repo root (pytest pythonpath ".")
-from worldmodel.untrained import save_untrained
+from play import main   # play.py sits at the repo root (pytest pythonpath ".")
+from viewer.app import Viewer
+from viewer.config import PlayConfig, build_parser, parse_args
+from viewer.hud import hud_lines
+from viewer.keymap import HeldKeys, action_from_held, command_for_key, press, release
 
 REPO = Path(__file__).resolve().parents[1]
-RIGHT = 4
 FAST = dict(fps=1000.0, scale=2)   # no waiting between ticks, a small window
 
 
@@ -39,7 +40,7 @@ def key_up(key: int) -> None:
 
 def screen(viewer: Viewer) -> np.ndarray:
     """What the window shows, (W, H, 3)."""
-    return pygame.surfarray.array3d(viewer.window)
+    return pygame.surfarray.array3d(viewer.screen.surface)
 
 
 def count_frames(path: Path) -> int:
@@ -52,7 +53,7 @@ def count_frames(path: Path) -> int:
 
 def seed_with_right_free() -> int:
     """A seed whose CoinChase start lets the player step right."""
-    return next(s for s in range(100) if RIGHT in legal_moves(tuple(CoinChaseEnv().reset(seed=s)[1]["player"])))
+    return next(s for s in range(100) if Action.RIGHT in legal_moves(tuple(CoinChaseEnv().reset(seed=s)[1]["player"])))
 
 
 @pytest.fixture
@@ -70,10 +71,10 @@ def viewers():
         viewer.close()
 
 
-@pytest.fixture(scope="module")
-def dream_checkpoint(tmp_path_factory) -> Path:
+@pytest.fixture
+def dream_checkpoint(untrained_checkpoint) -> Path:
     """An untrained checkpoint (its frames depend on the action)."""
-    return save_untrained(tmp_path_factory.mktemp("ckpt") / "untrained")
+    return untrained_checkpoint
 
 
 def dream(dream_checkpoint: Path, **fields) -> dict:
@@ -84,9 +85,9 @@ def dream(dream_checkpoint: Path, **fields) -> dict:
 # ---------------------------------------------------------------------------- keymap
 def test_most_recently_pressed_key_wins_and_release_falls_back():
     held = press(press((), pygame.K_RIGHT), pygame.K_w)
-    assert action_from_held(held) == 1                       # W pressed last: up
-    assert action_from_held(release(held, pygame.K_w)) == 4   # back to the still-held right arrow
-    assert action_from_held(()) == 0                          # nothing held: stay
+    assert action_from_held(held) == Action.UP                # W pressed last: up
+    assert action_from_held(release(held, pygame.K_w)) == Action.RIGHT   # back to the still-held right arrow
+    assert action_from_held(()) == Action.NOOP                # nothing held: stay
     assert press((), pygame.K_r) == ()                        # control keys are not movement keys
     assert command_for_key(pygame.K_F5).value == "record"
 
@@ -95,8 +96,8 @@ def test_a_tap_between_frames_still_moves_once():
     keys = HeldKeys()
     keys.key_down(pygame.K_a)
     keys.key_up(pygame.K_a)
-    assert keys.next_action() == 3
-    assert keys.next_action() == 0
+    assert keys.next_action() == Action.LEFT
+    assert keys.next_action() == Action.NOOP
 
 
 # ---------------------------------------------------------------------------- real game
@@ -104,26 +105,26 @@ def test_a_tap_between_frames_still_moves_once():
 def test_right_key_moves_the_player_and_changes_the_frame(viewers, key):
     viewer = viewers(real=True, seed=seed_with_right_free(), env_kwargs={"enemy_move_prob": 0.0})
     viewer.tick()                                            # the first tick resets
-    start, before = viewer.info["player"].copy(), screen(viewer)
+    start, before = viewer.game.info["player"].copy(), screen(viewer)
 
     key_down(key)
     viewer.tick()
-    np.testing.assert_array_equal(viewer.info["player"], start + [0, 1])
+    np.testing.assert_array_equal(viewer.game.info["player"], start + [0, 1])
     assert not np.array_equal(screen(viewer), before)
 
     key_up(key)
     viewer.tick()
-    np.testing.assert_array_equal(viewer.info["player"], start + [0, 1])   # released: the player stays
+    np.testing.assert_array_equal(viewer.game.info["player"], start + [0, 1])   # released: the player stays
 
 
 def test_r_resets_the_episode(viewers):
     viewer = viewers(real=True, seed=3, env_kwargs={"enemy_move_prob": 0.0})
     viewer.run(max_frames=4)
-    assert viewer.frame_index == 3 and viewer.episodes == 1
+    assert viewer.game.frame_index == 3 and viewer.game.episodes == 1
 
     key_down(pygame.K_r)
     viewer.tick()
-    assert viewer.frame_index == 0 and viewer.episodes == 2 and viewer.episode_return == 0.0
+    assert viewer.game.frame_index == 0 and viewer.game.episodes == 2 and viewer.game.episode_return == 0.0
 
 
 def test_p_pauses_and_period_steps_once(viewers):
@@ -132,17 +133,17 @@ def test_p_pauses_and_period_steps_once(viewers):
     key_down(pygame.K_p)
     viewer.tick()
     viewer.tick()
-    assert viewer.paused and viewer.frame_index == 0
+    assert viewer.paused and viewer.game.frame_index == 0
 
     key_down(pygame.K_PERIOD)
     viewer.tick()
-    assert viewer.frame_index == 1
+    assert viewer.game.frame_index == 1
     viewer.tick()
-    assert viewer.frame_index == 1 and viewer.paused
+    assert viewer.game.frame_index == 1 and viewer.paused
 
     key_down(pygame.K_p)
     viewer.tick()
-    assert not viewer.paused and viewer.frame_index == 2
+    assert not viewer.paused and viewer.game.frame_index == 2
 
 
 def test_f5_twice_writes_a_minari_dataset_and_its_mp4(viewers, tmp_path, monkeypatch):
@@ -152,12 +153,12 @@ def test_f5_twice_writes_a_minari_dataset_and_its_mp4(viewers, tmp_path, monkeyp
     viewer.tick()
     key_down(pygame.K_F5)
     viewer.tick()                                            # recording starts with a reset
-    assert viewer.recording is not None and viewer.frame_index == 0
+    assert viewer.recorder.recording is not None and viewer.game.frame_index == 0
     for _ in range(5):
         viewer.tick()
     key_down(pygame.K_F5)
     viewer.tick()                                            # finalized before this tick's step
-    assert viewer.recording is None
+    assert viewer.recorder.recording is None
 
     monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
     dataset = minari.load_dataset("play/real-v0")
@@ -183,7 +184,7 @@ def test_dream_keys_change_what_is_rendered(viewers, dream_checkpoint):
             key_down(key)
         for _ in range(3):
             viewer.tick()
-        assert viewer.info["frame_index"] == 3
+        assert viewer.game.info["frame_index"] == 3
         shown[name] = screen(viewer)
         viewer.close()
     np.testing.assert_array_equal(shown["right/reset"], shown["none/reset"])   # same seed, same start
@@ -192,39 +193,39 @@ def test_dream_keys_change_what_is_rendered(viewers, dream_checkpoint):
 
 def test_brackets_change_denoise_steps_within_bounds(viewers, dream_checkpoint):
     viewer = viewers(**dream(dream_checkpoint, denoise_steps=2))
-    most = viewer.env.core.sampler.max_steps
+    most = viewer.game.env.max_denoise_steps
     viewer.tick()
     for _ in range(most + 2):
         key_down(pygame.K_RIGHTBRACKET)
     viewer.tick()
-    assert viewer.env.denoise_steps == most and viewer.info["denoise_steps"] == most
+    assert viewer.game.env.denoise_steps == most and viewer.game.info["denoise_steps"] == most
     for _ in range(most + 2):
         key_down(pygame.K_LEFTBRACKET)
     viewer.tick()
-    assert viewer.env.denoise_steps == 1 and viewer.info["denoise_steps"] == 1
+    assert viewer.game.env.denoise_steps == 1 and viewer.game.info["denoise_steps"] == 1
     assert viewer.hud_state().denoise_steps == 1
 
 
 def test_tab_shows_the_real_game_beside_the_dream_with_a_divergence(viewers, dream_checkpoint):
     viewer = viewers(**dream(dream_checkpoint, seed=seed_with_right_free()))
     viewer.tick()
-    single_width = viewer.window.get_width()
+    single_width = viewer.screen.surface.get_width()
     key_down(pygame.K_TAB)
     viewer.tick()                                            # both reset from the same real start
-    assert viewer.compare and viewer.view().shape == (64, 2 * 64 + 2, 3)
-    assert viewer.window.get_width() >= (2 * 64 + 2) * viewer.config.scale and viewer.window.get_width() >= single_width
-    assert viewer.divergence.mae == 0.0                      # the dream starts on the real game's frame
+    assert viewer.game.twin is not None and viewer.game.view().shape == (64, 2 * 64 + 2, 3)
+    assert viewer.screen.surface.get_width() >= (2 * 64 + 2) * viewer.config.scale and viewer.screen.surface.get_width() >= single_width
+    assert viewer.game.divergence.mae == 0.0                      # the dream starts on the real game's frame
 
-    player = viewer.real_info["player"].copy()
+    player = viewer.game.twin.info["player"].copy()
     key_down(pygame.K_d)
     viewer.tick()
-    np.testing.assert_array_equal(viewer.real_info["player"], player + [0, 1])   # the same keys drive the real game
-    assert np.isfinite(viewer.divergence.mae) and viewer.divergence.mae > 0.0
+    np.testing.assert_array_equal(viewer.game.twin.info["player"], player + [0, 1])   # the same keys drive the real game
+    assert np.isfinite(viewer.game.divergence.mae) and viewer.game.divergence.mae > 0.0
     assert any(line.text.startswith("divergence") for line in hud_lines(viewer.hud_state()))
 
     key_down(pygame.K_TAB)
     viewer.tick()
-    assert not viewer.compare and viewer.divergence is None and viewer.view().shape == (64, 64, 3)
+    assert viewer.game.twin is None and viewer.game.divergence is None and viewer.game.view().shape == (64, 64, 3)
 
 
 # ---------------------------------------------------------------------------- command line
@@ -269,7 +270,7 @@ def test_bad_override_is_a_clear_error(dream_checkpoint, capsys, override, expec
 def test_overrides_reach_the_env(viewers, dream_checkpoint):
     viewer = viewers(**dream(dream_checkpoint, env_kwargs={"termination_threshold": 1.0, "max_episode_steps": 2}))
     viewer.run(max_frames=4)                                 # reset, 2 steps (truncated), reset
-    assert viewer.env.max_episode_steps == 2 and viewer.episodes == 2
+    assert viewer.game.env.max_episode_steps == 2 and viewer.game.episodes == 2
 
 
 # ---------------------------------------------------------------------------- video wrapper
@@ -301,7 +302,34 @@ def test_video_writer_is_atomic(tmp_path):
 
 
 def test_threads_flag_reaches_the_config():
-    from play import parse_args
-
     config, _ = parse_args(["--real", "--threads", "1"])
     assert config.threads == 1 and config.real
+
+
+def test_every_default_is_declared_once_in_play_config():
+    """The command line's defaults are PlayConfig's: no flags, no overrides -> PlayConfig()."""
+    assert parse_args([])[0] == PlayConfig()
+    flags = {action.dest for action in build_parser()._actions} - {"help", "overrides"}
+    assert flags == set(PlayConfig.__dataclass_fields__) - {"env_kwargs"}
+
+
+@pytest.mark.parametrize("argv, expected", [(["--policy", "seeker"], "use --real"),
+                                            (["--headless", "--frames", "3"], "--policy"),
+                                            (["--real", "--side-by-side"], "leave out --real")])
+def test_an_unplayable_config_is_a_usage_error(capsys, argv, expected):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(argv)
+    assert exit_info.value.code == 2 and expected in capsys.readouterr().err
+
+
+def test_the_viewer_uses_only_the_envs_public_api():
+    """The viewer and play.py read no private attribute (`x._y`, except their own `self._y`) and no dream internals (`.core`)."""
+    import ast
+
+    for path in [REPO / "play.py", *sorted((REPO / "viewer").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.Attribute):
+                where = f"{path.name}:{node.lineno} .{node.attr}"
+                own = isinstance(node.value, ast.Name) and node.value.id == "self"
+                assert own or not node.attr.startswith("_") or node.attr.startswith("__"), where
+                assert node.attr != "core", where

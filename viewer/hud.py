@@ -1,14 +1,16 @@
-"""play.py's heads-up display: what it says (`HudState` -> `hud_lines`, pure) and how it is drawn
-(`HudPainter`, pygame fonts, one text line per row, a bar for the divergence meter).
+"""The viewer's heads-up display: what it says (`HudState` -> `hud_lines`, pure), how it is drawn
+(`HudPainter`, pygame fonts, one text line per row, a bar for the divergence meter), and the short
+notices it shows for a few seconds (`Notice`).
 
-Knows no env: play.py fills a `HudState` each frame.
+Knows no env: the viewer fills a `HudState` each frame.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
-from envs.compare import Divergence
-from envs.keymap import KEY_HELP
+from viewer.compare import Divergence
+from viewer.keymap import KEY_HELP
 
 Colour = tuple[int, int, int]
 WHITE: Colour = (235, 235, 235)
@@ -23,6 +25,7 @@ HUD_ROWS = 6                # the panel always has room for this many lines, so 
 METER_FULL_MAE = 64.0       # divergence meter is full at this mean absolute pixel error (0..255)
 METER_WIDTH = 120           # pixels
 PADDING = 6                 # pixels around the text
+NOTICE_SECONDS = 3.0        # how long a notice stays
 
 
 @dataclass
@@ -108,3 +111,18 @@ class HudPainter:
                 pygame.draw.rect(surface, GREY, pygame.Rect(x, y + 1, METER_WIDTH, bar_height), width=1)
                 pygame.draw.rect(surface, line.colour, pygame.Rect(x, y + 1, round(METER_WIDTH * line.bar), bar_height))
             y += self.row_height
+
+
+class Notice:
+    """A short message for the HUD that expires `seconds` after it was said."""
+
+    def __init__(self, seconds: float = NOTICE_SECONDS):
+        self.seconds = seconds
+        self.text: str | None = None
+        self.until = 0.0
+
+    def say(self, text: str) -> None:
+        self.text, self.until = text, time.perf_counter() + self.seconds
+
+    def current(self) -> str | None:
+        return self.text if time.perf_counter() < self.until else None

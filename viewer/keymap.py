@@ -1,7 +1,8 @@
-"""The keys of play.py: movement keys -> action ids, control keys -> viewer commands.
+"""The viewer's keys: movement keys -> CoinChase actions, control keys -> viewer commands.
 
 Owns the key table (the same one the env docstrings show) as pure functions over pygame key codes,
-and `HeldKeys`, which tracks which movement keys are down from KEYDOWN/KEYUP events. Events are the
+and `HeldKeys`, which tracks which movement keys are down from pygame events and plays as the human
+policy (`keys(obs, info) -> action`, like the scripted policies of envs.policies). Events are the
 only source: `pygame.key.get_pressed()` does not see posted events (tests, SDL_VIDEODRIVER=dummy).
 When several movement keys are held, the most recently pressed one wins; a key pressed and released
 between two frames still moves once. Knows no env and draws nothing.
@@ -25,17 +26,20 @@ from __future__ import annotations
 
 import enum
 import os
+from typing import Any
+
+import numpy as np
+
+from envs.coinchase import Action
 
 os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")
 import pygame  # noqa: E402  (after hiding pygame's banner)
 
-NOOP = 0   # the action when no movement key is held
-
-MOVE_KEYS: dict[int, int] = {
-    pygame.K_UP: 1, pygame.K_w: 1,
-    pygame.K_DOWN: 2, pygame.K_s: 2,
-    pygame.K_LEFT: 3, pygame.K_a: 3,
-    pygame.K_RIGHT: 4, pygame.K_d: 4,
+MOVE_KEYS: dict[int, Action] = {
+    pygame.K_UP: Action.UP, pygame.K_w: Action.UP,
+    pygame.K_DOWN: Action.DOWN, pygame.K_s: Action.DOWN,
+    pygame.K_LEFT: Action.LEFT, pygame.K_a: Action.LEFT,
+    pygame.K_RIGHT: Action.RIGHT, pygame.K_d: Action.RIGHT,
 }
 
 
@@ -69,7 +73,7 @@ KEY_HELP: tuple[tuple[str, str], ...] = (
 )
 
 
-def action_for_key(key: int) -> int | None:
+def action_for_key(key: int) -> Action | None:
     """The action id a movement key selects, or None for any other key."""
     return MOVE_KEYS.get(key)
 
@@ -91,17 +95,33 @@ def release(held: tuple[int, ...], key: int) -> tuple[int, ...]:
     return tuple(k for k in held if k != key)
 
 
-def action_from_held(held: tuple[int, ...]) -> int:
+def action_from_held(held: tuple[int, ...]) -> Action:
     """The action of the most recently pressed movement key still held; NOOP when none is."""
-    return MOVE_KEYS[held[-1]] if held else NOOP
+    return MOVE_KEYS[held[-1]] if held else Action.NOOP
 
 
 class HeldKeys:
-    """Movement keys held down, fed by KEYDOWN/KEYUP; `next_action()` once per frame."""
+    """Movement keys held down, fed by pygame events (`on_event`); `next_action()` once per frame.
+
+    Also the human policy: `keys(obs, info)` is `next_action()`, `reset(rng)` does nothing."""
 
     def __init__(self) -> None:
-        self.held: tuple[int, ...] = ()   # oldest first
-        self.tapped: int | None = None    # action of the last movement key pressed since the previous frame
+        self.held: tuple[int, ...] = ()     # oldest first
+        self.tapped: Action | None = None   # action of the last movement key pressed since the previous frame
+
+    def on_event(self, event) -> Command | None:
+        """Feed one pygame event: track movement keys; returns the command it asks for (a control key,
+        or QUIT for the window's close button), else None."""
+        if event.type == pygame.QUIT:
+            return Command.QUIT
+        if event.type == pygame.WINDOWFOCUSLOST:
+            self.clear()
+        elif event.type == pygame.KEYUP:
+            self.key_up(event.key)
+        elif event.type == pygame.KEYDOWN:
+            self.key_down(event.key)
+            return command_for_key(event.key)
+        return None
 
     def key_down(self, key: int) -> None:
         self.held = press(self.held, key)
@@ -115,8 +135,14 @@ class HeldKeys:
         """Forget every key (the window lost focus, so their KEYUPs will not arrive)."""
         self.held, self.tapped = (), None
 
-    def next_action(self) -> int:
+    def next_action(self) -> Action:
         """This frame's action: the newest held key, else a key tapped since the last frame, else NOOP."""
-        action = action_from_held(self.held) if self.held else (self.tapped if self.tapped is not None else NOOP)
+        action = action_from_held(self.held) if self.held else (self.tapped if self.tapped is not None else Action.NOOP)
         self.tapped = None
         return action
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> Action:
+        return self.next_action()
+
+    def reset(self, rng: np.random.Generator) -> None:
+        """A new episode changes nothing: keys still held stay held."""
