@@ -12,10 +12,9 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from envs.coinchase import ACTION_DELTAS, ACTION_NAMES, is_free
+from envs.coinchase import ACTION_DELTAS, ACTION_NAMES, Action, is_free
 
 POLICY_NAMES = ("random", "seeker")
-NOOP = 0   # CoinChase's "stay" action
 
 
 class Policy(Protocol):
@@ -80,14 +79,14 @@ class CoinSeekerPolicy:
         coin = _cell(info["coin"])
         moves = legal_moves(player)
         if not moves:
-            return NOOP
+            return Action.NOOP
         if self.rng.random() < self.epsilon:
             return moves[int(self.rng.integers(len(moves)))]
         blocked = {_cell(info["enemy"])} if "enemy" in info else set()
         action = first_step(player, coin, blocked)
         if action is None and blocked:
             action = first_step(player, coin, set())
-        return NOOP if action is None else action
+        return Action.NOOP if action is None else action
 
 
 def _cell(value: Any) -> tuple[int, int]:
@@ -102,14 +101,14 @@ def _target(cell: tuple[int, int], action: int) -> tuple[int, int]:
 
 def legal_moves(cell: tuple[int, int]) -> list[int]:
     """Move actions (not noop) whose target cell is free, in action-id order."""
-    return [a for a in range(len(ACTION_NAMES)) if a != NOOP and is_free(_target(cell, a))]
+    return [int(a) for a in Action if a != Action.NOOP and is_free(_target(cell, a))]
 
 
 def first_step(start: tuple[int, int], goal: tuple[int, int], blocked: set[tuple[int, int]]) -> int | None:
     """First action of a shortest path from start to goal over free, unblocked cells (None: no path or already there)."""
     if start == goal:
         return None
-    first: dict[tuple[int, int], int] = {start: NOOP}
+    first: dict[tuple[int, int], int] = {start: Action.NOOP}
     queue = deque([start])
     while queue:
         cell = queue.popleft()
