@@ -34,8 +34,8 @@ def make_env(config: PlayConfig) -> gym.Env:
     path = Path(config.checkpoint) if config.checkpoint else DEFAULT_CHECKPOINT
     if not path.is_dir():
         where = "the bundled checkpoint" if config.checkpoint is None else "checkpoint"
-        raise ValueError(f"{where} {path} does not exist: pass --checkpoint PATH to a trained (or untrained, "
-                         "see tests/conftest.py) checkpoint, or --real to play the real game")
+        raise ValueError(f"{where} {path} does not exist: pass --checkpoint PATH to a world-model checkpoint, "
+                         "or --real to play the real game")
     return WorldModelEnv(checkpoint=path, denoise_steps=config.denoise_steps, device=config.device, **config.env_kwargs)
 
 
