@@ -1,7 +1,9 @@
-"""What `train.eval` writes: the markdown tables, the error-vs-horizon plots and the side-by-side mp4s.
+"""What `train.eval` writes: the markdown tables, the rules / error-vs-horizon plots and the side-by-side mp4s.
 
-Pure presentation of the results dict {scenario: {model: {horizon: {metric: {mean, std, n}}}}};
-computes nothing new. Plots use matplotlib (the `eval` extra), videos `envs.video.VideoWriter`.
+Pure presentation of train.eval's report dict — "sampling" {model: ...}, "rules" {"horizons" |
+"controllability": {scenario: {model: {horizon: {metric: {mean, std, n}}}}}} and "results" (the
+frame metrics, same nesting); computes nothing new. Plots use matplotlib (the `eval` extra), videos
+`envs.video.VideoWriter`.
 """
 from __future__ import annotations
 
@@ -17,12 +19,29 @@ from envs.video import VideoWriter, side_by_side, upscale
 METRICS = {
     "psnr": ("PSNR (dB) at frame h, live rollouts", "{:.2f}", "higher"),
     "ssim": ("SSIM at frame h, live rollouts", "{:.3f}", "higher"),
-    "pos_err": ("player position error (cells, probe vs real game) at frame h, live rollouts", "{:.2f}", "lower"),
+    "pos_err": ("player position error (cells, reader vs real game) at frame h, live rollouts", "{:.2f}", "lower"),
     "artifact": ("palette artifact rate at frame h, all rollouts", "{:.4f}", "lower"),
     "score_violation": ("score-consistency violations per frame over frames 1..h, all rollouts", "{:.4f}", "lower"),
 }
 EVENTS = {"reward_f1": "reward F1", "termination_f1": "termination F1"}
 PLOTTED = ("psnr", "ssim", "pos_err", "artifact")
+# rules-check column -> (header, format); rates are per frame over frames 1..h, "@h" columns at frame h
+RULES = {
+    "violation": ("violations", "{:.3f}"), "player_wrong": ("player wrong", "{:.3f}"),
+    "entity_count": ("not 1 of each", "{:.3f}"), "walls_broken": ("walls broken", "{:.3f}"),
+    "in_wall": ("in a wall", "{:.3f}"), "enemy_jump": ("enemy jump", "{:.3f}"),
+    "score_broken": ("score rule", "{:.3f}"),
+    "player_exact": ("player exact @h", "{:.3f}"), "player_err": ("player err @h", "{:.2f}"),
+    "psnr": ("PSNR @h", "{:.2f}"), "artifact": ("artifact @h", "{:.4f}"),
+    "reward_f1": ("reward F1", "{:.3f}"), "termination_f1": ("termination F1", "{:.3f}"),
+}
+RULES_NOTE = ("Rates (violations .. score rule) are per frame over frames 1..h of each rollout's live frames; "
+              "@h columns are read at frame h over the rollouts alive there; F1 pooled over live frames 1..h. "
+              "A frame violates the rules if the player is off the real game's cell, it does not show exactly "
+              "one player, coin and enemy, a wall is missing or spurious, an entity sits in a wall, the enemy "
+              "moved more than one cell, or the score changed other than +1 on reaching the coin (or is "
+              "unreadable). ΔPSNR (Genie's controllability): PSNR under the real actions minus PSNR of the same "
+              "start dreamed under uniformly random actions, at frame h.")
 
 
 def _cell(stat: dict, fmt: str) -> str:
@@ -52,47 +71,105 @@ def _event_table(table: dict, horizons: list[int]) -> list[str]:
     return lines + ["", f"real events: {counts}", ""]
 
 
-def markdown(results: dict, cfg) -> str:
-    """The whole report: the policy scenario metric by metric, then each adversarial scenario."""
+def _sampling_lines(sampling: dict) -> list[str]:
+    lines = ["Sampling (denoising steps per frame, their sigmas, the checkpoint's sampler config):", ""]
+    for name, how in sampling.items():
+        ckpt = how["checkpoint"]
+        lines.append(f"- {name}: {how['steps']} steps, sigmas {', '.join(f'{s:.4f}' for s in how['sigmas'])} "
+                     f"(checkpoint: steps {ckpt['steps']}, max_steps {ckpt['max_steps']}, shift {ckpt['shift']})")
+    return lines + [""]
+
+
+def _rules_headline(table: dict, control: dict, horizons: list[int]) -> list[str]:
+    """Violations per frame and player exact per horizon, and ΔPSNR, one row per model."""
+    deltas = sorted({h for rows in control.values() for h in rows})
+    header = ([f"violations h={h}" for h in horizons] + [f"player exact h={h}" for h in horizons]
+              + [f"ΔPSNR h={h}" for h in deltas])
+    lines = ["| model | " + " | ".join(header) + " |", "|---|" + "---|" * len(header)]
+    for name, rows in table.items():
+        cells = [_cell(rows[h][key], "{:.3f}") for key in ("violation", "player_exact") for h in horizons]
+        cells += [_cell(control[name][h], "{:.2f}") if h in control.get(name, {}) else "–" for h in deltas]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _rules_at(table: dict, h: int) -> list[str]:
+    """Every rules-check column at horizon h, one row per model."""
+    lines = [f"**h = {h}**", "", "| model | " + " | ".join(title for title, _ in RULES.values()) + " |",
+             "|---|" + "---|" * len(RULES)]
+    lines += [f"| {name} | " + " | ".join(_cell(rows[h][key], fmt) for key, (_, fmt) in RULES.items()) + " |"
+              for name, rows in table.items()]
+    first = next(iter(table.values()))[h]
+    return lines + ["", f"n (rollouts): rates {first['violation']['n']}, @h {first['player_exact']['n']}", ""]
+
+
+def rules_section(rules: dict, horizons: list[int]) -> list[str]:
+    lines = ["## Rules check", "", RULES_NOTE, ""]
+    for scenario, table in rules["horizons"].items():
+        lines += [f"### scenario: {scenario}", ""]
+        lines += _rules_headline(table, rules["controllability"].get(scenario, {}), horizons)
+        for h in horizons:
+            lines += _rules_at(table, h)
+    return lines
+
+
+def markdown(report: dict, cfg) -> str:
+    """The whole report: sampling, the rules check per scenario, then the frame metrics per scenario."""
     horizons = list(cfg.horizons)
     lines = [f"# Rollout evaluation: {len(cfg.seeds)} seeds x {cfg.starts} starts (policy) / "
-             f"{cfg.adversarial_starts} starts (adversarial), {cfg.denoise_steps} denoising steps", "",
+             f"{cfg.adversarial_starts} starts (adversarial)", "",
              "Mean ± std over seeds (each seed's mean over its rows). Live: the real episode has not ended.", ""]
-    for scenario, table in results.items():
-        lines += [f"## scenario: {scenario}", ""]
+    lines += _sampling_lines(report["sampling"]) + rules_section(report["rules"], horizons)
+    lines += ["## Frame metrics", ""]
+    for scenario, table in report["results"].items():
+        lines += [f"### scenario: {scenario}", ""]
         for metric in METRICS:
             lines += _metric_table(table, metric, horizons)
         lines += _event_table(table, horizons[-2:])
     return "\n".join(lines)
 
 
-def plot_horizons(results: dict, horizons: list[int], out: Path) -> list[Path]:
-    """One png per scenario: PSNR, SSIM, position error and artifact rate vs horizon (log x), std bars."""
+def _plot_grid(tables: dict, panels: list[tuple[str, str]], horizons: list[int], out: Path, stem: str) -> list[Path]:
+    """One png per scenario of tables {scenario: {model: {h: {metric: stat}}}}: a panel per (metric, title),
+    mean vs horizon (log x) with std bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     written = []
-    for scenario, table in results.items():
-        fig, axes = plt.subplots(1, len(PLOTTED), figsize=(4.2 * len(PLOTTED), 3.6))
-        for ax, metric in zip(axes, PLOTTED):
+    for scenario, table in tables.items():
+        fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6), squeeze=False)
+        for ax, (metric, title) in zip(axes[0], panels):
             for name, rows in table.items():
                 means = np.array([rows[h][metric]["mean"] for h in horizons], float)
                 stds = np.array([rows[h][metric]["std"] for h in horizons], float)
                 ax.errorbar(horizons, means, yerr=stds, marker="o", ms=3, capsize=2, label=name)
             ax.set_xscale("log")
             ax.set_xlabel("horizon (frames after the context)")
-            ax.set_title(f"{metric} ({METRICS[metric][2]} is better)", fontsize=9)
+            ax.set_title(title, fontsize=9)
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
+        axes[0, 0].legend(fontsize=7)
         fig.suptitle(f"world model vs real game, scenario: {scenario}", fontsize=10)
         fig.tight_layout()
-        path = out / f"error_vs_horizon_{scenario}.png"
+        path = out / f"{stem}_{scenario}.png"
         fig.savefig(path, dpi=110)
         plt.close(fig)
         written.append(path)
     return written
+
+
+def plot_rules(rules: dict, horizons: list[int], out: Path) -> list[Path]:
+    """rules_vs_horizon_<scenario>.png: rule violations per frame over 1..h and player exact at h, vs h."""
+    panels = [("violation", "rule violations per frame, frames 1..h (lower is better)"),
+              ("player_exact", "player cell exact at frame h (higher is better)")]
+    return _plot_grid(rules, panels, horizons, out, "rules_vs_horizon")
+
+
+def plot_horizons(results: dict, horizons: list[int], out: Path) -> list[Path]:
+    """error_vs_horizon_<scenario>.png: PSNR, SSIM, position error and artifact rate vs horizon."""
+    panels = [(metric, f"{metric} ({METRICS[metric][2]} is better)") for metric in PLOTTED]
+    return _plot_grid(results, panels, horizons, out, "error_vs_horizon")
 
 
 def _labelled(frame: np.ndarray, label: str, scale: int) -> np.ndarray:

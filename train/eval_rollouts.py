@@ -7,16 +7,20 @@ the whole horizon), "alternate" (two opposite keys swapped every frame) and "noo
 models, then `horizon` scripted actions; the game's `info` gives the ground truth (player cell,
 score, reward, termination). `dream_frames` drives a checkpoint through `envs.dream.DreamCore` — the
 env's own rollout — and `score_rollout` turns every generated frame into per-row metrics, streaming, so
-a 1,000-frame horizon never holds the model's frames in memory.
+a 1,000-frame horizon never holds the model's frames in memory (other per-frame checks, such as
+train.eval_rules' rules check, ride along as `taps` on the same stream). Game state is read from
+frames by a `Reader`; the default is the deterministic `envs.coinchase_reader`.
 """
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
+from typing import ClassVar, TypeVar
 
 import numpy as np
 
-from envs.coinchase import CELL_PX, PALETTE, PLAYER, SCORE_DIGITS, CoinChaseEnv
+from envs.coinchase import PALETTE, SCORE_DIGITS, CoinChaseEnv
+from envs.coinchase_reader import read_player_and_score, read_state
 from envs.dream import DreamCore
 from envs.policies import RandomPersistentPolicy, make_policy
 from worldmodel.metrics import palette_artifact_rate, psnr, ssim
@@ -27,6 +31,9 @@ MISSING_PLAYER = 8.0    # position error charged when no player is drawn (the gr
 PSNR_CAP = 60.0         # identical frames (PSNR inf) count as 60 dB in means
 EVENT = 0.5             # a predicted reward / termination probability above this is an event
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]   # frames -> player (N, 2), score (N,) or None
+Stream = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]   # per frame: frames (S, H, W, 3), rewards (S,), terms (S,)
+Tap = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (frame index h, frames, rewards, terms)
+DEFAULT_READER: Reader = read_player_and_score
 
 
 class ScriptedActions:
@@ -59,9 +66,19 @@ class RealRollouts:
     actions: np.ndarray          # (S, Hmax) int64 actions after the context
     frames: np.ndarray           # (S, Hmax, H, W, 3) uint8 real frame after each action
     players: np.ndarray          # (S, Hmax, 2) int64 real player cell after each action
+    coins: np.ndarray            # (S, Hmax, 2) int64 real coin cell after each action
+    enemies: np.ndarray          # (S, Hmax, 2) int64 real enemy cell after each action
+    scores: np.ndarray           # (S, Hmax) int64 real score after each action
     rewards: np.ndarray          # (S, Hmax) float real reward of each action
     terminated: np.ndarray       # (S, Hmax) bool the player was caught at this frame (the episode ended, if lethal)
     alive: np.ndarray            # (S, Hmax) bool the real episode had not ended before this frame
+
+    PER_FRAME: ClassVar[tuple[str, ...]] = ("actions", "frames", "players", "coins", "enemies", "scores", "rewards",
+                                            "terminated", "alive")
+
+    def head(self, frames: int) -> RealRollouts:
+        """The same rows, cut after their first `frames` frames past the context."""
+        return replace(self, **{k: getattr(self, k)[:, :frames] for k in self.PER_FRAME})
 
 
 def play_context(env: CoinChaseEnv, policy: RandomPersistentPolicy, rng: np.random.Generator, frames: int,
@@ -115,7 +132,7 @@ def _play_on(env: CoinChaseEnv, context, actor, horizon: int, rng: np.random.Gen
     out = {"context": np.stack(frames), "context_actions": np.asarray(context_actions, np.int64),
            "start_scores": np.int64(info["score"])}
     alive = True
-    keys = ("actions", "frames", "players", "rewards", "terminated", "alive")
+    keys = RealRollouts.PER_FRAME
     series: dict[str, list] = {k: [] for k in keys}
     reward, terminated = 0.0, False
     for _ in range(horizon):
@@ -127,14 +144,16 @@ def _play_on(env: CoinChaseEnv, context, actor, horizon: int, rng: np.random.Gen
             terminated = env.caught
         else:
             reward, terminated = 0.0, False
-        for key, value in zip(keys[:-1], (action, obs, info["player"], reward, terminated)):
+        values = (action, obs, info["player"], info["coin"], info["enemy"], info["score"], reward, terminated)
+        for key, value in zip(keys[:-1], values, strict=True):
             series[key].append(value)
     return out | {k: np.asarray(v) for k, v in series.items()}
 
 
-def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoise_steps: int = 4
-                 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Yield the model's (frames (S, H, W, 3) uint8, rewards (S,), termination probs (S,)) after each real action."""
+def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoise_steps: int = 0) -> Stream:
+    """Yield the model's (frames (S, H, W, 3) uint8, rewards (S,), termination probs (S,)) after each real action.
+
+    denoise_steps 0: the checkpoint's own sampler.steps."""
     rows = len(real.actions)
     core = DreamCore(checkpoint, rows, device, denoise_steps=denoise_steps)
     core.reset_rows(np.arange(rows), [int(real.seeds[i]) * 1_000 + i for i in range(rows)],
@@ -144,36 +163,22 @@ def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoi
         yield step.frames, step.rewards, step.terminations
 
 
-def copy_last_frames(real: RealRollouts) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def copy_last_frames(real: RealRollouts) -> Stream:
     """The copy-last-frame baseline: the last context frame forever, no reward, no termination."""
     zeros = np.zeros(len(real.actions))
     for _ in range(real.actions.shape[1]):
         yield real.context[:, -1], zeros, zeros
 
 
-def real_frames(real: RealRollouts) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def real_frames(real: RealRollouts) -> Stream:
     """The real game itself (a check of the metrics: position error = the probe's error on real frames)."""
     for h in range(real.actions.shape[1]):
         yield real.frames[:, h], real.rewards[:, h], real.terminated[:, h].astype(np.float64)
 
 
 def player_cells(frames: np.ndarray) -> np.ndarray:
-    """(N, H, W, 3) uint8 -> (N, 2) (row, col) of the cell with most player-coloured pixels; (-1, -1) if none.
-
-    Exact on real CoinChase frames; on generated frames each pixel takes its nearest palette colour."""
-    x = frames.astype(np.int32)[..., None, :] - PALETTE.astype(np.int32)               # (N, H, W, P, 3)
-    is_player = (x ** 2).sum(-1).argmin(-1) == PLAYER                                   # (N, H, W)
-    n, h, w = is_player.shape
-    counts = is_player.reshape(n, h // CELL_PX, CELL_PX, w // CELL_PX, CELL_PX).sum((2, 4)).reshape(n, -1)
-    best = counts.argmax(1)
-    cells = np.stack([best // (w // CELL_PX), best % (w // CELL_PX)], 1)
-    cells[counts.max(1) < CELL_PX] = -1                                                 # fewer than a sprite row
-    return cells
-
-
-def colour_reader(frames: np.ndarray) -> tuple[np.ndarray, None]:
-    """The palette detector as a reader: player cells, no score."""
-    return player_cells(frames), None
+    """(N, H, W, 3) uint8 -> (N, 2) (row, col) of the player's cell, (-1, -1) if none (envs.coinchase_reader)."""
+    return read_state(frames).player
 
 
 def position_error(got: np.ndarray, want: np.ndarray) -> np.ndarray:
@@ -187,9 +192,11 @@ def score_violations(scores: np.ndarray, previous: np.ndarray, reward_now: np.nd
                      ) -> np.ndarray:
     """A score step is consistent if it stays, or rises by one with a (predicted) reward this or the last frame.
 
-    scores, previous (N,) int read scores; reward_* (N,) bool events. Scores are modulo 10**SCORE_DIGITS."""
+    scores, previous (N,) int read scores (-1: unreadable, itself a violation; a step from an unreadable score is
+    not judged); reward_* (N,) bool events. Scores are modulo 10**SCORE_DIGITS."""
     delta = (scores - previous) % 10 ** SCORE_DIGITS
-    return (delta > 1) | ((delta == 1) & ~(reward_now | reward_before))
+    judged = (scores >= 0) & (previous >= 0)
+    return (scores < 0) | (judged & ((delta > 1) | ((delta == 1) & ~(reward_now | reward_before))))
 
 
 @dataclass
@@ -204,9 +211,11 @@ class FrameScores:
     termination: np.ndarray       # predicted termination probability
 
 
-def score_rollout(stream: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], real: RealRollouts, reader: Reader,
-                  keep_rows: int = 0) -> tuple[FrameScores, np.ndarray]:
-    """Score every frame of `stream` against `real`; also returns the first `keep_rows` rows' frames (k, Hmax, H, W, 3)."""
+def score_rollout(stream: Stream, real: RealRollouts, reader: Reader = DEFAULT_READER, keep_rows: int = 0,
+                  taps: tuple[Tap, ...] = ()) -> tuple[FrameScores, np.ndarray]:
+    """Score every frame of `stream` against `real`; also returns the first `keep_rows` rows' frames (k, Hmax, H, W, 3).
+
+    Each tap is called with every frame batch too (one pass over a rollout that is never stored)."""
     s, horizon = real.actions.shape
     columns: dict[str, list[np.ndarray]] = {k: [] for k in FrameScores.__dataclass_fields__}
     kept = []
@@ -227,9 +236,32 @@ def score_rollout(stream: Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]], r
                            ("artifact", palette_artifact_rate(frames, PALETTE)), ("score_violation", violation),
                            ("reward", rewards), ("termination", terminations)):
             columns[key].append(np.asarray(value))
+        for tap in taps:
+            tap(h, frames, rewards, terminations)
         if keep_rows:
             kept.append(frames[:keep_rows])
     if len(columns["psnr"]) != horizon:
         raise RuntimeError(f"the rollout stream gave {len(columns['psnr'])} frames, expected {horizon}")
     video = np.stack(kept, 1) if keep_rows else np.zeros((0,), np.uint8)
     return FrameScores(**{k: np.stack(v, 1) for k, v in columns.items()}), video
+
+
+T = TypeVar("T")
+
+
+def take_rows(table: T, rows: np.ndarray) -> T:
+    """The given rows of a dataclass of per-row arrays (RealRollouts, FrameScores, ...), without copying the rest."""
+    return replace(table, **{f.name: getattr(table, f.name)[rows] for f in fields(table)})
+
+
+def concat_rows(tables: list[T]) -> T:
+    """Dataclasses of per-row arrays (of one type) stacked row-wise."""
+    return replace(tables[0], **{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(tables[0])})
+
+
+def over_seeds(values: np.ndarray, mask: np.ndarray, seeds: np.ndarray) -> dict:
+    """Mean over seeds of each seed's mean of `values` (S,) on its rows in `mask` (S,); std across seeds; n rows."""
+    means = [values[(seeds == s) & mask].mean() for s in np.unique(seeds) if ((seeds == s) & mask).any()]
+    if not means:
+        return {"mean": float("nan"), "std": float("nan"), "n": 0}
+    return {"mean": float(np.mean(means)), "std": float(np.std(means)), "n": int(mask.sum())}
