@@ -116,8 +116,8 @@ def rules_section(rules: dict, horizons: list[int]) -> list[str]:
 def markdown(report: dict, cfg) -> str:
     """The whole report: sampling, the rules check per scenario, then the frame metrics per scenario."""
     horizons = list(cfg.horizons)
-    lines = [f"# Rollout evaluation: {len(cfg.seeds)} seeds x {cfg.starts} starts (policy) / "
-             f"{cfg.adversarial_starts} starts (adversarial)", "",
+    adversarial = f" / {cfg.adversarial_starts} starts (adversarial)" if cfg.adversarial else ""
+    lines = [f"# Rollout evaluation: {len(cfg.seeds)} seeds x {cfg.starts} starts (policy){adversarial}", "",
              "Mean ± std over seeds (each seed's mean over its rows). Live: the real episode has not ended.", ""]
     lines += _sampling_lines(report["sampling"]) + rules_section(report["rules"], horizons)
     lines += ["## Frame metrics", ""]
