@@ -171,7 +171,7 @@ def copy_last_frames(real: RealRollouts) -> Stream:
 
 
 def real_frames(real: RealRollouts) -> Stream:
-    """The real game itself (a check of the metrics: position error = the probe's error on real frames)."""
+    """The real game itself (a check of the metrics: position error = the reader's error on real frames)."""
     for h in range(real.actions.shape[1]):
         yield real.frames[:, h], real.rewards[:, h], real.terminated[:, h].astype(np.float64)
 
