@@ -182,7 +182,7 @@ def test_the_maze_has_walls_and_the_score_bar_row_is_not_walkable():
 @pytest.mark.parametrize("start", free_cells())
 def test_every_action_moves_the_player_one_cell_when_free_and_walls_block(start):
     env = CoinChaseEnv(enemy_move_prob=0.0)
-    for action in range(len(ACTION_NAMES)):
+    for action in Action:
         walk_to(env, start)
         _, _, _, _, info = env.step(action)
         assert cell(info["player"]) == expected_move(start, action), ACTION_NAMES[action]
@@ -266,7 +266,7 @@ def test_a_chasing_enemy_never_moves_away_from_the_player():
         player, before, after = cell(info["player"]), cell(previous["enemy"]), cell(info["enemy"])
         distance = lambda c: abs(c[0] - player[0]) + abs(c[1] - player[1])  # noqa: E731
         assert distance(after) <= distance(before)
-        assert distance(after) == min(distance(expected_move(before, a)) for a in range(len(ACTION_NAMES)))
+        assert distance(after) == min(distance(expected_move(before, a)) for a in Action)
 
 
 def test_walking_into_the_enemy_terminates_the_episode():
