@@ -108,7 +108,8 @@ class DreamCore:
         start = time.perf_counter()
         rows = np.arange(self.num_envs)
         result = next_chunk(self.dit, self.cache, torch.from_numpy(actions.astype(np.int64)).to(self.device)[:, None],
-                            self._sigmas, self._noise(rows), context_sigma=self.sampler.context_sigma)
+                            self._sigmas, self._noise(rows), context_sigma=self.sampler.context_sigma,
+                            solver=self.sampler.solver)
         frames = self.autoencoder.decode(result.latents[:, 0].float()).cpu().numpy()
         rewards = result.reward[:, 0].float().cpu().numpy()
         terminations = torch.sigmoid(result.termination[:, 0].float()).cpu().numpy()

@@ -2,8 +2,9 @@
 
 A policy is a small object: `policy(obs, info) -> action id` and `policy.reset(rng)` at the start of
 an episode. `make_policy(name, ...)` builds one by name: "random" (random actions held for a random
-number of steps, any Discrete env) or "seeker" (walks the shortest path to the coin, CoinChase
-only). The human policy lives in play.py (keys -> actions).
+number of steps, any Discrete env), "seeker" (walks the shortest path to the coin, CoinChase
+only) or "mixed" (switches between the two in random stretches, CoinChase only: the data then has
+wall bumps and held keys from the one and many coin pickups from the other). The human policy lives in play.py (keys -> actions).
 """
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ import numpy as np
 
 from envs.coinchase import ACTION_DELTAS, ACTION_NAMES, Action, is_free
 
-POLICY_NAMES = ("random", "seeker")
+POLICY_NAMES = ("random", "seeker", "mixed")
+MIXED_SWITCH_PROB = 0.1   # mixed policy: chance per step of switching between random and seeker
 
 
 class Policy(Protocol):
@@ -123,13 +125,41 @@ def first_step(start: tuple[int, int], goal: tuple[int, int], blocked: set[tuple
     return None
 
 
+class MixedPolicy:
+    """Random-persistent and coin-seeker stretches: each step switches to the other with `switch_prob`."""
+
+    def __init__(self, random: RandomPersistentPolicy, seeker: CoinSeekerPolicy, switch_prob: float,
+                 rng: np.random.Generator):
+        if not 0.0 < switch_prob <= 1.0:
+            raise ValueError(f"switch_prob must be in (0, 1], got {switch_prob}")
+        self.policies = (random, seeker)
+        self.switch_prob = switch_prob
+        self.rng = rng
+        self._active = 0
+
+    def reset(self, rng: np.random.Generator) -> None:
+        self.rng = rng
+        for policy in self.policies:
+            policy.reset(rng)
+        self._active = int(rng.integers(2))
+
+    def __call__(self, obs: np.ndarray, info: dict[str, Any]) -> int:
+        if self.rng.random() < self.switch_prob:
+            self._active = 1 - self._active
+        return self.policies[self._active](obs, info)
+
+
 def make_policy(name: str, n_actions: int, rng: np.random.Generator, epsilon: float = 0.1,
                 min_repeat: int = 1, max_repeat: int = 8) -> Policy:
-    """Build a recording policy by name: "random" (RandomPersistentPolicy) or "seeker" (CoinSeekerPolicy)."""
+    """Build a recording policy by name: "random" (RandomPersistentPolicy), "seeker" (CoinSeekerPolicy)
+    or "mixed" (MixedPolicy of the two, switching with probability 0.1 per step)."""
     if name == "random":
         return RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng)
-    if name == "seeker":
+    if name in ("seeker", "mixed"):
         if n_actions != len(ACTION_NAMES):
-            raise ValueError(f"the seeker policy plays CoinChase ({len(ACTION_NAMES)} actions), got an env with {n_actions}")
-        return CoinSeekerPolicy(epsilon, rng)
+            raise ValueError(f"the {name} policy plays CoinChase ({len(ACTION_NAMES)} actions), got an env with {n_actions}")
+        if name == "seeker":
+            return CoinSeekerPolicy(epsilon, rng)
+        return MixedPolicy(RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng), CoinSeekerPolicy(epsilon, rng),
+                           MIXED_SWITCH_PROB, rng)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)} (the human policy is play.py)")

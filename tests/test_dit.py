@@ -5,19 +5,8 @@ import torch
 
 from worldmodel.config import dit_preset
 from worldmodel.dit import DiT
-from worldmodel.masks import block_causal_mask, teacher_forcing_mask
+from worldmodel.masks import block_causal_mask, teacher_forcing_mask, teacher_forcing_previous
 from worldmodel.rollout import cache_access, new_cache, prime
-
-
-def perturbed_model(**overrides) -> DiT:
-    """A tiny DiT with non-zero weights everywhere (adaLN-Zero starts as identity otherwise)."""
-    torch.manual_seed(0)
-    config = dit_preset("tiny", latent_channels=4, latent_size=4, patch=1, **overrides)
-    model = DiT(config).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
 
 
 def clip(batch=2, frames=6, model=None):
@@ -35,7 +24,7 @@ def test_velocity_output_and_gates_start_at_zero():
 
 
 @pytest.mark.parametrize("chunk", [1, 3])
-def test_block_causal_mask_hides_future_frames(chunk):
+def test_block_causal_mask_hides_future_frames(chunk, perturbed_model):
     model = perturbed_model(chunk=chunk, window=6)
     latents, sigma, actions = clip(frames=6)
     mask = block_causal_mask(6, chunk)
@@ -59,7 +48,7 @@ def test_teacher_forcing_mask_lets_noisy_frames_see_only_earlier_clean_frames():
 
 
 @pytest.mark.parametrize("chunk", [1, 3])
-def test_cached_rollout_matches_full_forward(chunk):
+def test_cached_rollout_matches_full_forward(chunk, perturbed_model):
     """Writing frames chunk by chunk into the cache gives the same heads as one block-causal forward,
     and a denoising pass over the cache equals the teacher-forcing forward of that frame."""
     model = perturbed_model(chunk=chunk, window=6)
@@ -81,7 +70,7 @@ def test_cached_rollout_matches_full_forward(chunk):
         assert torch.allclose(v_cached, v_full, atol=1e-5)
 
 
-def test_classifier_free_guidance_of_one_is_the_conditional_velocity():
+def test_classifier_free_guidance_of_one_is_the_conditional_velocity(perturbed_model):
     model = perturbed_model(causal=False)
     latents, sigma, actions = clip()
     with torch.no_grad():
@@ -90,8 +79,38 @@ def test_classifier_free_guidance_of_one_is_the_conditional_velocity():
         assert not torch.allclose(strong, model(latents, sigma, actions).velocity)
 
 
-def test_wrong_action_shape_is_refused_with_shapes_in_the_message():
+def test_wrong_action_shape_is_refused_with_shapes_in_the_message(perturbed_model):
     model = perturbed_model()
     latents, sigma, actions = clip()
     with pytest.raises(ValueError, match=r"\(B, T\)"):
         model(latents, sigma, actions[:, :2])
+
+
+def test_the_previous_frame_and_the_action_channels_reach_the_output(perturbed_model):
+    model = perturbed_model()
+    latents, sigma, actions = clip()
+    with torch.no_grad():
+        base = model(latents, sigma, actions).velocity
+        other_previous = model(latents, sigma, actions, previous=torch.randn_like(latents)).velocity
+        other_actions = model(latents, sigma, (actions + 1) % 5).velocity
+    assert not torch.allclose(base, other_previous)
+    assert not torch.allclose(base, other_actions)
+
+
+@pytest.mark.parametrize("chunk", [1, 3])
+def test_teacher_forcing_layout_with_its_previous_frames_is_what_the_rollout_computes(chunk, perturbed_model):
+    """The TF training forward ([clean | noisy], teacher_forcing_previous) == denoising over the cache."""
+    model = perturbed_model(chunk=chunk, window=6)
+    latents, sigma, actions = clip(frames=3 + chunk)
+    noisy = torch.randn(2, 3 + chunk, 4, 4, 4)
+    t = 3 + chunk
+    with torch.no_grad():
+        both = torch.cat([latents, noisy], 1)
+        sig = torch.cat([torch.zeros(2, t), sigma], 1)
+        full = model(both, sig, actions.repeat(1, 2), teacher_forcing_mask(t, chunk), torch.arange(t).repeat(2),
+                     previous=teacher_forcing_previous(latents, noisy, chunk)).velocity[:, -chunk:]
+        cache = new_cache(model, batch=2)
+        prime(model, cache, latents[:, :3], actions[:, :3])
+        access, positions = cache_access(model, cache, np.arange(2), chunk, write=False)
+        cached = model(noisy[:, 3:], sigma[:, 3:], actions[:, 3:], positions=positions, cache=access).velocity
+    torch.testing.assert_close(cached, full, atol=1e-5, rtol=1e-5)

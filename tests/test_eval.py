@@ -17,7 +17,7 @@ from train.eval_rollouts import (DEFAULT_READER, MISSING_PLAYER, FrameScores, Sc
 from train.eval_rules import RulesCheck
 from worldmodel.flow import sigma_schedule
 from worldmodel.metrics import palette_artifact_rate, psnr, ssim
-from worldmodel.untrained import save_untrained
+from train.untrained import save_untrained
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -4,7 +4,6 @@ import torch
 
 from worldmodel.kv_cache import EMPTY, KVCache
 from worldmodel.rollout import cache_access, new_cache, next_chunk, prime
-from tests.test_dit import perturbed_model
 
 
 def test_rolling_window_keeps_sinks_and_the_most_recent_frames():
@@ -29,7 +28,7 @@ def test_written_frames_land_in_their_slots_and_evict_the_oldest():
     assert stored == {1: 1.0, 2: 2.0}
 
 
-def test_positions_at_frame_10000_stay_in_the_trained_range():
+def test_positions_at_frame_10000_stay_in_the_trained_range(perturbed_model):
     model = perturbed_model(window=4, sink=1)
     cache = new_cache(model, batch=1)
     latents = torch.randn(1, 1, 4, 4, 4)
@@ -43,7 +42,7 @@ def test_positions_at_frame_10000_stay_in_the_trained_range():
     assert int(access.positions.min()) >= 0
 
 
-def test_resetting_one_element_leaves_the_others_untouched():
+def test_resetting_one_element_leaves_the_others_untouched(perturbed_model):
     model = perturbed_model(window=4)
     cache = new_cache(model, batch=3)
     g = torch.Generator().manual_seed(0)

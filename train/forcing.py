@@ -18,12 +18,12 @@ from pathlib import Path
 import torch
 
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
-                             head_loss, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
+                             head_loss, known_previous, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
-from worldmodel.masks import block_causal_mask, teacher_forcing_mask
+from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous
 
 MODES = ("tf", "df")
 
@@ -45,9 +45,13 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     positions = torch.arange(t, device=latents.device).repeat(2)                       # clean and noisy frame i share time i
     with autocast(cfg.loop):
         out = model(both, torch.cat([torch.zeros_like(sigma), sigma], dim=1), actions.repeat(1, 2),
-                    teacher_forcing_mask(t, cfg.chunk, latents.device), positions)
+                    teacher_forcing_mask(t, cfg.chunk, latents.device), positions,
+                    previous=teacher_forcing_previous(latents, noisy, cfg.chunk))
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
-    return flow_loss(out.velocity[:, t:], latents, noise) + cfg.head_weight * head_loss(clean_heads, batch)
+    weight = known_previous(actions, model.null_action)
+    cells = change_weights(latents, previous_frames(latents), cfg.change_weight)
+    return (flow_loss(out.velocity[:, t:], latents, noise, weight, cells)
+            + cfg.head_weight * head_loss(clean_heads, batch, cfg.event_weight, weight))
 
 
 def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, generator: torch.Generator,
@@ -59,7 +63,9 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     with autocast(cfg.loop):
         out = model(noisy, sigma, actions, mask)
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
-    return flow_loss(out.velocity, latents, noise) + cfg.head_weight * head_loss(clean, batch)
+    weight = known_previous(actions, model.null_action)
+    cells = change_weights(latents, previous_frames(latents), cfg.change_weight)
+    return flow_loss(out.velocity, latents, noise, weight, cells) + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight)
 
 
 def train_step(state: TrainState, dataset, cfg: ForcingConfig) -> dict[str, float]:

@@ -21,14 +21,14 @@ from safetensors.torch import save_file
 
 from train import distributed
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, head_loss, load_prefixed_clip_data,
+from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
                              optimizer_step, sample_clips, save_world_model, set_lr)
 from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
 from worldmodel.dit import DiT
 from worldmodel.flow import euler_sample, ode_sigmas, sigma_schedule, x0_from_v
-from worldmodel.masks import block_causal_mask, teacher_forcing_mask
+from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous
 
 PAIRS_FILE = "ode_pairs.safetensors"
 
@@ -102,13 +102,15 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
         both = torch.cat([targets, noisy], 1)
         with autocast(cfg.loop):
             out = model(both, torch.cat([torch.zeros_like(sigma), sigma], 1), actions.repeat(1, 2),
-                        teacher_forcing_mask(t, cfg.chunk, device), torch.arange(t, device=device).repeat(2))
+                        teacher_forcing_mask(t, cfg.chunk, device), torch.arange(t, device=device).repeat(2),
+                        previous=teacher_forcing_previous(targets, noisy, cfg.chunk))
             real = {"latents": pairs["real"][index].to(device), "rewards": pairs["rewards"][index].to(device),
                     "terminations": pairs["terminations"][index].to(device)}
             heads = model(real["latents"], torch.zeros_like(sigma), actions, block_causal_mask(t, cfg.chunk, device))
         x0 = x0_from_v(noisy, out.velocity[:, t:].float(), sigma)
-        regression = ((x0 - targets) ** 2)[:, k:].mean()
-        loss = regression + cfg.head_weight * head_loss(heads, real)
+        cells = change_weights(targets, previous_frames(targets), cfg.change_weight)               # (B, T, 1, h, w)
+        regression = (((x0 - targets) ** 2 * cells)[:, k:].mean() / cells[:, k:].mean())
+        loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight, known_previous(actions, model.null_action))
         (loss / cfg.loop.grad_accum).backward()
         total += float(regression.detach()) / cfg.loop.grad_accum
     grad_norm = optimizer_step(state, cfg)

@@ -22,7 +22,7 @@ STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", 
 # preset -> per-stage overrides; "small" is the bundled checkpoint's recipe on 2 CPU cores
 PRESETS: dict[str, dict[str, list[str]]] = {
     "small": {
-        "record": ["episodes=2000"],
+        "record": ["episodes=2500"],
         "autoencoder": ["loop.max_steps=1500"],
         "teacher": ["size=small", "loop.max_steps=3000"],
         "ode_init": ["size=small", "loop.max_steps=600", "trajectories=512"],
@@ -48,7 +48,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
 class PipelineConfig:
     game: str = "coinchase"                   # names the dataset and the run dirs
     env_id: str = "dreamgym/CoinChase-v0"     # the real game recorded in stage 0
-    policy: str = "random"                    # recording policy (random | seeker)
+    policy: str = "mixed"                     # recording policy (random | seeker | mixed)
     root: str = "runs"                        # run dirs: <root>/<game>/<stage>
     data_root: str = "data/minari"            # Minari datasets root
     preset: str = "small"                     # small | tiny (see PRESETS)

@@ -28,7 +28,7 @@ from train.cli import hydra_main
 class RecordConfig:
     env_id: str = "dreamgym/CoinChase-v0"     # any Gymnasium id with uint8 RGB frames and Discrete actions
     episodes: int = 100                       # episodes to record
-    policy: str = "random"                    # random | seeker (CoinChase only)
+    policy: str = "random"                    # random | seeker | mixed (the last two CoinChase only)
     epsilon: float = 0.1                      # seeker: chance of a random (legal) move per step
     min_repeat: int = 1                       # random: each action is held for a uniform number
     max_repeat: int = 8                       #   of steps in [min_repeat, max_repeat]

@@ -23,7 +23,7 @@ import torch
 
 from train import distributed
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss,
+from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
                              load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                           gan_generator_loss, sid_loss)
@@ -173,7 +173,8 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
             with autocast(cfg.loop):
                 heads = model(batch["latents"], torch.zeros_like(weight), batch["actions"],
                               block_causal_mask(weight.shape[1], cfg.chunk, clip.device))
-            losses["heads"] = cfg.head_weight * head_loss(heads, batch)
+            losses["heads"] = cfg.head_weight * head_loss(heads, batch, cfg.event_weight,
+                                                          known_previous(batch["actions"], model.null_action))
             (sum(losses.values()) / cfg.loop.grad_accum).backward()
             metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in losses.items()})
         critic_losses = critic_loss(state, clip.detach(), weight, batch, cfg)

@@ -15,11 +15,13 @@ from pathlib import Path
 import torch
 
 from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, evaluate_flow, flow_loss, load_clip_data,
+from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, evaluate_flow, flow_loss, known_previous,
+                             load_clip_data,
                              noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
+from worldmodel.masks import previous_frames
 
 
 @dataclass
@@ -42,8 +44,10 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
     sigma = torch.where(in_prefix, torch.zeros_like(sigma), sigma)
     drop = torch.rand(b, 1, generator=g) < cfg.action_dropout
     device = cfg.loop.device
+    first_known = known_previous(batch["actions"], null_action)                          # before the dropout
     batch["actions"] = torch.where(drop.to(device), torch.full_like(batch["actions"], null_action), batch["actions"])
-    batch["sigma"], batch["weight"] = sigma.to(device), (~in_prefix).float().to(device)
+    batch["sigma"] = sigma.to(device)
+    batch["weight"] = (~in_prefix).float().to(device) * first_known
     return batch
 
 
@@ -56,7 +60,8 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
             out = model(noisy, batch["sigma"], batch["actions"])
-        loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"])
+        cells = change_weights(batch["latents"], previous_frames(batch["latents"]), cfg.change_weight)
+        loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         (loss / cfg.loop.grad_accum).backward()
         total += float(loss.detach()) / cfg.loop.grad_accum
     grad_norm = optimizer_step(state, cfg)

@@ -45,6 +45,11 @@ class DiTConfig:
     window: int = 7                 # frames of context kept in the KV cache (rolling)
     sink: int = 0                   # first frames of an episode kept in the cache forever
     rope_base: float = 100.0        # rotary base over time positions (positions are < window + chunk)
+    spatial_rope: bool = True       # rotary also over token row and column (a quarter of the pairs each)
+    spatial_rope_base: float = 10.0 # rotary base over rows / columns (positions are < latent_size / patch)
+    previous_frame: bool = True     # each frame's input also holds the frame before it at the same place
+    stem_width: int = 64            # conv stem / output head width at latent resolution (0: linear patches only)
+    action_channels: bool = True    # the action as one-hot input channels of the stem (a path that cannot drown)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -60,6 +65,10 @@ class DiTConfig:
             raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even size")
+        if (self.previous_frame or self.action_channels) and not self.stem_width:
+            raise ValueError("previous_frame and action_channels feed the conv stem: set stem_width > 0")
+        if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
+            raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.window < self.chunk:
             raise ValueError(f"window ({self.window} frames) must hold at least one chunk ({self.chunk})")
 
@@ -71,6 +80,7 @@ class SamplerConfig:
     max_steps: int = 4              # the schedule the student is trained on
     shift: float = 5.0              # sigma = shift*t / (1 + (shift-1)*t)
     context_sigma: float = 0.0      # noise level of the cache-writing pass (0 = clean)
+    solver: str = "renoise"         # between steps: "renoise" (few-step students) or "euler" (undistilled flow models)
 
 
 def dataclass_from_dict(cls, data: dict[str, Any]):

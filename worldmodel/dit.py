@@ -18,6 +18,7 @@ from torch import nn
 
 from worldmodel.config import DiTConfig
 from worldmodel.kv_cache import LayerKVCache
+from worldmodel.masks import previous_frames
 
 
 # ------------------------------------------------------------------ attention context
@@ -36,6 +37,7 @@ class CacheAccess:
     positions: torch.Tensor
     write_slots: torch.Tensor | None
     all_rows: bool = False
+    previous: torch.Tensor | None = None  # (R, C, h, w) each row's last written frame (zeros after a reset)
     plan: AttentionPlan | None = None   # memo: the denoising steps of one chunk share one access and one plan
 
 
@@ -54,11 +56,23 @@ class Rotation:
     sin: torch.Tensor
 
     @classmethod
-    def at(cls, positions: torch.Tensor, head_dim: int, base: float, dtype: torch.dtype) -> Rotation:
-        """Angles positions (..., S) * base**(-2i/Dh) for the Dh/2 channel pairs."""
+    def at(cls, positions: torch.Tensor, cells: torch.Tensor | None, head_dim: int, base: float,
+           spatial_base: float, dtype: torch.dtype) -> Rotation:
+        """Angles for the Dh/2 channel pairs of tokens at time `positions` (..., S) and grid `cells` (S, 2).
+
+        Without cells every pair rotates by time (frequencies base**(-i/pairs)); with cells a quarter of
+        the pairs rotates by the token's row and a quarter by its column (frequencies spatial_base**(-i/q)),
+        so attention scores depend on the offset between two tokens in time, row and column."""
         half = head_dim // 2
-        freqs = base ** (-torch.arange(half, device=positions.device, dtype=torch.float32) / half)   # (Dh/2,)
-        angles = positions.to(torch.float32)[..., None] * freqs                                      # (..., S, Dh/2)
+        quarter = half // 4 if cells is not None else 0
+        timed = half - 2 * quarter
+        freqs = base ** (-torch.arange(timed, device=positions.device, dtype=torch.float32) / timed)   # (Dh/2 - 2q,)
+        angles = positions.to(torch.float32)[..., None] * freqs                                        # (..., S, Dh/2 - 2q)
+        if quarter:
+            spatial = spatial_base ** (-torch.arange(quarter, device=positions.device, dtype=torch.float32) / quarter)
+            grid = cells.to(torch.float32)[..., None] * spatial                                        # (S, 2, q)
+            grid = grid.flatten(-2).expand(*angles.shape[:-1], 2 * quarter)                            # (..., S, 2q)
+            angles = torch.cat([angles, grid], dim=-1)                                                 # (..., S, Dh/2)
         return cls(angles.cos().to(dtype), angles.sin().to(dtype))
 
     def apply(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,16 +94,20 @@ class AttentionPlan:
 
 
 def attention_plan(b: int, frames: int, n: int, frame_mask: torch.Tensor | None, positions: torch.Tensor,
-                   cache: CacheAccess | None, head_dim: int, base: float, dtype: torch.dtype) -> AttentionPlan:
+                   cache: CacheAccess | None, cells: torch.Tensor | None, head_dim: int, base: float,
+                   spatial_base: float, dtype: torch.dtype) -> AttentionPlan:
+    """cells: (N, 2) row / column of each token of a frame, or None for time-only rotary."""
     token_pos = positions.repeat_interleave(n, dim=-1)                                            # (T*N,) or (B, T*N)
     if token_pos.dim() == 2:
         token_pos = token_pos[:, None]                                                            # (B, 1, T*N)
-    own = Rotation.at(token_pos, head_dim, base, dtype)
+    own = Rotation.at(token_pos, None if cells is None else cells.repeat(frames, 1), head_dim, base, spatial_base, dtype)
     mask = None if frame_mask is None else frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T*N, T*N)
     if cache is None:
         return AttentionPlan(mask, own, None)
     tn = frames * n
-    cached = Rotation.at(cache.positions.repeat_interleave(n, dim=1)[:, None], head_dim, base, dtype)  # (B, 1, F*N, .)
+    slots = cache.positions.shape[1]
+    cached = Rotation.at(cache.positions.repeat_interleave(n, dim=1)[:, None],                     # (B, 1, F*N, .)
+                         None if cells is None else cells.repeat(slots, 1), head_dim, base, spatial_base, dtype)
     cached_mask = cache.valid.repeat_interleave(n, dim=1)[:, None, None, :].expand(b, 1, tn, -1)
     own_mask = torch.ones(tn, tn, dtype=torch.bool, device=positions.device) if mask is None else mask
     return AttentionPlan(torch.cat([cached_mask, own_mask[None, None].expand(b, 1, tn, tn)], dim=-1), own, cached)
@@ -177,41 +195,66 @@ class NoiseEmbedding(nn.Module):
 
 
 class DiT(nn.Module):
-    """Latent-frame diffusion transformer; causal (with KV cache) or bidirectional by its config."""
+    """Latent-frame diffusion transformer; causal (with KV cache) or bidirectional by its config.
+
+    Input of frame i at latent resolution: its noisy latent, the frame before it at the same place
+    (`previous_frame`) and its action as one-hot channels (`action_channels`), through a small conv
+    stem, then patches -> tokens. The transformer's output tokens are unpatchified and joined with the
+    stem's features in a conv head, so local rules (a sprite moves one cell where the key says, a wall
+    blocks it) have a short path from input to output, and the attention handles what is global.
+    """
 
     def __init__(self, config: DiTConfig):
         super().__init__()
         self.config = config
-        c, p, d = config.latent_channels, config.patch, config.dim
+        c, p, d, w = config.latent_channels, config.patch, config.dim, config.stem_width
         self.null_action = config.n_actions
-        self.patch_embed = nn.Linear(c * p * p, d)
+        if w:
+            stem_in = c * (2 if config.previous_frame else 1) + (config.n_actions + 1 if config.action_channels else 0)
+            self.stem = nn.Sequential(nn.Conv2d(stem_in, w, 3, padding=1), nn.GELU(approximate="tanh"),
+                                      nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
+            self.head = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.GELU(approximate="tanh"),
+                                      nn.Conv2d(w, c, 3, padding=1))
+        self.patch_embed = nn.Linear((w or c) * p * p, d)
         self.spatial_pos = nn.Parameter(torch.zeros(1, 1, config.tokens_per_frame, d))
+        side = config.latent_size // p
+        self.register_buffer("token_cells", torch.stack(torch.meshgrid(torch.arange(side), torch.arange(side),
+                                                                       indexing="ij"), -1).reshape(-1, 2),
+                             persistent=False)                                               # (N, 2) row, col
         self.noise_embed = NoiseEmbedding(d)
         self.action_embed = nn.Embedding(config.n_actions + 1, d)
         self.blocks = nn.ModuleList(FrameAdaLNBlock(d, config.heads, config.mlp_ratio)
                                     for _ in range(config.depth))
         self.norm_out = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
-        self.out = nn.Linear(d, c * p * p)
-        self.heads_norm = nn.LayerNorm(d)
-        self.reward_head = nn.Linear(d, 1)
-        self.termination_head = nn.Linear(d, 1)
+        self.out = nn.Linear(d, (w or c) * p * p)
+        self.heads_norm = nn.LayerNorm(2 * d)
+        self.reward_head = nn.Linear(2 * d, 1)
+        self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
-        """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity)."""
+        """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).
+
+        The action table starts at unit scale, like the noise embedding it is added to, so the keys are
+        heard from the first step (a 0.02-scale table summed with a norm-13 noise embedding was not)."""
         for module in self.modules():
             if isinstance(module, nn.Linear):
                 nn.init.xavier_uniform_(module.weight)
                 nn.init.zeros_(module.bias)
         nn.init.normal_(self.spatial_pos, std=0.02)
-        nn.init.normal_(self.action_embed.weight, std=0.02)
+        nn.init.normal_(self.action_embed.weight, std=1.0)
         for block in self.blocks:
             nn.init.zeros_(block.ada[-1].weight)
             nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.ada_out[-1], self.out):
+        for layer in (self.ada_out[-1], self.velocity_layer):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
+
+    @property
+    def velocity_layer(self) -> nn.Module:
+        """The last layer of the velocity path (zero at init)."""
+        return self.head[-1] if self.config.stem_width else self.out
 
     @property
     def head_dim(self) -> int:
@@ -228,57 +271,87 @@ class DiT(nn.Module):
         return x.reshape(b, t, (h // p) * (w // p), c * p * p)
 
     def unpatchify(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, N, C*p*p) -> (B, T, C, h, w)"""
-        b, t, n, _ = tokens.shape
-        p, c, side = self.config.patch, self.config.latent_channels, self.config.latent_size // self.config.patch
+        """(B, T, N, C*p*p) -> (B, T, C, h, w), any C"""
+        b, t, n, cpp = tokens.shape
+        p, side = self.config.patch, self.config.latent_size // self.config.patch
+        c = cpp // (p * p)
         x = tokens.reshape(b, t, side, side, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(b, t, c, side * p, side * p)
 
+    def stem_input(self, latents: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
+        """Per-frame stem input at latent resolution: [latent | previous | one-hot action]. (B, T, C', h, w)"""
+        parts = [latents]
+        if self.config.previous_frame:
+            parts.append(previous.to(latents.dtype))
+        if self.config.action_channels:
+            onehot = F.one_hot(actions, self.config.n_actions + 1).to(latents.dtype)            # (B, T, A+1)
+            parts.append(onehot[..., None, None].expand(*onehot.shape, *latents.shape[-2:]))
+        return torch.cat(parts, dim=2)
+
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
                 frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                cache: CacheAccess | None = None) -> DiTOutput:
+                cache: CacheAccess | None = None, previous: torch.Tensor | None = None) -> DiTOutput:
         """latents (B, T, C, h, w); sigma (B, T) in [0, 1]; actions (B, T) ids, null = n_actions.
 
         frame_mask (T, T) bool among this forward's frames (None = all see all);
-        positions (T,) or (B, T) time positions (default 0..T-1); cache: read/write the KV cache.
+        positions (T,) or (B, T) time positions (default 0..T-1); cache: read/write the KV cache;
+        previous (B, T, C, h, w): the frame before each frame (default: the frame before it in `latents`,
+        and before the first the cache's last frame, or zeros without a cache).
         """
         b, t = latents.shape[:2]
         if actions.shape != (b, t) or sigma.shape != (b, t):
             raise ValueError(f"actions {tuple(actions.shape)} and sigma {tuple(sigma.shape)} must be (B, T) = {(b, t)}")
         if positions is None:
             positions = torch.arange(t, device=latents.device)
-        latents = latents.to(self.patch_embed.weight.dtype)                        # run in the weights' dtype
-        tokens = self.patch_embed(self.patchify(latents)) + self.spatial_pos       # (B, T, N, D)
+        dtype = self.patch_embed.weight.dtype
+        latents = latents.to(dtype)                                                 # run in the weights' dtype
+        if self.config.previous_frame and previous is None:
+            previous = previous_frames(latents, cache.previous if cache is not None else None)   # (B, T, C, h, w)
+        stem = None
+        if self.config.stem_width:
+            frames_in = self.stem_input(latents, actions, previous)
+            stem = self.stem(frames_in.flatten(0, 1)).unflatten(0, (b, t))         # (B, T, W, h, w)
+            tokens = self.patch_embed(self.patchify(stem))                          # (B, T, N, D)
+        else:
+            tokens = self.patch_embed(self.patchify(latents))
+        tokens = tokens + self.spatial_pos
         n = tokens.shape[2]
         x = tokens.reshape(b, t * n, -1)                                            # (B, T*N, D)
         cond = self.noise_embed(sigma) + self.action_embed(actions)                 # (B, T, D)
         plan = cache.plan if cache is not None and cache.plan is not None and cache.plan.own.cos.dtype == x.dtype else \
-            attention_plan(b, t, n, frame_mask, positions, cache, self.head_dim, self.config.rope_base, x.dtype)
+            attention_plan(b, t, n, frame_mask, positions, cache, self.token_cells if self.config.spatial_rope else None,
+                           self.head_dim, self.config.rope_base, self.config.spatial_rope_base, x.dtype)
         if cache is not None:
             cache.plan = plan
         for layer, block in enumerate(self.blocks):
             x = block(x, cond, plan, cache, layer)
-        features = x.view(b, t, n, -1).mean(dim=2)                                  # (B, T, D)
+        per_token = x.view(b, t, n, -1)
+        features = per_token.mean(dim=2)                                            # (B, T, D)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
         h = modulate_frames(self.norm_out(x), shift, scale, t)
-        velocity = self.unpatchify(self.out(h).view(b, t, n, -1))                   # (B, T, C, h, w)
-        pooled = self.heads_norm(features)
-        return DiTOutput(velocity=velocity, reward=self.reward_head(pooled).squeeze(-1),
+        out = self.unpatchify(self.out(h).view(b, t, n, -1))                        # (B, T, W or C, h, w)
+        if stem is not None:
+            out = self.head(torch.cat([out, stem], dim=2).flatten(0, 1)).unflatten(0, (b, t))   # (B, T, C, h, w)
+        pooled = self.heads_norm(torch.cat([features, per_token.amax(dim=2)], dim=-1))         # (B, T, 2D)
+        return DiTOutput(velocity=out, reward=self.reward_head(pooled).squeeze(-1),
                          termination=self.termination_head(pooled).squeeze(-1), features=features)
 
     def guided_velocity(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float,
-                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                        previous: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier-free guidance on actions: v_null + guidance * (v_action - v_null), one batched pass."""
         if guidance == 1.0:
-            return self(latents, sigma, actions, frame_mask, positions).velocity
+            return self(latents, sigma, actions, frame_mask, positions, previous=previous).velocity
         null = torch.full_like(actions, self.null_action)
         both = self(torch.cat([latents, latents]), torch.cat([sigma, sigma]), torch.cat([actions, null]),
-                    frame_mask, positions).velocity
+                    frame_mask, positions, previous=None if previous is None else torch.cat([previous, previous])).velocity
         v_action, v_null = both.chunk(2)
         return v_null + guidance * (v_action - v_null)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Weight decay on matrices only (not biases, norms, embeddings' positional table)."""
-        decay = [p for n, p in self.named_parameters() if p.dim() >= 2 and "spatial_pos" not in n]
-        rest = [p for n, p in self.named_parameters() if not (p.dim() >= 2 and "spatial_pos" not in n)]
+        """Weight decay on weight matrices only (not biases, norms, the positional table or the action table)."""
+        def decayed(name: str, p: nn.Parameter) -> bool:
+            return p.dim() >= 2 and "spatial_pos" not in name and "action_embed" not in name
+        decay = [p for n, p in self.named_parameters() if decayed(n, p)]
+        rest = [p for n, p in self.named_parameters() if not decayed(n, p)]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]

@@ -7,7 +7,11 @@ trained range at any horizon. Each element has its own frame counter, so one ele
 (and re-primed) while the others keep their history. All bookkeeping is host numpy; the per-frame
 cost is constant in the horizon (fixed-size buffers, no concatenation).
 
-Dimensions: B batch, H heads, F = sink + window frame slots, N tokens per frame, Dh head dim.
+Besides keys and values, each element keeps its last written frame's latent (`previous`), which a
+model with previous-frame input reads as the frame before the next one (zeros after a reset).
+
+Dimensions: B batch, H heads, F = sink + window frame slots, N tokens per frame, Dh head dim,
+C, h, w the latent frame's channels and size.
 """
 from __future__ import annotations
 
@@ -45,7 +49,8 @@ class KVCache:
     """Batched rolling KV cache for all layers of a causal DiT."""
 
     def __init__(self, batch: int, layers: int, heads: int, head_dim: int, tokens_per_frame: int,
-                 window: int, sink: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+                 window: int, sink: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                 latent_shape: tuple[int, ...] = ()):
         if window < 1 or sink < 0:
             raise ValueError(f"need window >= 1 and sink >= 0, got window={window}, sink={sink}")
         self.batch, self.window, self.sink = batch, window, sink
@@ -54,6 +59,7 @@ class KVCache:
         shape = (batch, heads, slots, tokens_per_frame, head_dim)
         self.layers = [LayerKVCache(torch.zeros(shape, device=device, dtype=dtype),
                                     torch.zeros(shape, device=device, dtype=dtype)) for _ in range(layers)]
+        self.previous = torch.zeros((batch, *latent_shape), device=device, dtype=dtype)   # (B, C, h, w) last frame
         self.slot_time = np.full((batch, slots), EMPTY, dtype=np.int64)  # frame index held by each slot
         self.frames_seen = np.zeros(batch, dtype=np.int64)               # next frame index per element
         self.device = torch.device(device)
@@ -67,6 +73,8 @@ class KVCache:
         index = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
         self.slot_time[index] = EMPTY
         self.frames_seen[index] = 0
+        if self.previous.dim() > 1:
+            self.previous[torch.as_tensor(np.arange(self.batch)[index], device=self.previous.device)] = 0.0
 
     def slot_for(self, frame: np.ndarray) -> np.ndarray:
         """Slot that frame index `frame` (per element) is written to."""

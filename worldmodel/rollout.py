@@ -35,7 +35,8 @@ def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype:
     cfg = model.config
     if not cfg.causal:
         raise ValueError("a bidirectional model has no KV cache rollout; use a causal (student / TF / DF) model")
-    return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink, device, dtype)
+    return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink, device, dtype,
+                   latent_shape=(cfg.latent_channels, cfg.latent_size, cfg.latent_size))
 
 
 def _rows(cache: KVCache, rows: np.ndarray | None) -> np.ndarray:
@@ -57,29 +58,35 @@ def cache_access(model: DiT, cache: KVCache, rows: np.ndarray, frames: int, writ
     write_slots = None
     if write:
         write_slots = torch.as_tensor(cache.slot_for(cache.advance(rows, frames)), device=cache.device)  # (R, frames)
-    access = CacheAccess(layers=cache.layers, rows=torch.as_tensor(rows, device=cache.device),
+    all_rows = len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all())
+    row_index = torch.as_tensor(rows, device=cache.device)
+    access = CacheAccess(layers=cache.layers, rows=row_index,
                          valid=torch.as_tensor(valid, device=cache.device),
                          positions=torch.as_tensor(slot_positions, device=cache.device),
-                         write_slots=write_slots,
-                         all_rows=len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all()))
+                         write_slots=write_slots, all_rows=all_rows,
+                         previous=cache.previous if all_rows else cache.previous[row_index])
     return access, torch.arange(base, base + frames, device=cache.device)
 
 
 def write_frames(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor,
                  rows: np.ndarray | None = None, context_sigma: float = 0.0,
                  noise: NoiseSource | None = None) -> ChunkResult:
-    """The clean pass: store one chunk of finished frames in the cache; returns the heads. latents (B, c, C, h, w)."""
+    """The clean pass: store one chunk of finished frames in the cache; returns the heads. latents (B, c, C, h, w).
+
+    The chunk's last clean frame becomes each row's `previous` (the frame before the next chunk)."""
     rows = _rows(cache, rows)
     b, c = latents.shape[:2]
     if c != model.config.chunk:
         raise ValueError(f"a cache write takes one chunk of {model.config.chunk} frames, got {c}")
     sigma = torch.full((b, c), context_sigma, device=latents.device)
+    clean = latents
     if context_sigma > 0.0:
         assert noise is not None, "context_sigma > 0 needs a noise source"
         latents = add_noise(latents, noise(tuple(latents.shape)), sigma)
     access, positions = cache_access(model, cache, rows, c, write=True)
     with torch.no_grad():
         out = model(latents, sigma, actions, positions=positions, cache=access)
+        cache.previous[access.rows] = clean[:, -1].detach().to(cache.previous.dtype)
     return ChunkResult(latents=latents, reward=out.reward, termination=out.termination)
 
 
@@ -99,16 +106,25 @@ def prime(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tens
     return _concat(results)
 
 
+SOLVERS = ("renoise", "euler")
+
+
 def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
                rows: np.ndarray | None = None, exit_step: int | None = None, grad: bool = False,
-               context_sigma: float = 0.0) -> ChunkResult:
+               context_sigma: float = 0.0, solver: str = "renoise") -> ChunkResult:
     """Generate the next chunk under `actions` (B, c): few-step denoising over the cache, then the clean write.
 
-    sigmas: the few-step schedule (host floats, highest first). exit_step: the step whose x0 prediction
-    becomes the frame (default: the last); the earlier steps re-noise their x0 prediction with fresh
-    noise to the next sigma. grad: whether the exit step keeps gradients (Self Forcing); every other
-    step runs under no_grad, and the cache write is always no-grad and detached.
+    sigmas: the schedule (host floats, highest first). exit_step: the step whose x0 prediction
+    becomes the frame (default: the last). Between steps, `solver` "renoise" noises the x0 prediction
+    with fresh noise to the next sigma (the few-step sampler a distilled student is trained with);
+    "euler" takes a probability-flow ODE step x <- x + (sigma_next - sigma) * v (the sampler of an
+    undistilled flow model: its x0 prediction is a mean over futures, and re-noising a mean puts
+    faint copies of every possible sprite back into the input). The last step's x0 prediction is the
+    Euler step to sigma = 0, so both end the same way. grad: whether the exit step keeps gradients
+    (Self Forcing); every other step runs under no_grad, and the cache write is always no-grad and detached.
     """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     rows = _rows(cache, rows)
     cfg = model.config
     b, c = actions.shape
@@ -123,7 +139,9 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         with torch.set_grad_enabled(grad and step == exit_step and torch.is_grad_enabled()):
             velocity = model(x, sigma, actions, positions=positions, cache=read).velocity
             x0 = x - sigmas[step] * velocity
-        if step < exit_step:
+        if step < exit_step and solver == "euler":
+            x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
+        elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
     written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise)
     return ChunkResult(latents=x0, reward=written.reward, termination=written.termination)

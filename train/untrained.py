@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from envs.coinchase import Action
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, SamplerConfig, WorldModelConfig, dit_preset
@@ -21,7 +22,7 @@ def coinchase_contexts(n: int, length: int, seed: int = 0) -> tuple[torch.Tensor
     """n real contexts of `length` frames from random CoinChase play: (n, T, 64, 64, 3) uint8, (n, T) int64.
 
     Action k is the one taken before frame k; frame 0 gets the null action id (5)."""
-    from envs.coinchase import CoinChaseEnv
+    from envs.coinchase import CoinChaseEnv  # noqa: PLC0415
 
     env, rng = CoinChaseEnv(), np.random.default_rng(seed)
     frames, actions = [], []
@@ -49,11 +50,12 @@ def save_untrained(path: str | Path, size: str = "tiny", widths: tuple[int, ...]
     ae_config = AutoencoderConfig(widths=widths)
     config = WorldModelConfig(autoencoder=ae_config,
                               dit=dit_preset(size, latent_channels=ae_config.latent_channels,
-                                             latent_size=ae_config.latent_size, n_actions=5, **dit_overrides),
+                                             latent_size=ae_config.latent_size, n_actions=len(Action), **dit_overrides),
                               sampler=SamplerConfig(), stage="untrained")
     dit = DiT(config.dit)
     with torch.no_grad():   # adaLN-Zero starts at identity and ignores actions; give them a visible effect
         dit.out.weight.normal_(0.0, 0.02)
+        dit.velocity_layer.weight.normal_(0.0, 0.02)
         dit.ada_out[-1].weight.normal_(0.0, 1.0)
         dit.action_embed.weight.normal_(0.0, 1.0)
         dit.termination_head.weight.zero_()    # episodes end only by truncation until trained

@@ -1,0 +1,37 @@
+"""The loss weights the DiT stages share: frames without a known previous frame, changed cells, rare events."""
+import torch
+
+from train.dit_stage import change_weights, flow_loss, head_loss, known_previous
+from worldmodel.dit import DiTOutput
+from worldmodel.masks import previous_frames
+
+NULL = 5
+
+
+def test_a_clip_cut_inside_an_episode_gets_no_loss_on_its_first_frame():
+    actions = torch.tensor([[NULL, 1, 2], [3, 1, 2]])
+    assert known_previous(actions, NULL).tolist() == [[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
+
+
+def test_cells_that_change_from_the_previous_frame_weigh_more():
+    latents = torch.zeros(1, 2, 3, 4, 4)
+    latents[0, 1, :, 2, 3] = 1.0                                   # one cell changes in frame 1
+    cells = change_weights(latents, previous_frames(latents), 20.0)
+    assert cells.shape == (1, 2, 1, 4, 4)
+    assert cells[0, 1, 0, 2, 3] == 20.0 and cells[0, 1].sum() == 20.0 + 15
+    assert torch.all(change_weights(latents, previous_frames(latents), 1.0) == 1.0)
+
+
+def test_weighted_flow_loss_is_the_plain_loss_when_every_cell_weighs_the_same():
+    g = torch.Generator().manual_seed(0)
+    velocity, latents, noise = (torch.randn(2, 3, 4, 4, 4, generator=g) for _ in range(3))
+    plain = flow_loss(velocity, latents, noise)
+    torch.testing.assert_close(flow_loss(velocity, latents, noise, cells=torch.full((2, 3, 1, 4, 4), 7.0)), plain)
+
+
+def test_rare_events_weigh_more_in_the_head_loss():
+    batch = {"rewards": torch.tensor([[0.0, 1.0]]), "terminations": torch.zeros(1, 2)}
+    wrong_on_event = DiTOutput(None, torch.tensor([[0.0, 0.0]]), torch.full((1, 2), -20.0), None)
+    wrong_elsewhere = DiTOutput(None, torch.tensor([[1.0, 1.0]]), torch.full((1, 2), -20.0), None)
+    assert head_loss(wrong_on_event, batch, 1.0) == head_loss(wrong_elsewhere, batch, 1.0)
+    assert head_loss(wrong_on_event, batch, 10.0) > head_loss(wrong_elsewhere, batch, 10.0)
