@@ -4,6 +4,7 @@ Owns the adapter between dreamgym's envs and SB3's `VecEnv` interface and nothin
 training: that is train.rl). `DreamVecEnv` wraps `WorldModelVectorEnv`: N dreamed games advance in
 one batched forward of the world model. `make_vec_env("real" | "dream", n)` builds either; the real
 game is SB3's own `DummyVecEnv` over N `CoinChaseEnv` (in-process; the game is numpy and cheap).
+`StepClock` times env steps alone (env frames/s, dream vs real).
 
 SB3's conventions, which differ from the Gymnasium vector env underneath:
 - observations (N, 64, 64, 3) uint8, channel-last; PPO's CnnPolicy wraps the env in VecTransposeImage
@@ -21,13 +22,14 @@ SB3's conventions, which differ from the Gymnasium vector env underneath:
 """
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv
+from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
 from envs.coinchase import CoinChaseEnv
@@ -104,6 +106,31 @@ class DreamVecEnv(VecEnv):
     def get_images(self) -> Sequence[np.ndarray | None]:
         frames = self.venv.render()   # (N, H, W, 3) with render_mode="rgb_array", else None
         return [None] * self.num_envs if frames is None else list(frames)
+
+
+class StepClock(VecEnvWrapper):
+    """Times the wrapped VecEnv's steps alone (the dream's forward or the games' updates, no policy)."""
+
+    def __init__(self, venv: VecEnv):
+        super().__init__(venv)
+        self.restart()
+
+    def restart(self) -> None:
+        self.frames, self.seconds = 0, 0.0   # frames stepped, seconds spent in step_wait since restart()
+
+    @property
+    def fps(self) -> float:
+        return self.frames / max(self.seconds, 1e-9)
+
+    def reset(self) -> VecEnvObs:
+        return self.venv.reset()
+
+    def step_wait(self) -> VecEnvStepReturn:
+        start = time.perf_counter()
+        result = self.venv.step_wait()
+        self.seconds += time.perf_counter() - start
+        self.frames += self.num_envs
+        return result
 
 
 def make_vec_env(kind: str, n_envs: int, checkpoint: str | Path | None = None, seed: int | None = None,

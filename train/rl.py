@@ -1,24 +1,22 @@
-"""PPO on CoinChase, in the real game or inside the dream, always judged in the real game.
+"""PPO on CoinChase, trained in the real game or inside the dream, always judged in the real game.
 
-Owns the RL entry point: trains Stable-Baselines3 PPO (CnnPolicy over a small cell-aligned CNN) for
-`frames` environment frames on `n_envs` games (envs.sb3: the real game, or N dreamed games in one
-batched forward), checkpoints resumably, and evaluates every `eval_every` frames in the REAL game
-(`eval_episodes` seeded episodes), one JSON row per evaluation in <run_dir>/metrics.jsonl:
-frames, real_score_mean/std (coins per episode, std over episodes), real_len_mean, fps (frames/s of
-the whole PPO loop: env + policy + updates, evaluation excluded), env_fps (env stepping alone),
-train_return_mean (mean return of the last 100 training episodes: the dream's own predicted score
-when env=dream). `mode=baseline` evaluates the random and coin-seeker policies the same way.
+Owns the RL entry point: Stable-Baselines3 PPO (CnnPolicy over a small cell-aligned CNN) for `frames`
+env frames on `n_envs` games (envs.sb3: the real game, or N dreamed games in one batched forward),
+resumable checkpoints, and every `eval_every` frames an evaluation over `eval_episodes` seeded REAL
+games: one row in <run_dir>/metrics.jsonl with frames, real_score_mean/std (coins per episode; std
+over episodes), real_len_mean, fps (whole PPO loop, evaluation excluded), env_fps (env steps alone)
+and train_return_mean (last 100 training episodes; in the dream, its own predicted score).
+`mode=baseline` evaluates the random and coin-seeker policies the same way.
 
     python -m train.rl env=real frames=2000000 seed=0 run_dir=runs/rl/real-s0
     python -m train.rl env=dream checkpoint=runs/coinchase/self_forcing/checkpoint run_dir=runs/rl/dream-sf-s0
     python -m train.rl mode=baseline seed=0 run_dir=runs/rl/baselines
 
-Checkpoints: <run_dir>/model_<frames>.zip (SB3 `model.save`) and <run_dir>/state.json (frames done and
-the model file), each written to a temporary name and renamed, state.json last, so it always names a
-complete model. Re-running with the same run_dir resumes from it (raise `frames` to train longer);
-metrics rows past the resumed frame count are dropped. PPO collects whole rollouts of
-n_steps * n_envs frames, so evaluations, checkpoints and the end fall on the first rollout boundary
-at or after each multiple of eval_every / ckpt_every / frames.
+Checkpoints: model_<frames>.zip (SB3 `model.save`), then state.json (frames done, the model file), each
+written under a temporary name and renamed. The same run_dir resumes (raise `frames` to go on; PPO's
+hyperparameters are the saved ones); metrics rows past the resumed frame count are dropped.
+Evaluations, checkpoints and the end fall on the first rollout (n_steps * n_envs frames) boundary at
+or after each multiple of eval_every / ckpt_every and at frames.
 """
 from __future__ import annotations
 
@@ -27,7 +25,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
 import gymnasium as gym
 import numpy as np
@@ -35,13 +33,13 @@ import torch
 from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.torch_layers import BaseFeaturesExtractor, NatureCNN
-from stable_baselines3.common.vec_env import VecEnv, VecEnvWrapper, VecMonitor
+from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 from tqdm import tqdm
 
 from envs.coinchase import CELL_PX, CoinChaseEnv
 from envs.policies import make_policy
-from envs.sb3 import ENV_KINDS, make_vec_env
+from envs.sb3 import ENV_KINDS, StepClock, make_vec_env
 from train.cli import hydra_main
 
 # act(obs (E, 64, 64, 3) uint8, infos of those E envs, their episode ids (E,)) -> actions (E,)
@@ -104,24 +102,6 @@ class CellCNN(BaseFeaturesExtractor):
         return self.linear(self.cnn(observations))
 
 
-class EnvClock(VecEnvWrapper):
-    """Times the wrapped env's steps alone: `frames` stepped and `seconds` spent (env frames/s = ratio)."""
-
-    def __init__(self, venv: VecEnv):
-        super().__init__(venv)
-        self.frames, self.seconds = 0, 0.0
-
-    def reset(self):
-        return self.venv.reset()
-
-    def step_wait(self):
-        start = time.perf_counter()
-        result = self.venv.step_wait()
-        self.seconds += time.perf_counter() - start
-        self.frames += self.num_envs
-        return result
-
-
 class ProgressBar(BaseCallback):
     """tqdm over environment frames, across the several `learn` calls of one run."""
 
@@ -179,26 +159,37 @@ def load_state(run_dir: Path) -> dict[str, Any] | None:
     return json.loads(path.read_text()) if path.exists() else None
 
 
-def _replace(tmp: Path, path: Path) -> None:
-    with open(tmp, "rb+") as f:
+def _atomic(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Write `path` through a temporary file renamed over it: readers see the old file or the whole new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        write(f)
+        f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
 
 
 def save_checkpoint(model: PPO, run_dir: Path, cfg: RLConfig) -> Path:
-    """model_<frames>.zip then state.json naming it, each via a temporary file; older models removed."""
+    """model_<frames>.zip, then state.json naming it (so it always names a whole model); older models removed."""
     frames = int(model.num_timesteps)
-    path, tmp = run_dir / f"model_{frames}.zip", run_dir / f"model_{frames}.zip.tmp"
-    with open(tmp, "wb") as f:
-        model.save(f)
-    _replace(tmp, path)
-    state = {"frames": frames, "model": path.name, "env": cfg.env, "checkpoint": cfg.checkpoint, "config": asdict(cfg)}
-    (run_dir / "state.json.tmp").write_text(json.dumps(state, indent=1))
-    _replace(run_dir / "state.json.tmp", run_dir / "state.json")
+    path = run_dir / f"model_{frames}.zip"
+    _atomic(path, model.save)
+    state = {"frames": frames, "model": path.name, "env": cfg.env, "checkpoint": _world_model(cfg), "config": asdict(cfg)}
+    _atomic(run_dir / "state.json", lambda f: f.write(json.dumps(state, indent=1).encode()))
     for old in run_dir.glob("model_*.zip"):
         if old != path:
             old.unlink()
     return path
+
+
+def _world_model(cfg: RLConfig) -> str | None:
+    """The dream's world-model checkpoint, resolved ("" = the bundled one); None for the real game."""
+    return None if cfg.env == "real" else str(Path(cfg.checkpoint).resolve()) if cfg.checkpoint else ""
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.exists() else []
 
 
 def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
@@ -208,11 +199,8 @@ def append_metrics(run_dir: Path, row: dict[str, Any]) -> None:
 
 def truncate_metrics(run_dir: Path, frames: int) -> None:
     """Drop PPO rows past `frames` (written after the checkpoint a resumed run restarts from)."""
-    path = run_dir / "metrics.jsonl"
-    if path.exists():
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        keep = [r for r in rows if r.get("policy") != "ppo" or r["frames"] <= frames]
-        path.write_text("".join(json.dumps(r) + "\n" for r in keep))
+    keep = [r for r in read_metrics(run_dir) if r.get("policy") != "ppo" or r["frames"] <= frames]
+    (run_dir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in keep))
 
 
 # ---------------------------------------------------------------------- training
@@ -228,11 +216,11 @@ def _validate(cfg: RLConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(cfg, name)}")
 
 
-def build_env(cfg: RLConfig) -> tuple[VecEnv, EnvClock]:
+def build_env(cfg: RLConfig) -> tuple[VecEnv, StepClock]:
     """The training VecEnv (episode stats by VecMonitor; PPO adds VecTransposeImage) and its step clock."""
     base = make_vec_env(cfg.env, cfg.n_envs, cfg.checkpoint or None, cfg.seed, cfg.train_horizon, cfg.device,
                         cfg.dtype, cfg.denoise_steps or None)
-    clock = EnvClock(base)
+    clock = StepClock(base)
     return VecMonitor(clock), clock
 
 
@@ -240,8 +228,9 @@ def build_model(cfg: RLConfig, env: VecEnv, run_dir: Path) -> PPO:
     """A new PPO, or the one state.json names (resume), on `env`."""
     state = load_state(run_dir)
     if state is not None:
-        if state["env"] != cfg.env:
-            raise ValueError(f"{run_dir} holds a PPO trained with env={state['env']}, not env={cfg.env}; use another run_dir")
+        if (state["env"], state["checkpoint"]) != (cfg.env, _world_model(cfg)):
+            raise ValueError(f"{run_dir} holds a PPO trained with env={state['env']} (world model {state['checkpoint']!r}), "
+                             f"not env={cfg.env} ({_world_model(cfg)!r}); use another run_dir")
         model = PPO.load(run_dir / state["model"], env=env, device=cfg.device)
         model.num_timesteps = int(state["frames"])
         model.set_random_seed(cfg.seed + model.num_timesteps)   # a resumed run plays new episodes
@@ -278,11 +267,11 @@ def train(cfg: RLConfig) -> dict[str, Any]:
         progress = ProgressBar(cfg.frames, done, cfg.progress)
         while done < cfg.frames:
             stop = min(cfg.frames, (done // cfg.eval_every + 1) * cfg.eval_every, (done // cfg.ckpt_every + 1) * cfg.ckpt_every)
-            clock.frames, clock.seconds = 0, 0.0
+            clock.restart()
             start = time.perf_counter()
             model.learn(stop - done, callback=progress, reset_num_timesteps=False)
             seconds, before, done = time.perf_counter() - start, done, int(model.num_timesteps)
-            speed = {"fps": (done - before) / seconds, "env_fps": clock.frames / max(clock.seconds, 1e-9)}
+            speed = {"fps": (done - before) / seconds, "env_fps": clock.fps}
             progress.bar.set_postfix(fps=f"{speed['fps']:.0f}", env_fps=f"{speed['env_fps']:.0f}")
             if done // cfg.eval_every > before // cfg.eval_every or done >= cfg.frames:
                 row = _eval_row(cfg, model, speed)
@@ -291,7 +280,7 @@ def train(cfg: RLConfig) -> dict[str, Any]:
             if done // cfg.ckpt_every > before // cfg.ckpt_every or done >= cfg.frames:
                 save_checkpoint(model, run_dir, cfg)
         progress.bar.close()
-        return row
+        return row or next((r for r in reversed(read_metrics(run_dir)) if r.get("policy") == "ppo"), {})
     finally:
         env.close()
 
