@@ -61,7 +61,7 @@ class RLConfig:
     eval_episodes: int = 20             # seeded real-game episodes per evaluation, played together
     eval_seed: int = 12345              # episode i of an evaluation is seeded from (eval_seed, seed, i)
     eval_horizon: int = 1000            # real-game steps before an evaluation episode truncates
-    eval_deterministic: bool = True     # PPO plays its most likely action in evaluation
+    eval_deterministic: bool = False    # argmax actions; False samples as in training (early argmax policies loop)
     train_horizon: int = 1000           # steps before a training episode truncates (real or dream)
     seeker_epsilon: float = 0.0         # baseline coin-seeker: chance of a random legal move per step
     denoise_steps: int = 0              # dream: denoising steps per frame; 0 = the checkpoint's own
