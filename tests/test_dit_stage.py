@@ -13,12 +13,15 @@ def test_a_clip_cut_inside_an_episode_gets_no_loss_on_its_first_frame():
     assert known_previous(actions, NULL).tolist() == [[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]
 
 
-def test_cells_that_change_from_the_previous_frame_weigh_more():
-    latents = torch.zeros(1, 2, 3, 4, 4)
-    latents[0, 1, :, 2, 3] = 1.0                                   # one cell changes in frame 1
-    cells = change_weights(latents, previous_frames(latents), 20.0)
-    assert cells.shape == (1, 2, 1, 4, 4)
-    assert cells[0, 1, 0, 2, 3] == 20.0 and cells[0, 1].sum() == 20.0 + 15
+def test_cells_that_change_or_hold_a_sprite_weigh_more():
+    latents = torch.zeros(1, 4, 3, 4, 4)
+    latents[0, 1, :, 2, 3] = 1.0                                   # a sprite appears in frame 1 ...
+    latents[0, 2, :, 2, 3] = 1.0                                   # ... stays in frame 2 (a blocked move) ...
+    cells = change_weights(latents, previous_frames(latents), 20.0)   # ... and is gone in frame 3
+    assert cells.shape == (1, 4, 1, 4, 4)
+    for frame in (1, 2, 3):
+        assert cells[0, frame, 0, 2, 3] == 20.0 and cells[0, frame].sum() == 20.0 + 15
+    assert torch.all(cells[0, 0] == 1.0)
     assert torch.all(change_weights(latents, previous_frames(latents), 1.0) == 1.0)
 
 

@@ -103,16 +103,23 @@ def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Gen
 
 
 def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_weight: float) -> torch.Tensor:
-    """Per-cell loss weight (B, T, 1, h, w): `change_weight` where a frame differs from the frame before it, else 1.
+    """Per-cell loss weight (B, T, 1, h, w): `change_weight` on the cells that carry the game's rules, else 1.
 
-    A game frame is mostly the previous frame; the cells that change (a sprite moved, a coin was taken,
-    the score ticked) are a few of 64 and carry the rules. Weighting elements of a squared error moves
-    no element's optimum (it stays the conditional mean), it only stops the static cells from
-    drowning the rare dynamic ones in the gradient."""
+    A game frame is mostly the previous frame over a static background; the cells that matter are a
+    few of 64: those that differ from the previous frame (a sprite moved, a coin was taken, the score
+    ticked) and those that hold a sprite now or held one before (a move blocked by a wall changes
+    nothing, yet the player must stay exactly there). Sprites are cells far from the batch's
+    per-position median latent (the background: any one cell holds a sprite in few frames). Weighting
+    elements of a squared error moves no element's optimum (it stays the conditional mean), it only
+    stops the static cells from drowning the rare dynamic ones in the gradient."""
     if previous is None or change_weight == 1.0:
         return torch.ones_like(latents[:, :, :1])
-    changed = ((latents - previous) ** 2).mean(dim=2, keepdim=True) > CHANGE_THRESHOLD          # (B, T, 1, h, w)
-    return 1.0 + (change_weight - 1.0) * changed.float()
+    background = latents.flatten(0, 1).median(dim=0).values                                       # (C, h, w)
+
+    def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return ((a - b) ** 2).mean(dim=2, keepdim=True) > CHANGE_THRESHOLD                        # (B, T, 1, h, w)
+    rules = differs(latents, previous) | differs(latents, background) | differs(previous, background)
+    return 1.0 + (change_weight - 1.0) * rules.float()
 
 
 CHANGE_THRESHOLD = 0.05   # mean squared latent difference of a changed cell (unit-variance latents; a sprite is ~1)
