@@ -80,9 +80,8 @@ class DreamVecEnv(VecEnv):
                 infos[i]["terminal_observation"] = obs[i].copy()                   # (H, W, 3) uint8
             # SB3 wants the reset frame now; WorldModelVectorEnv would give it one step later. Re-prime the
             # finished rows at once (from each row's own generator), so the vector env sees no finished row.
-            indices = self.venv._reset_rows(finished)
-            obs[finished] = self.venv._frames[finished]
-            for i, index in zip(finished, indices, strict=True):
+            obs[finished], reset_info = self.venv.reset_rows(finished)
+            for i, index in zip(finished, reset_info["start_index"], strict=True):
                 self.reset_infos[i] = {"start_index": int(index)}
         return obs, rewards.astype(np.float32), dones, infos
 

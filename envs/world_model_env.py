@@ -266,7 +266,8 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
     under the same actions (within float tolerance of batched matmuls). After an env terminates or
     truncates, its next `step` resets it (the action is ignored) and returns the reset observation
     with reward 0, both flags False and frame_index 0. Infos have the single env's keys, each an
-    array with one entry per env (reset: `start_index`; step: see `DreamShell`).
+    array with one entry per env (reset: `start_index`; step: see `DreamShell`). `reset_rows(rows)`
+    re-primes some envs at once and leaves the others running (envs.sb3's same-step reset).
     """
 
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
@@ -290,25 +291,38 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
         self._done = np.zeros(num_envs, bool)
         self._needs_reset = True
 
-    def _reset_rows(self, rows: np.ndarray, options: dict[str, Any] | None = None) -> np.ndarray:
-        """Prime the given rows with new start contexts; returns their bank indices (-1: frames from options)."""
-        starts = [_start(self.core, self._rngs[r], options) for r in rows]
-        self._frames[rows] = self.core.reset_rows(rows, [s[2] for s in starts], np.stack([s[0] for s in starts]),
-                                                  np.stack([s[1] for s in starts]))
-        self._steps[rows] = 0
-        self._done[rows] = False
-        return np.array([s[3] for s in starts], np.int64)
+    def reset_rows(self, rows: Any, seeds: list[int | None] | None = None, options: dict[str, Any] | None = None
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Re-prime the given rows with new start contexts now, leaving the other rows as they are.
 
-    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
+        rows: env indices (R,); seeds: one per row to reseed its generator (None: each row keeps its own
+        generator); options: as in `reset`. Returns the rows' reset frames (R, H, W, 3) uint8 and infos
+        {"start_index": (R,) bank indices, -1 for frames given in options}."""
         from gymnasium.utils import seeding
 
+        rows = np.asarray(rows, np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.num_envs or len(np.unique(rows)) != len(rows)):
+            raise ValueError(f"rows must be distinct env indices in 0..{self.num_envs - 1}, got {rows.tolist()}")
+        if seeds is not None:
+            if len(seeds) != len(rows):
+                raise ValueError(f"got {len(seeds)} seeds for {len(rows)} rows")
+            for row, seed in zip(rows, seeds, strict=True):
+                self._rngs[row] = seeding.np_random(seed)[0]
+        starts = [_start(self.core, self._rngs[r], options) for r in rows]
+        if len(rows):
+            self._frames[rows] = self.core.reset_rows(rows, [s[2] for s in starts], np.stack([s[0] for s in starts]),
+                                                      np.stack([s[1] for s in starts]))
+        self._steps[rows] = 0
+        self._done[rows] = False
+        return self._frames[rows].copy(), {"start_index": np.array([s[3] for s in starts], np.int64)}
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
         seeds = [None if seed is None else seed + i for i in range(self.num_envs)] if not isinstance(seed, list) else seed
         if len(seeds) != self.num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
-        self._rngs = [seeding.np_random(s)[0] for s in seeds]
-        indices = self._reset_rows(np.arange(self.num_envs), options)
+        obs, info = self.reset_rows(np.arange(self.num_envs), seeds, options)
         self._needs_reset = False
-        return self._frames.copy(), {"start_index": indices}
+        return obs, info
 
     def step(self, actions):
         if self._needs_reset:
@@ -321,7 +335,7 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
         rewards, terminated, truncated, info = self._score(out, restarted=finished)
         self._frames[:] = out.frames
         if len(finished):
-            self._reset_rows(finished)
+            self.reset_rows(finished)
         self._done = terminated | truncated
         return self._frames.copy(), rewards, terminated, truncated, info
 

@@ -196,3 +196,20 @@ def test_per_env_reset_leaves_the_other_envs_untouched(ckpt):
     obs, *_ = vec.step(np.array([2, 2]))
     single = rollout(WorldModelEnv(ckpt), 1, [1, 1, 2])
     assert np.abs(single[-1].astype(int) - obs[1]).max() <= 2
+
+
+def test_reset_rows_reprimes_only_those_rows_now(ckpt):
+    vec = WorldModelVectorEnv(3, ckpt, render_mode="rgb_array")
+    vec.reset(seed=0)
+    before, *_ = vec.step(np.array([1, 2, 3]))
+    frames, info = vec.reset_rows([2], seeds=[7])
+    single_obs, single_info = WorldModelEnv(ckpt).reset(seed=7)   # a reseeded row resets as a single env would
+    assert frames.shape == (1, 64, 64, 3) and frames.dtype == np.uint8
+    assert np.array_equal(frames[0], single_obs) and info["start_index"].tolist() == [single_info["start_index"]]
+    now = vec.render()
+    assert np.array_equal(now[:2], before[:2]) and np.array_equal(now[2], frames[0])
+    _, _, _, _, step_info = vec.step(np.array([1, 2, 3]))
+    assert step_info["frame_index"].tolist() == [2, 2, 1]          # rows 0, 1 went on; row 2 started over
+    for bad in ([3], [0, 0], [-1]):
+        with pytest.raises(ValueError, match="distinct env indices"):
+            vec.reset_rows(bad)
