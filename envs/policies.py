@@ -1,4 +1,4 @@
-"""Scripted policies that drive a real env while it is recorded (train.record, play.py headless).
+"""Scripted policies that drive a real env while it is recorded (train.stages.record, play.py headless).
 
 A policy is a small object: `policy(obs, info) -> action id` and `policy.reset(rng)` at the start of
 an episode. `make_policy(name, ...)` builds one by name: "random" (random actions held for a random

@@ -24,7 +24,7 @@ UNTRAINED_BANK, UNTRAINED_CONTEXT = 4, 3   # start contexts in the untrained che
 def untrained_checkpoint(tmp_path_factory):
     """An untrained checkpoint: 64x64 frames, CoinChase's 5 actions, frames that depend on the action, a
     termination head that never fires, a bank of UNTRAINED_BANK real contexts of UNTRAINED_CONTEXT frames."""
-    from train.untrained import save_untrained
+    from train.common.untrained import save_untrained
 
     return save_untrained(tmp_path_factory.mktemp("untrained") / "ckpt", bank=UNTRAINED_BANK, context=UNTRAINED_CONTEXT)
 

@@ -1,4 +1,4 @@
-"""The speed benchmark (train/bench.py) in quick mode on CPU: every section is measured in one run,
+"""The speed benchmark (train/bench/run.py) in quick mode on CPU: every section is measured in one run,
 its figures are positive and finite, the markdown report and its JSON twin are written."""
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from train import bench
-from train.bench_common import BenchConfig
-from train.cli import compose
+from train.bench import run as bench
+from train.bench.common import BenchConfig
+from train.common.cli import compose
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("## Ratios", "## a. Game", "## b. Model", "## c. Peer", "## d. Training speed")

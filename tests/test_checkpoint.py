@@ -91,7 +91,7 @@ def test_saving_over_an_existing_checkpoint_replaces_it_whole(saved, tmp_path):
 
 def test_bundle_stores_half_weights_that_load_back_as_float32(tmp_path):
     from train.bundle import BundleConfig, bundle
-    from train.untrained import save_untrained
+    from train.common.untrained import save_untrained
 
     src = save_untrained(tmp_path / "src", bank=4)
     dst = bundle(BundleConfig(src=str(src), dst=str(tmp_path / "dst"), bank=2))

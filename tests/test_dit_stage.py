@@ -1,7 +1,7 @@
 """The loss weights the DiT stages share: frames without a known previous frame, changed cells, rare events."""
 import torch
 
-from train.dit_stage import change_weights, flow_loss, head_loss, known_previous
+from train.common.dit_stage import change_weights, flow_loss, head_loss, known_previous
 from worldmodel.dit import DiTOutput
 from worldmodel.masks import previous_frames
 

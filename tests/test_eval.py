@@ -7,17 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-import train.eval
+import train.eval.run
 from envs.coinchase import PALETTE, CoinChaseEnv
 from envs.dream import DreamCore
-from train.eval import COPY_LAST, REAL, EvalConfig, _cached, main, make_reader, sampling_of, summarise, validate
-from train.eval_rollouts import (DEFAULT_READER, MISSING_PLAYER, FrameScores, ScriptedActions, copy_last_frames,
+from train.eval.run import COPY_LAST, REAL, EvalConfig, _cached, main, make_reader, sampling_of, summarise, validate
+from train.eval.rollouts import (DEFAULT_READER, MISSING_PLAYER, FrameScores, ScriptedActions, copy_last_frames,
                                  player_cells, position_error, real_frames, real_rollouts, score_rollout,
                                  score_violations)
-from train.eval_rules import RulesCheck
+from train.eval.rules import RulesCheck
 from worldmodel.flow import sigma_schedule
 from worldmodel.metrics import palette_artifact_rate, psnr, ssim
-from train.untrained import save_untrained
+from train.common.untrained import save_untrained
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -159,7 +159,7 @@ def test_bad_configs_are_refused_before_any_work():
 
 
 def test_the_deterministic_reader_is_the_default_and_a_probe_is_opt_in(tmp_path):
-    from train.probe import Probe, save_probe
+    from train.probe.model import Probe, save_probe
 
     assert EvalConfig().probe == "" and make_reader("") is DEFAULT_READER
     cells, scores = make_reader(str(save_probe(Probe(8), tmp_path / "probe", {})))(np.zeros((2, 64, 64, 3), np.uint8))
@@ -214,9 +214,9 @@ def test_the_command_writes_tables_json_plots_and_videos_and_resumes_from_its_ca
         assert (out / png).stat().st_size > 0
     assert (out / "videos" / "policy_start0.mp4").stat().st_size > 0
 
-    monkeypatch.setattr(train.eval, "dream_frames", lambda *a, **k: pytest.fail("a cached model was rolled out again"))
+    monkeypatch.setattr(train.eval.run, "dream_frames", lambda *a, **k: pytest.fail("a cached model was rolled out again"))
     for plot in ("plot_rules", "plot_horizons"):                   # already checked above; slow
-        monkeypatch.setattr(train.eval, plot, lambda *a, **k: [])
+        monkeypatch.setattr(train.eval.run, plot, lambda *a, **k: [])
     again = main(cfg)
     assert json.dumps(again["results"]["policy"]["untrained"][6]) == json.dumps(stats)   # nan-safe
     assert json.dumps(again["rules"]) == json.dumps(rules)

@@ -1,11 +1,11 @@
-"""train.eval_rules: the real game passes every rule, each broken rule is charged to its column, and the summaries."""
+"""train.eval.rules: the real game passes every rule, each broken rule is charged to its column, and the summaries."""
 import numpy as np
 import pytest
 
 from envs.coinchase import CELL_PX, ENEMY, FLOOR, PALETTE, PLAYER, SPRITES, WALLS, CoinChaseEnv
 from envs.coinchase_reader import read_state
-from train.eval_rollouts import concat_rows, copy_last_frames, position_error, real_frames, real_rollouts
-from train.eval_rules import RATES, RuleScores, check_rules, controllability, summarise_rules, with_random_actions
+from train.eval.rollouts import concat_rows, copy_last_frames, position_error, real_frames, real_rollouts
+from train.eval.rules import RATES, RuleScores, check_rules, controllability, summarise_rules, with_random_actions
 
 HORIZON = 48
 

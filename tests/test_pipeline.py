@@ -5,7 +5,7 @@ import pytest
 
 import worldmodel
 from envs.world_model_env import WorldModelEnv
-from train.cli import compose
+from train.common.cli import compose
 from train.pipeline import PipelineConfig, run
 
 

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from train.probe import ProbeConfig, load_probe, real_frames, save_probe, train
+from train.probe.model import load_probe, save_probe
+from train.probe.run import ProbeConfig, real_frames, train
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from envs.coinchase import ACTION_DELTAS, CoinChaseEnv, is_free
 from envs.policies import CoinSeekerPolicy, RandomPersistentPolicy, make_policy
 from envs.recording import RecordMinari, make_env
-from train.record import RecordConfig, record
+from train.stages.record import RecordConfig, record
 from worldmodel.data import load_episodes
 
 REPO = Path(__file__).resolve().parents[1]
@@ -96,7 +96,7 @@ def test_minari_load_dataset_reads_the_recording(tmp_path, monkeypatch):
 
 
 def test_recording_survives_sigkill(tmp_path):
-    command = [sys.executable, "-m", "train.record", "episodes=100000", f"root={tmp_path}",
+    command = [sys.executable, "-m", "train.stages.record", "episodes=100000", f"root={tmp_path}",
                f"dataset_id={DATASET}", "progress=false"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     namespace = tmp_path / "coinchase"
@@ -238,7 +238,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
                 raise KeyboardInterrupt
             return 0
 
-    monkeypatch.setattr("train.record.make_policy", lambda *args, **kwargs: Interrupting())
+    monkeypatch.setattr("train.stages.record.make_policy", lambda *args, **kwargs: Interrupting())
     with pytest.raises(KeyboardInterrupt):
         record(RecordConfig(episodes=50, root=str(tmp_path), dataset_id=DATASET, progress=False))
     assert not (tmp_path / DATASET).exists()
@@ -263,7 +263,7 @@ def test_non_image_observations_are_refused(tmp_path):
 
 
 def test_cli_reports_bad_input_in_one_line(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "train.record", "env_id=Pendulum-v1", f"root={tmp_path}"],
+    result = subprocess.run([sys.executable, "-m", "train.stages.record", "env_id=Pendulum-v1", f"root={tmp_path}"],
                             cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -16,7 +16,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecTransposeImage  # n
 from envs.coinchase import CoinChaseEnv  # noqa: E402
 from envs.sb3 import DreamVecEnv, make_vec_env  # noqa: E402
 from envs.world_model_env import WorldModelEnv  # noqa: E402
-from train.cli import compose  # noqa: E402
+from train.common.cli import compose  # noqa: E402
 from train.rl import RLConfig, baseline, train  # noqa: E402
 
 N = 3

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from train.dit_stage import DiTStageConfig, flow_loss, optimizer_step
-from train.loop import TrainState
-from train.losses import DiscriminatorHead, dmd_loss, gan_discriminator_loss, gan_generator_loss, sid_loss
-from train.self_forcing import SelfForcingConfig, self_rollout
+from train.common.dit_stage import DiTStageConfig, flow_loss, optimizer_step
+from train.common.loop import TrainState
+from train.common.losses import DiscriminatorHead, dmd_loss, gan_discriminator_loss, gan_generator_loss, sid_loss
+from train.stages.self_forcing import SelfForcingConfig, self_rollout
 from worldmodel.config import dit_preset
 from worldmodel.dit import DiT
 from worldmodel.flow import add_noise
@@ -69,11 +69,11 @@ def test_distribution_matching_moves_a_one_step_student_to_the_teacher(loss_name
 
 
 def test_a_self_forcing_iteration_keeps_grads_through_one_step_per_frame_and_detaches_the_cache(monkeypatch):
-    import train.self_forcing
+    import train.stages.self_forcing
 
     caches = []
-    make_cache = train.self_forcing.new_cache
-    monkeypatch.setattr(train.self_forcing, "new_cache", lambda *a, **k: caches.append(make_cache(*a, **k)) or caches[-1])
+    make_cache = train.stages.self_forcing.new_cache
+    monkeypatch.setattr(train.stages.self_forcing, "new_cache", lambda *a, **k: caches.append(make_cache(*a, **k)) or caches[-1])
     torch.manual_seed(0)
     model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, n_actions=5, causal=True, window=4))
     cfg = SelfForcingConfig(size="tiny", window=4, clip_frames=5, prefix_frames=1)
@@ -160,9 +160,9 @@ def test_sid_alpha_changes_the_gradient_when_scores_see_the_sample():
 
 @pytest.mark.parametrize("reuse,rolled_out_at", [(1, list(range(10))), (2, [0, 2, 4, 5, 7, 9]), (5, [0, 4, 5, 9])])
 def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(tmp_path, monkeypatch, reuse, rolled_out_at):
-    import train.self_forcing
-    from train.bench_common import BenchConfig
-    from train.bench_train import synthetic_latents, write_dit_checkpoint
+    import train.stages.self_forcing
+    from train.bench.common import BenchConfig
+    from train.bench.training import synthetic_latents, write_dit_checkpoint
     from worldmodel.data import ClipDataset
 
     latents = synthetic_latents(BenchConfig(train_size="tiny"))
@@ -170,11 +170,11 @@ def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(t
                             teacher_dir=str(tmp_path / "teacher"), student_dir=str(tmp_path / "student"))
     for role, causal in (("teacher", False), ("student", True)):
         write_dit_checkpoint(tmp_path / role / "checkpoint", DiT(cfg.dit_config(latents, causal=causal)), latents)
-    state = train.self_forcing.build(cfg, latents)
+    state = train.stages.self_forcing.build(cfg, latents)
     dataset = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
-    calls, rollout = [], train.self_forcing.self_rollout
-    monkeypatch.setattr(train.self_forcing, "self_rollout", lambda *a: calls.append(state.step) or rollout(*a))
+    calls, rollout = [], train.stages.self_forcing.self_rollout
+    monkeypatch.setattr(train.stages.self_forcing, "self_rollout", lambda *a: calls.append(state.step) or rollout(*a))
     for step in range(10):        # two cycles: critic updates at steps 0-3 and 5-8, the generator's at 4 and 9
         state.step = step
-        assert np.isfinite(train.self_forcing.train_step(state, dataset, cfg)["critic_flow"])
+        assert np.isfinite(train.stages.self_forcing.train_step(state, dataset, cfg)["critic_flow"])
     assert calls == rolled_out_at  # the generator always rolls out afresh (it needs gradients through its own sample)

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from train import autoencoder, forcing, ode_init, self_forcing, teacher
-from train.cli import compose
-from train.loop import NonFiniteLoss, STATE_DIR
-from train.record import RecordConfig, record
+from train.stages import autoencoder, forcing, ode_init, self_forcing, teacher
+from train.common.cli import compose
+from train.common.loop import NonFiniteLoss, STATE_DIR
+from train.stages.record import RecordConfig, record
 from worldmodel import load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -81,7 +81,7 @@ def test_ode_init_then_self_forcing_produce_loadable_students(runs):
 
 
 def _teacher_cmd(runs: Path, run_dir: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "train.teacher", *TINY_DIT, f"autoencoder_dir={runs / 'ae'}", f"run_dir={run_dir}",
+    return [sys.executable, "-m", "train.stages.teacher", *TINY_DIT, f"autoencoder_dir={runs / 'ae'}", f"run_dir={run_dir}",
             f"loop.max_steps={steps}", "loop.ckpt_every=2", "loop.eval_every=0", "loop.threads=1"]
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from train.cli import hydra_main
+from train.common.cli import hydra_main
 from worldmodel import checkpoint
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}

@@ -1,6 +1,6 @@
 """The whole chain in one command: record -> autoencoder -> teacher -> ode_init -> self_forcing (+ tf, df).
 
-Each stage is the same code as its own `python -m train.<stage>` entry, composed from its YAML with
+Each stage is the same code as its own `python -m train.stages.<stage>` entry, composed from its YAML with
 the overrides below, and each resumes where it stopped (a finished stage is a no-op that rewrites
 nothing it does not need to), so re-running the command after a kill continues the chain. Every
 DiT stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmodel.load` opens.
@@ -11,11 +11,12 @@ DiT stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `world
 """
 from __future__ import annotations
 
+import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from train.cli import compose, hydra_main
+from train.common.cli import compose, hydra_main
 
 STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", "df")
 
@@ -103,36 +104,29 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
     return common + wiring + PRESETS[cfg.preset][stage] + list(cfg.overrides.get(stage, []))
 
 
+# pipeline stage -> (its module in train.stages, which is also its configs/<name>.yaml; config class; entry point)
+RUNNERS: dict[str, tuple[str, str, str]] = {
+    "record": ("record", "RecordConfig", "record"),
+    "autoencoder": ("autoencoder", "AutoencoderStageConfig", "main"),
+    "teacher": ("teacher", "TeacherConfig", "main"),
+    "ode_init": ("ode_init", "ODEInitConfig", "main"),
+    "self_forcing": ("self_forcing", "SelfForcingConfig", "main"),
+    "tf": ("forcing", "ForcingConfig", "main"),
+    "df": ("forcing", "ForcingConfig", "main"),
+}
+
+
 def run_stage(cfg: PipelineConfig, stage: str) -> None:
     overrides = stage_overrides(cfg, stage)
     if stage == "record":
         from envs.recording import dataset_path
-        from train.record import RecordConfig, record
 
         if dataset_path(cfg.dataset_id, cfg.data_root).exists():   # datasets appear only when complete
             print(f"[pipeline] record: {cfg.dataset_id} exists, kept")
             return
-        record(compose("record", RecordConfig, overrides))
-    elif stage == "autoencoder":
-        from train.autoencoder import AutoencoderStageConfig, main
-
-        main(compose("autoencoder", AutoencoderStageConfig, overrides))
-    elif stage == "teacher":
-        from train.teacher import TeacherConfig, main
-
-        main(compose("teacher", TeacherConfig, overrides))
-    elif stage == "ode_init":
-        from train.ode_init import ODEInitConfig, main
-
-        main(compose("ode_init", ODEInitConfig, overrides))
-    elif stage == "self_forcing":
-        from train.self_forcing import SelfForcingConfig, main
-
-        main(compose("self_forcing", SelfForcingConfig, overrides))
-    else:
-        from train.forcing import ForcingConfig, main
-
-        main(compose("forcing", ForcingConfig, overrides))
+    name, config, entry = RUNNERS[stage]
+    module = importlib.import_module(f"train.stages.{name}")      # lazily: a stage loads only what it needs
+    getattr(module, entry)(compose(name, getattr(module, config), overrides))
 
 
 def run(cfg: PipelineConfig) -> dict[str, Path]:

@@ -40,7 +40,7 @@ from tqdm import tqdm
 from envs.coinchase import CELL_PX, CoinChaseEnv
 from envs.policies import make_policy
 from envs.sb3 import ENV_KINDS, StepClock, make_vec_env
-from train.cli import hydra_main
+from train.common.cli import hydra_main
 
 # act(obs (E, 64, 64, 3) uint8, infos of those E envs, their episode ids (E,)) -> actions (E,)
 Actor = Callable[[np.ndarray, list[dict[str, Any]], np.ndarray], np.ndarray]

@@ -1,7 +1,7 @@
 """Section d of the benchmark: training iterations per second of each DiT stage, on synthetic latents.
 
-`training_speed(cfg)` builds every stage the way its own file does (train/teacher.py,
-train/forcing.py mode tf/df, train/ode_init.py, train/self_forcing.py — their configs, their
+`training_speed(cfg)` builds every stage the way its own file does (train/stages/teacher.py,
+train/stages/forcing.py mode tf/df, train/stages/ode_init.py, train/stages/self_forcing.py — their configs, their
 `build_dit_state` / `build`, their `train_step`) on one model size, batch and clip length, then
 times a few iterations. The data is synthetic, since speed does not depend on it: random latent
 episodes (worldmodel.data.Episode) in memory for the clip sampler, random ODE pairs in the layout
@@ -19,12 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from train import forcing, ode_init, self_forcing, teacher
-from train.bench_common import BenchConfig, PeakMemory, matmul_flops_per_s, memory_in_use_mb, sync
-from train.bench_model import flop_counter
-from train.dit_stage import build_dit_state
-from train.latents import LatentData
-from train.loop import LoopConfig, TrainState
+from train.stages import forcing, ode_init, self_forcing, teacher
+from train.bench.common import BenchConfig, PeakMemory, matmul_flops_per_s, memory_in_use_mb, sync
+from train.bench.model import flop_counter
+from train.common.dit_stage import build_dit_state
+from train.common.latents import LatentData
+from train.common.loop import LoopConfig, TrainState
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, SamplerConfig, WorldModelConfig

@@ -1,8 +1,9 @@
-"""Hydra entry points for the training stages: structured config dataclass in, typed object out.
+"""Hydra entry points of every train command: structured config dataclass in, typed object out.
 
-Each stage calls `hydra_main("<name>", StageConfig, main)`; `configs/<name>.yaml` picks the schema
-and overrides it. Hydra does not change the working directory and writes its own files under the
-run directory, so every path comes from the config.
+Each command (the stages, pipeline, eval, bench, probe, rl, bundle) calls
+`hydra_main("<name>", Config, main)`; `configs/<name>.yaml` picks the schema and overrides it. Hydra
+does not change the working directory and writes its own files under the run directory, so every
+path comes from the config.
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-CONFIG_DIR = str(Path(__file__).resolve().parents[1] / "configs")
+CONFIG_DIR = str(Path(__file__).resolve().parents[2] / "configs")   # the repo's configs/
 C = TypeVar("C")
 
 

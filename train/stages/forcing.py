@@ -1,4 +1,4 @@
-"""Stage 3 of 5 (baselines): causal DiT trained with teacher forcing (tf) or diffusion forcing (df).
+"""Baselines beside stages 3-4: causal DiT trained with teacher forcing (tf) or diffusion forcing (df).
 
 Same architecture and data as the Self Forcing student, so they are rows of one eval table.
 - tf: every noisy frame sees the *clean* real frames of earlier chunks (a [clean | noisy] sequence
@@ -6,9 +6,9 @@ Same architecture and data as the Self Forcing student, so they are rows of one 
 - df: per-frame independent noise levels under the block-causal mask (noisy context); a clean
   causal pass of the same clip trains the heads.
 Both then generate with clean cached context at inference (worldmodel.rollout). Self Forcing
-(train/self_forcing.py) removes the gap between these training contexts and the model's own.
+(train/stages/self_forcing.py) removes the gap between these training contexts and the model's own.
 
-    python -m train.forcing mode=tf      # or mode=df
+    python -m train.stages.forcing mode=tf      # or mode=df
 """
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
+from train.common.cli import hydra_main
+from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
                              head_loss, known_previous, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
-from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
 from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous

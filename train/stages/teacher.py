@@ -1,11 +1,11 @@
-"""Stage 2 of 5: the bidirectional action-conditioned teacher (real score for DMD, critic init).
+"""Stage 2: the bidirectional action-conditioned teacher (real score for DMD, critic init).
 
 Reads the latent cache of the autoencoder stage. Clips of T frames, per-frame independent noise
 levels; with probability `clean_prefix_prob` a random prefix is clean (sigma = 0, no loss) so the
 teacher also continues a real context; actions are dropped to the null action with probability
 `action_dropout` per clip for classifier-free guidance. Writes <run_dir>/checkpoint.
 
-    python -m train.teacher loop.max_steps=2000
+    python -m train.stages.teacher loop.max_steps=2000
 """
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, evaluate_flow, flow_loss, known_previous,
+from train.common.cli import hydra_main
+from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, evaluate_flow, flow_loss, known_previous,
                              load_clip_data,
                              noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
-from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
 from worldmodel.masks import previous_frames

@@ -1,4 +1,4 @@
-"""Stage 5 of 5: Self Forcing (Huang et al. 2025, arXiv 2506.08009) — train on the model's own rollouts.
+"""Stage 4 (last): Self Forcing (Huang et al. 2025, arXiv 2506.08009) — train on the model's own rollouts.
 
 Each iteration the student (initialised from ODE init) primes a KV cache with a real prefix and
 unrolls the rest of the clip under the real actions with `worldmodel.rollout.unroll` — the very
@@ -11,7 +11,7 @@ rollout or, with `critic_reuse` > 1, on a rollout shared by that many consecutiv
 DMD, SiD and GAN losses, weighted in the config. A clean causal pass on the real clip keeps the
 reward/termination heads trained. EMA of the generator is what the checkpoint ships.
 
-    python -m train.self_forcing dmd_weight=1 sid_weight=0 gan_weight=0 loop.max_steps=600
+    python -m train.stages.self_forcing dmd_weight=1 sid_weight=0 gan_weight=0 loop.max_steps=600
 """
 from __future__ import annotations
 
@@ -21,13 +21,13 @@ from pathlib import Path
 
 import torch
 
-from train import distributed
-from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
+from train.common import distributed
+from train.common.cli import hydra_main
+from train.common.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
                              load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
-from train.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
+from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                           gan_generator_loss, sid_loss)
-from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.dit import DiT
 from worldmodel.flow import add_noise, sample_training_sigma, sigma_schedule, x0_from_v

@@ -1,11 +1,11 @@
-"""Stage 1 of 5: the frame autoencoder, then the latent cache every later stage reads.
+"""Stage 1: the frame autoencoder, then the latent cache every later stage reads.
 
-Reads a Minari dataset (train.record); trains `worldmodel.autoencoder.Autoencoder` with an
+Reads a Minari dataset (train.stages.record); trains `worldmodel.autoencoder.Autoencoder` with an
 L2 + L1 pixel loss on random frames; reports PSNR on held-out episodes. At the end it fixes the
 latent scale (unit variance over training frames), writes an autoencoder-only world-model
 checkpoint to <run_dir>/checkpoint and the encoded dataset to <run_dir>/latents.
 
-    python -m train.autoencoder dataset_id=coinchase/random-v0 loop.max_steps=3000
+    python -m train.stages.autoencoder dataset_id=coinchase/random-v0 loop.max_steps=3000
 """
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from train.cli import hydra_main
-from train.latents import LATENTS_FILE, save_latents, start_bank
-from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.cli import hydra_main
+from train.common.latents import LATENTS_FILE, save_latents, start_bank
+from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, WorldModelConfig
@@ -30,7 +30,7 @@ from worldmodel.metrics import psnr
 class AutoencoderStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=3000, eval_every=500, ckpt_every=250))
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    dataset_id: str = "coinchase/random-v0"   # Minari dataset written by train.record
+    dataset_id: str = "coinchase/random-v0"   # Minari dataset written by train.stages.record
     data_root: str = "data/minari"            # Minari datasets root
     run_dir: str = "runs/coinchase/autoencoder"
     batch_size: int = 64

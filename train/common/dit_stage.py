@@ -14,9 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from train import distributed
-from train.latents import LatentData, load_latents
-from train.loop import LoopConfig, TrainState
+from train.common import distributed
+from train.common.latents import LatentData, load_latents
+from train.common.loop import LoopConfig, TrainState
 from worldmodel import checkpoint
 from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.data import ClipDataset, sample_batch

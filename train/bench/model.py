@@ -19,8 +19,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 
 from envs.dream import DreamCore
 from envs.world_model_env import WorldModelVectorEnv
-from train.bench_common import BenchConfig, memory_in_use_mb, sync
-from train.untrained import save_untrained
+from train.bench.common import BenchConfig, memory_in_use_mb, sync
+from train.common.untrained import save_untrained
 
 HORIZON_GOAL = 1.1    # frame time at the late frame ÷ early frame (cost per frame must not grow with the horizon)
 DIT_MODULE = "DiT"    # FlopCounterMode's name for the DiT's own forward; everything else in a step is decoding

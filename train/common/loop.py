@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from tqdm import tqdm
 
-from train import distributed
+from train.common import distributed
 from worldmodel.checkpoint import CheckpointError, read_tensors, write_dir_atomically
 
 STATE_DIR = "train_state"

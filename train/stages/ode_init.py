@@ -1,4 +1,4 @@
-"""Stage 4 of 5: ODE initialisation of the few-step causal student (Self Forcing §4, CausVid).
+"""Stage 3: ODE initialisation of the few-step causal student (Self Forcing §4, CausVid).
 
 Reads the teacher checkpoint and the latent cache. First samples teacher trajectories: after a
 real clean prefix, the bidirectional teacher (classifier-free guided on the real actions)
@@ -9,7 +9,7 @@ frames through the teacher-forcing mask (what its KV cache will hold). The stude
 the teacher's weights (same parameter set, causal mask). The reward/termination heads train on a
 clean causal pass of the real clip. Writes <run_dir>/checkpoint.
 
-    python -m train.ode_init teacher_dir=runs/coinchase/teacher loop.max_steps=1000
+    python -m train.stages.ode_init teacher_dir=runs/coinchase/teacher loop.max_steps=1000
 """
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from train import distributed
-from train.cli import hydra_main
-from train.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
+from train.common import distributed
+from train.common.cli import hydra_main
+from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
                              optimizer_step, sample_clips, save_world_model, set_lr)
-from train.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
 from worldmodel.dit import DiT

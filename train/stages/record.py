@@ -5,9 +5,9 @@ scripted policy (envs.policies) and writes them, frames resized to `resize_to`, 
 envs.recording.RecordMinari: lossless, crash safe (nothing appears under the dataset id unless the
 run finishes), an existing id refused unless `overwrite=true`.
 
-    python -m train.record episodes=200 policy=random dataset_id=coinchase/random-v0
-    python -m train.record policy=seeker epsilon=0.2 dataset_id=coinchase/seeker-v0
-    python -m train.record env_id=ALE/Pong-v5 dataset_id=pong/random-v0   # needs dreamgym[atari]
+    python -m train.stages.record episodes=200 policy=random dataset_id=coinchase/random-v0
+    python -m train.stages.record policy=seeker epsilon=0.2 dataset_id=coinchase/seeker-v0
+    python -m train.stages.record env_id=ALE/Pong-v5 dataset_id=pong/random-v0   # needs dreamgym[atari]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from envs.policies import make_policy
 from envs.recording import RecordMinari, check_recordable, make_env
-from train.cli import hydra_main
+from train.common.cli import hydra_main
 
 
 @dataclass

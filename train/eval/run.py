@@ -3,7 +3,7 @@
 For every checkpoint (plus the copy-last-frame baseline and the real game itself as a check of the
 metrics) and every scenario (the "policy" rollouts and the adversarial "hold" / "alternate" /
 "noop" scripts), rolls out `starts` real starts per seed and reports at each horizon, first the
-rules check (train.eval_rules: player cell exact, one player / coin / enemy, walls, entities in
+rules check (train.eval.rules: player cell exact, one player / coin / enemy, walls, entities in
 walls, enemy jumps, the score rule, rule violations per frame, Genie's controllability ΔPSNR),
 then the frame metrics: PSNR, SSIM, player position error, palette artifact rate, score-consistency
 violations (the read score falls, jumps, or rises without a predicted reward) and reward /
@@ -30,12 +30,11 @@ import numpy as np
 import torch
 
 from envs.dream import DreamCore
-from train.cli import hydra_main
-from train.eval_report import markdown, plot_horizons, plot_rules, write_videos
-from train.eval_rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, RealRollouts, Reader, Stream,
+from train.eval.report import markdown, plot_horizons, plot_rules, write_videos
+from train.eval.rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, RealRollouts, Reader, Stream,
                                  concat_rows, copy_last_frames, dream_frames, over_seeds, real_frames, real_rollouts,
                                  score_rollout, take_rows)
-from train.eval_rules import (CONTROL_HORIZONS, RuleScores, RulesCheck, controllability, stream_psnr, summarise_rules,
+from train.eval.rules import (CONTROL_HORIZONS, RuleScores, RulesCheck, controllability, stream_psnr, summarise_rules,
                               with_random_actions)
 from worldmodel.flow import sigma_schedule
 
@@ -198,7 +197,7 @@ def baselines(real: RealRollouts, reader: Reader, cfg: EvalConfig, n_actions: in
 def make_reader(probe: str) -> Reader:
     if not probe:
         return DEFAULT_READER
-    from train.probe import load_probe
+    from train.probe.model import load_probe
 
     loaded = load_probe(probe)
     return loaded.read
@@ -301,6 +300,3 @@ def main(cfg: EvalConfig) -> dict:
     write_report(report, videos, cfg)
     return report
 
-
-if __name__ == "__main__":
-    hydra_main("eval", EvalConfig, main)

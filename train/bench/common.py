@@ -1,4 +1,4 @@
-"""What every section of the benchmark (train/bench.py) shares: its config and the measuring tools.
+"""What every section of the benchmark (train/bench/run.py) shares: its config and the measuring tools.
 
 Owns `BenchConfig` (every knob of `python -m train.bench`, with the loop counts of the full run
 and `QUICK_LOOPS`, the counts `quick=true` puts in their place), the device label printed beside

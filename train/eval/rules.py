@@ -8,7 +8,7 @@ player is not on the real game's cell, it does not show exactly one player, one 
 the walls are not the game's walls, an entity sits in a wall (or in the score bar), the enemy moved
 more than one cell, or the score broke its rule (it rises by one exactly when the player reaches
 the coin, and stays otherwise; an unreadable score is a violation). The real game passes every rule.
-`RulesCheck` is a tap of `train.eval_rollouts.score_rollout`, so it rides on the rollout's one pass.
+`RulesCheck` is a tap of `train.eval.rollouts.score_rollout`, so it rides on the rollout's one pass.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 
 from envs.coinchase import SCORE_DIGITS
 from envs.coinchase_reader import GameState, read_state
-from train.eval_rollouts import PSNR_CAP, RealRollouts, Stream, over_seeds, position_error
+from train.eval.rollouts import PSNR_CAP, RealRollouts, Stream, over_seeds, position_error
 from worldmodel.metrics import psnr
 
 AT_FRAME = ("player_exact", "player_err")     # read at frame h, over the rows alive there

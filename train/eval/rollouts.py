@@ -8,7 +8,7 @@ models, then `horizon` scripted actions; the game's `info` gives the ground trut
 score, reward, termination). `dream_frames` drives a checkpoint through `envs.dream.DreamCore` — the
 env's own rollout — and `score_rollout` turns every generated frame into per-row metrics, streaming, so
 a 1,000-frame horizon never holds the model's frames in memory (other per-frame checks, such as
-train.eval_rules' rules check, ride along as `taps` on the same stream). Game state is read from
+train.eval.rules' rules check, ride along as `taps` on the same stream). Game state is read from
 frames by a `Reader`; the default is the deterministic `envs.coinchase_reader`.
 """
 from __future__ import annotations
