@@ -178,3 +178,28 @@ def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(t
         state.step = step
         assert np.isfinite(train.stages.self_forcing.train_step(state, dataset, cfg)["critic_flow"])
     assert calls == rolled_out_at  # the generator always rolls out afresh (it needs gradients through its own sample)
+
+
+def test_the_distill_stages_share_one_config_and_the_stage_shapes_are_the_one_source(tmp_path):
+    import dataclasses
+
+    import train.stages.self_forcing
+    from train.bench.common import BenchConfig
+    from train.bench.training import synthetic_latents, write_dit_checkpoint
+    from train.common.dit_stage import DistillStageConfig
+    from train.stages.ode_init import ODEInitConfig
+
+    for stage in (ODEInitConfig, SelfForcingConfig):
+        assert issubclass(stage, DistillStageConfig)
+        assert not {"prefix_frames", "teacher_dir", "guidance"} & set(stage.__annotations__)   # declared once
+        cfg = stage()
+        assert (cfg.prefix_frames, cfg.teacher_dir, cfg.guidance) == (1, "runs/coinchase/teacher", 3.0)
+    latents = synthetic_latents(BenchConfig(train_size="tiny"))
+    cfg = SelfForcingConfig(size="tiny", clip_frames=4, teacher_dir=str(tmp_path / "teacher"),
+                            student_dir=str(tmp_path / "student"))
+    for role, causal in (("teacher", False), ("student", True)):
+        write_dit_checkpoint(tmp_path / role / "checkpoint", DiT(cfg.dit_config(latents, causal=causal)), latents)
+    assert DiT(cfg.dit_config(latents, causal=True)).config.sink == cfg.sink == 0
+    for other in ({"window": 5}, {"chunk": 2}, {"sink": 1}):     # a student of other shapes than the config's
+        with pytest.raises(ValueError, match="chunk/window/sink"):
+            train.stages.self_forcing.build(dataclasses.replace(cfg, **other), latents)

@@ -4,7 +4,7 @@
     loop.py          LoopConfig, resumable TrainState, run_loop (every stage)
     distributed.py   data parallelism under torchrun
     latents.py       the latent cache the autoencoder writes and the DiT stages read
-    dit_stage.py     DiTStageConfig, the flow / head losses, EMA, checkpoint writing
+    dit_stage.py     DiTStageConfig, DistillStageConfig, the flow / head losses, EMA, checkpoint writing
     losses.py        Self Forcing's distribution-matching losses: DMD, SiD, GAN
     untrained.py     randomly initialised CoinChase checkpoints for tests, benchmarks and smoke runs
 """

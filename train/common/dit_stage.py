@@ -29,6 +29,7 @@ class DiTStageConfig:
     """Fields every DiT stage has; stages subclass it and add their own."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
     size: str = "small"                       # DiT preset: tiny | small | base
+    # chunk, window, sink: this config is their one source (dit_config passes them on); the checkpoint stores them
     chunk: int = 1                            # frames per causal block (1 frame-wise, 3 chunk-wise)
     window: int = 7                           # KV-cache window in frames
     sink: int = 0                             # sink frames kept forever in the cache
@@ -52,6 +53,15 @@ class DiTStageConfig:
         sample = latents.train[0].frames
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
                           n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink)
+
+
+@dataclass
+class DistillStageConfig(DiTStageConfig):
+    """Fields of the stages that distill the teacher into a few-step causal student after a real prefix
+    (ODE init, Self Forcing)."""
+    teacher_dir: str = "runs/coinchase/teacher"     # teacher run dir (its checkpoint/ is read)
+    guidance: float = 3.0             # classifier-free guidance scale of the teacher on actions
+    prefix_frames: int = 1            # real frames before the student generates (a multiple of chunk)
 
 
 def check_clip_fits(cfg: DiTStageConfig) -> None:
@@ -80,7 +90,7 @@ def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDa
     return latents, train, val
 
 
-def load_prefixed_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset]:
+def load_prefixed_clip_data(cfg: DistillStageConfig) -> tuple[LatentData, ClipDataset]:
     """Checks and training clips of the stages that generate after a real prefix (ODE init, Self Forcing);
     seeds torch from the config."""
     check_clip_fits(cfg)

@@ -19,7 +19,7 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
-                             head_loss, known_previous, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+                                    head_loss, known_previous, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma

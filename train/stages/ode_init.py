@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from train.common import distributed
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
-                             optimizer_step, sample_clips, save_world_model, set_lr)
+from train.common.dit_stage import (DistillStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
+                                    optimizer_step, sample_clips, save_world_model, set_lr)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
@@ -34,14 +34,11 @@ PAIRS_FILE = "ode_pairs.safetensors"
 
 
 @dataclass
-class ODEInitConfig(DiTStageConfig):
+class ODEInitConfig(DistillStageConfig):
     run_dir: str = "runs/coinchase/ode_init"
-    teacher_dir: str = "runs/coinchase/teacher"     # teacher run dir (its checkpoint/ is read)
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=1000, eval_every=0, ckpt_every=200))
     trajectories: int = 512           # teacher clips sampled once, then regressed on
     euler_steps: int = 48             # ODE steps (a multiple of sampler.max_steps)
-    guidance: float = 3.0             # classifier-free guidance on actions
-    prefix_frames: int = 1            # real frames before the teacher generates (a multiple of chunk)
     sample_batch: int = 64            # clips per teacher sampling batch
 
 

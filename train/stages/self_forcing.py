@@ -23,10 +23,10 @@ import torch
 
 from train.common import distributed
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
-                             load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.common.dit_stage import (DistillStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
+                                    load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
-                          gan_generator_loss, sid_loss)
+                                 gan_generator_loss, sid_loss)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.dit import DiT
@@ -36,9 +36,8 @@ from worldmodel.rollout import new_cache, prime, unroll
 
 
 @dataclass
-class SelfForcingConfig(DiTStageConfig):
+class SelfForcingConfig(DistillStageConfig):      # teacher_dir: the real score (frozen) and the critic's init
     run_dir: str = "runs/coinchase/self_forcing"
-    teacher_dir: str = "runs/coinchase/teacher"     # real score (frozen) and critic init
     student_dir: str = "runs/coinchase/ode_init"    # generator init
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=600, eval_every=0, ckpt_every=50))
     lr: float = 2e-5                  # generator lr (> critic lr, as in the paper)
@@ -51,8 +50,6 @@ class SelfForcingConfig(DiTStageConfig):
     critic_reuse: int = 1             # consecutive critic updates one rollout serves (1 = a fresh rollout each, as
                                       #   the paper); the generator is fixed between its updates, so a reused
                                       #   rollout is a sample of the same distribution, re-noised each update
-    prefix_frames: int = 1            # real frames primed before the student unrolls (multiple of chunk)
-    guidance: float = 3.0             # CFG scale of the real score
     sigma_min: float = 0.02           # DMD/SiD/GAN noise levels ~ shift(U(sigma_min, sigma_max))
     sigma_max: float = 0.98
     dmd_weight: float = 1.0
@@ -195,9 +192,9 @@ def build(cfg: SelfForcingConfig, latents) -> TrainState:
     student = checkpoint.load(Path(cfg.student_dir) / "checkpoint", cfg.loop.device).dit
     if not student.config.causal or teacher.config.causal:
         raise ValueError("self forcing needs a causal student (ode_init / tf / df) and a bidirectional teacher")
-    if (student.config.chunk, student.config.window) != (cfg.chunk, cfg.window):
-        raise ValueError(f"student has chunk/window {student.config.chunk}/{student.config.window}, config says "
-                         f"{cfg.chunk}/{cfg.window}")
+    stored, stage = (student.config.chunk, student.config.window, student.config.sink), (cfg.chunk, cfg.window, cfg.sink)
+    if stored != stage:   # the stage config is the one source: a student made with other shapes is refused
+        raise ValueError(f"student has chunk/window/sink {'/'.join(map(str, stored))}, config says {'/'.join(map(str, stage))}")
     critic = copy.deepcopy(teacher).requires_grad_(True).train()
     extra = {"teacher": teacher, "critic": critic}
     critic_params = list(critic.parameters())

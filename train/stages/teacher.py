@@ -16,8 +16,8 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, evaluate_flow, flow_loss, known_previous,
-                             load_clip_data,
-                             noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+                                    load_clip_data,
+                                    noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
