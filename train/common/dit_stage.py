@@ -7,6 +7,7 @@ the stage's world-model checkpoint (autoencoder + EMA weights + start bank).
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -196,6 +197,21 @@ def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model", 
     state.optimizers[name].step()
     state.optimizers[name].zero_grad(set_to_none=True)
     return float(norm)
+
+
+def accumulated_step(state: TrainState, cfg: DiTStageConfig, micro_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+                     name: str = "loss") -> dict[str, float]:
+    """One update of the model over `loop.grad_accum` micro-batches, then its EMA. `micro_loss()` draws a
+    micro-batch and returns (the loss to backpropagate, the loss to log); returns {name, grad_norm, lr}."""
+    lr = set_lr(state, cfg)
+    total = 0.0
+    for _ in range(cfg.loop.grad_accum):
+        loss, logged = micro_loss()
+        (loss / cfg.loop.grad_accum).backward()
+        total += float(logged.detach()) / cfg.loop.grad_accum
+    grad_norm = optimizer_step(state, cfg)
+    ema_update(state.modules["ema"], state.modules["model"], cfg.ema_decay)
+    return {name: total, "grad_norm": grad_norm, "lr": lr}
 
 
 @torch.no_grad()

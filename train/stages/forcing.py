@@ -18,8 +18,8 @@ from pathlib import Path
 import torch
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, check_clip_fits, ema_update, evaluate_flow, flow_loss,
-                                    head_loss, known_previous, load_clip_data, noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, check_clip_fits, evaluate_flow,
+                                    flow_loss, head_loss, known_previous, load_clip_data, noisy_clip, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -70,18 +70,14 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
 
 def train_step(state: TrainState, dataset, cfg: ForcingConfig) -> dict[str, float]:
     model: DiT = state.modules["model"]
-    lr = set_lr(state, cfg)
     loss_fn = tf_loss if cfg.mode == "tf" else df_loss
-    total = 0.0
-    for _ in range(cfg.loop.grad_accum):
+
+    def micro_loss() -> tuple[torch.Tensor, torch.Tensor]:
         batch = sample_clips(dataset, cfg, state.generator)
         sigma = sample_training_sigma(tuple(batch["actions"].shape), cfg.train_shift, state.generator).to(cfg.loop.device)
         loss = loss_fn(model, batch, sigma, state.generator, cfg)
-        (loss / cfg.loop.grad_accum).backward()
-        total += float(loss.detach()) / cfg.loop.grad_accum
-    grad_norm = optimizer_step(state, cfg)
-    ema_update(state.modules["ema"], model, cfg.ema_decay)
-    return {"loss": total, "grad_norm": grad_norm, "lr": lr}
+        return loss, loss
+    return accumulated_step(state, cfg, micro_loss)
 
 
 def main(cfg: ForcingConfig) -> dict[str, float]:

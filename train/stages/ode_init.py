@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from train.common import distributed
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DistillStageConfig, change_weights, build_dit_state, ema_update, head_loss, known_previous, load_prefixed_clip_data,
-                                    optimizer_step, sample_clips, save_world_model, set_lr)
+from train.common.dit_stage import (DistillStageConfig, accumulated_step, build_dit_state, change_weights, head_loss, known_previous,
+                                    load_prefixed_clip_data, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
@@ -83,11 +83,10 @@ def load_or_sample_pairs(cfg: ODEInitConfig, dataset) -> dict[str, torch.Tensor]
 
 def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitConfig) -> dict[str, float]:
     model: DiT = state.modules["model"]
-    lr = set_lr(state, cfg)
     few = torch.tensor(sigma_schedule(cfg.sampler.max_steps, cfg.sampler.shift))
     k, device, g = cfg.prefix_frames, cfg.loop.device, state.generator
-    total = 0.0
-    for _ in range(cfg.loop.grad_accum):
+
+    def micro_loss() -> tuple[torch.Tensor, torch.Tensor]:
         index = torch.randint(len(pairs["targets"]), (cfg.batch_size,), generator=g)
         targets, actions = pairs["targets"][index].to(device), pairs["actions"][index].to(device)
         b, t = actions.shape
@@ -108,11 +107,8 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
         cells = change_weights(targets, previous_frames(targets), cfg.change_weight)               # (B, T, 1, h, w)
         regression = (((x0 - targets) ** 2 * cells)[:, k:].mean() / cells[:, k:].mean())
         loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight, known_previous(actions, model.null_action))
-        (loss / cfg.loop.grad_accum).backward()
-        total += float(regression.detach()) / cfg.loop.grad_accum
-    grad_norm = optimizer_step(state, cfg)
-    ema_update(state.modules["ema"], model, cfg.ema_decay)
-    return {"x0_loss": total, "grad_norm": grad_norm, "lr": lr}
+        return loss, regression
+    return accumulated_step(state, cfg, micro_loss, "x0_loss")
 
 
 def main(cfg: ODEInitConfig) -> dict[str, float]:

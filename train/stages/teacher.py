@@ -15,9 +15,8 @@ from pathlib import Path
 import torch
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, change_weights, build_dit_state, ema_update, evaluate_flow, flow_loss, known_previous,
-                                    load_clip_data,
-                                    noisy_clip, optimizer_step, sample_clips, save_world_model, set_lr)
+from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, evaluate_flow, flow_loss,
+                                    known_previous, load_clip_data, noisy_clip, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -53,20 +52,16 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
 
 def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, float]:
     model: DiT = state.modules["model"]
-    lr = set_lr(state, cfg)
-    total = 0.0
-    for _ in range(cfg.loop.grad_accum):
+
+    def micro_loss() -> tuple[torch.Tensor, torch.Tensor]:
         batch = teacher_batch(state, dataset, cfg, model.null_action)
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
             out = model(noisy, batch["sigma"], batch["actions"])
         cells = change_weights(batch["latents"], previous_frames(batch["latents"]), cfg.change_weight)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
-        (loss / cfg.loop.grad_accum).backward()
-        total += float(loss.detach()) / cfg.loop.grad_accum
-    grad_norm = optimizer_step(state, cfg)
-    ema_update(state.modules["ema"], model, cfg.ema_decay)
-    return {"loss": total, "grad_norm": grad_norm, "lr": lr}
+        return loss, loss
+    return accumulated_step(state, cfg, micro_loss)
 
 
 def main(cfg: TeacherConfig) -> dict[str, float]:
