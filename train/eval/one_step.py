@@ -1,0 +1,92 @@
+"""`python -m train.eval.one_step checkpoint=DIR`: the fast rules probe used by the ablations (docs/ablation.md).
+
+Two numbers that say whether a model puts the player where the keys say, without a full eval:
+- *one-step player exact*: held-out clips of the autoencoder stage's latent cache; the causal model's
+  teacher-forcing forward (real previous frames as clean context) at noise level `sigma` for the
+  next frame; its x0 prediction decoded and read with `envs.coinchase_reader`. Split by whether the
+  real player moved (a blocked move or a no-op is "stayed").
+- *rollout player exact* at each horizon: open-loop rollouts of the checkpoint (its own sampler)
+  from held-out real starts under random-persistent keys, against the real game.
+Prints one JSON line.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import worldmodel
+from envs.coinchase_reader import read_state
+from train.common.latents import load_latents
+from train.eval.rollouts import dream_frames, real_rollouts
+from worldmodel.data import ClipDataset, sample_batch
+from worldmodel.masks import teacher_forcing_mask, teacher_forcing_previous
+
+
+@dataclass
+class OneStepConfig:
+    checkpoint: str = "runs/coinchase/tf/checkpoint"       # a causal chunk-1 checkpoint dir
+    latents: str = "runs/coinchase/autoencoder/latents"    # the autoencoder stage's latent cache (val split used)
+    clips: int = 256                  # held-out clips in the one-step probe
+    clip_frames: int = 4
+    sigma: float = 1.0                # noise level of the predicted frame (1 = the first denoising step)
+    horizons: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32])
+    seeds: list[int] = field(default_factory=lambda: [101, 102])   # real starts for the rollouts (0 starts: skip)
+    starts: int = 32                  # real starts per seed
+    seed: int = 0
+
+
+def players(autoencoder, latents: torch.Tensor) -> np.ndarray:
+    """(..., C, h, w) latents -> (..., 2) player cells read from the decoded frames."""
+    lead = latents.shape[:-3]
+    frames = autoencoder.decode(latents.reshape(-1, *latents.shape[-3:]).float()).numpy()
+    return read_state(frames).player.reshape(*lead, 2)
+
+
+@torch.no_grad()
+def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
+    model = worldmodel.load(cfg.checkpoint)
+    dit, autoencoder = model.dit.eval(), model.autoencoder
+    data = load_latents(Path(cfg.latents))
+    clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch = sample_batch(clips, cfg.clips, generator)
+    clean, actions = batch["frames"].float(), batch["actions"]                              # (B, T, C, h, w), (B, T)
+    b, t = actions.shape
+    sigma = torch.full((b, t), cfg.sigma)
+    noisy = (1 - cfg.sigma) * clean + cfg.sigma * torch.randn(clean.shape, generator=generator)
+    out = dit(torch.cat([clean, noisy], 1), torch.cat([torch.zeros_like(sigma), sigma], 1), actions.repeat(1, 2),
+              teacher_forcing_mask(t, dit.config.chunk), torch.arange(t).repeat(2),
+              previous=teacher_forcing_previous(clean, noisy, dit.config.chunk))
+    predicted = noisy - cfg.sigma * out.velocity[:, t:]
+    truth, got = players(autoencoder, clean), players(autoencoder, predicted)              # (B, T, 2) each
+    exact = (truth == got).all(-1)[:, 1:]                                                   # frame 0 has no previous
+    moved = (truth[:, 1:] != truth[:, :-1]).any(-1)
+    return {"exact": float(exact.mean()), "moved": float(exact[moved].mean()), "stayed": float(exact[~moved].mean())}
+
+
+def rollout_exact(cfg: OneStepConfig) -> dict[int, float]:
+    if not cfg.seeds or cfg.starts < 1:
+        return {}
+    model = worldmodel.load(cfg.checkpoint)
+    real = real_rollouts("policy", list(cfg.seeds), cfg.starts, model.start_frames.shape[1], model.dit.config.n_actions,
+                         max(cfg.horizons), chase_prob=0.5, lethal=False)
+    exact = np.stack([(read_state(frames).player == real.players[:, h]).all(1)
+                      for h, (frames, _, _) in enumerate(dream_frames(cfg.checkpoint, real))], 1)  # (S, H)
+    return {h: float(exact[:, h - 1].mean()) for h in cfg.horizons}
+
+
+def main(cfg: OneStepConfig) -> dict:
+    result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
+              "rollout_exact": rollout_exact(cfg)}
+    print(json.dumps(result))
+    return result
+
+
+if __name__ == "__main__":
+    from train.common.cli import hydra_main
+
+    hydra_main("one_step", OneStepConfig, main)
