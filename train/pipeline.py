@@ -21,8 +21,8 @@ from train.common.cli import compose, hydra_main
 STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", "df")
 
 # Shapes and optimiser of every DiT stage in the "small" recipe (measured in docs/ablation.md): the game is
-# Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 with batch 32 learns the rules
-# several times faster per CPU second than lr 3e-4 with 8-frame clips of batch 16.
+# Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 learns the rules several times faster
+# per step than lr 3e-4.
 SHAPES = ["clip_frames=4", "window=3", "batch_size=32"]
 # Undistilled flow models (teacher, TF, DF) get more, gentler steps than the students: 8 re-noising steps at
 # shift 3 (measured on a TF model: player exact at frame 8 61 % vs 45 % with the students' 4 steps at shift 5
@@ -35,9 +35,9 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "record": ["episodes=2500"],
         "autoencoder": ["loop.max_steps=1500"],
         "teacher": ["size=small", *SHAPES, "lr=2e-3", "loop.max_steps=2500", *FLOW_SAMPLER],
-        "ode_init": ["size=small", *SHAPES, "lr=5e-4", "loop.max_steps=800", "trajectories=1024"],
-        "self_forcing": ["size=small", "clip_frames=4", "window=3", "batch_size=16", "lr=1e-4", "critic_lr=5e-5",
-                         "loop.max_steps=300"],
+        "ode_init": ["size=small", *SHAPES, "lr=5e-4", "loop.max_steps=400", "trajectories=1024"],
+        "self_forcing": ["size=small", "clip_frames=4", "window=3", "batch_size=16", "lr=2e-4", "critic_lr=1e-4",
+                         "critic_ratio=3", "loop.max_steps=600", "loop.ckpt_every=50"],
         "tf": ["size=small", *SHAPES, "lr=2e-3", "loop.max_steps=2500", *FLOW_SAMPLER],
         "df": ["size=small", *SHAPES, "lr=2e-3", "loop.max_steps=2500", *FLOW_SAMPLER],
     },
