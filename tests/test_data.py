@@ -145,7 +145,7 @@ def test_loaded_clips_equal_what_the_env_produced(tmp_path):
 
 
 def test_missing_dataset_names_the_id_and_how_to_record_it(tmp_path):
-    with pytest.raises(FileNotFoundError, match=r"no dataset 'coinchase/none-v0'.*python -m train.record"):
+    with pytest.raises(FileNotFoundError, match=r"no dataset 'coinchase/none-v0'.*python -m train.stages.record"):
         load_episodes("coinchase/none-v0", tmp_path)
 
 

@@ -82,13 +82,13 @@ def load_episodes(dataset_id: str, root: str | Path) -> tuple[list[Episode], int
     meta_file = data_dir / METADATA_FILE
     if not meta_file.is_file():
         raise FileNotFoundError(f"no dataset {dataset_id!r} under root {str(root)!r} (missing {meta_file}); "
-                                f"record one with: python -m train.record dataset_id={dataset_id} root={root}")
+                                f"record one with: python -m train.stages.record dataset_id={dataset_id} root={root}")
     meta = json.loads(meta_file.read_text())
     if meta.get("data_format") != "hdf5":
         raise ValueError(f"dataset {dataset_id!r} is stored as {meta.get('data_format')!r}; only 'hdf5' is read")
     if meta.get("jpeg_encoding", True):
         raise ValueError(f"dataset {dataset_id!r} stores JPEG-encoded (lossy) frames; record it losslessly "
-                         "with python -m train.record")
+                         "with python -m train.stages.record")
     action_space = json.loads(meta["action_space"])
     if action_space.get("type") != "Discrete" or action_space.get("start", 0) != 0:
         raise ValueError(f"dataset {dataset_id!r} needs a Discrete action space starting at 0, got {action_space}")
