@@ -220,3 +220,15 @@ def test_the_command_writes_tables_json_plots_and_videos_and_resumes_from_its_ca
     again = main(cfg)
     assert json.dumps(again["results"]["policy"]["untrained"][6]) == json.dumps(stats)   # nan-safe
     assert json.dumps(again["rules"]) == json.dumps(rules)
+
+
+def test_the_picture_puts_the_real_game_above_the_dream_for_every_frame(untrained_checkpoint, tmp_path):
+    from train.eval.picture import PictureConfig, main as picture, strips
+
+    cfg = PictureConfig(checkpoint=str(untrained_checkpoint), out=str(tmp_path / "p.png"), frames_per_key=2, scale=1)
+    real, dream = strips(cfg)
+    assert real.shape == dream.shape == (1 + 3 * 2, 64, 64, 3)
+    assert (real[0] == dream[0]).all()                       # both start from the last real context frame
+    import cv2
+    image = cv2.imread(str(picture(cfg)))
+    assert image.shape == (2 * 64 + 4, 7 * (64 + 2), 3)
