@@ -1,6 +1,6 @@
 """Rectified-flow maths: noising, the shifted few-step sigma schedule, and x0 / v conversions.
 
-Convention (DESIGN §3): x_sigma = (1 - sigma) * x0 + sigma * eps; the network predicts
+Convention (rectified flow): x_sigma = (1 - sigma) * x0 + sigma * eps; the network predicts
 v = eps - x0, so x0 = x_sigma - sigma * v. sigma = 1 is pure noise, sigma = 0 the clean latent.
 Knows no model, cache or trainer.
 """

@@ -14,7 +14,7 @@ from envs.coinchase import CoinChaseEnv
 from envs.recording import RecordMinari
 from train.bench.common import BenchConfig
 
-GAME_STEPS_GOAL = 5_000       # CoinChase steps/s a learnable-on-CPU game must reach (DESIGN: thousands/s)
+GAME_STEPS_GOAL = 5_000       # CoinChase steps/s a learnable-on-CPU game must reach (thousands per second)
 
 
 def game_speed(cfg: BenchConfig) -> dict[str, float]:
