@@ -38,3 +38,10 @@ def test_rare_events_weigh_more_in_the_head_loss():
     wrong_elsewhere = DiTOutput(None, torch.tensor([[1.0, 1.0]]), torch.full((1, 2), -20.0), None)
     assert head_loss(wrong_on_event, batch, 1.0) == head_loss(wrong_elsewhere, batch, 1.0)
     assert head_loss(wrong_on_event, batch, 10.0) > head_loss(wrong_elsewhere, batch, 10.0)
+
+
+def test_reach_also_weighs_the_cells_a_sprite_could_have_gone_to():
+    latents = torch.zeros(1, 2, 3, 5, 5)
+    latents[0, :, :, 2, 2] = 1.0                                   # a sprite that stays in the middle
+    cells = change_weights(latents, previous_frames(latents), 20.0, reach=1)
+    assert (cells[0, 1, 0, 1:4, 1:4] == 20.0).all() and cells[0, 1].sum() == 9 * 20.0 + 16

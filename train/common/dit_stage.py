@@ -46,6 +46,8 @@ class DiTStageConfig:
     ema_decay: float = 0.995
     head_weight: float = 0.1                  # weight of the reward/termination head loss
     change_weight: float = 20.0               # flow-loss weight of latent cells that differ from the previous frame
+    change_reach: int = 0                     # ... also the cells this many cells around them (where a sprite could
+                                              #   have gone: a ghost there then costs as much as a miss)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
                                               #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -113,7 +115,8 @@ def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Gen
     return batch_to_device(sample_batch(dataset, cfg.batch_size, generator), cfg.loop.device)
 
 
-def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_weight: float) -> torch.Tensor:
+def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_weight: float,
+                   reach: int = 0) -> torch.Tensor:
     """Per-cell loss weight (B, T, 1, h, w): `change_weight` on the cells that carry the game's rules, else 1.
 
     A game frame is mostly the previous frame over a static background; the cells that matter are a
@@ -130,6 +133,10 @@ def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_
     def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         return ((a - b) ** 2).mean(dim=2, keepdim=True) > CHANGE_THRESHOLD                        # (B, T, 1, h, w)
     rules = differs(latents, previous) | differs(latents, background) | differs(previous, background)
+    if reach:                                                      # grow the mask by `reach` cells each way
+        b, t = rules.shape[:2]
+        grown = F.max_pool2d(rules.flatten(0, 1).float(), 2 * reach + 1, stride=1, padding=reach)
+        rules = grown.unflatten(0, (b, t)) > 0
     return 1.0 + (change_weight - 1.0) * rules.float()
 
 

@@ -6,7 +6,8 @@ Two numbers that say whether a model puts the player where the keys say, without
   next frame; its x0 prediction decoded and read with `envs.coinchase_reader`. Split by whether the
   real player moved (a blocked move or a no-op is "stayed").
 - *rollout player exact* at each horizon: open-loop rollouts of the checkpoint (its own sampler)
-  from held-out real starts under random-persistent keys, against the real game.
+  from held-out real starts under random-persistent keys, against the real game; and the rate of
+  generated frames 1..h that show exactly one player, one coin and one enemy.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -68,15 +69,21 @@ def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
     return {"exact": float(exact.mean()), "moved": float(exact[moved].mean()), "stayed": float(exact[~moved].mean())}
 
 
-def rollout_exact(cfg: OneStepConfig) -> dict[int, float]:
+def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
+    """Player exact at frame h, and the rate of frames 1..h showing exactly one player, coin and enemy."""
     if not cfg.seeds or cfg.starts < 1:
         return {}
     model = worldmodel.load(cfg.checkpoint)
     real = real_rollouts("policy", list(cfg.seeds), cfg.starts, model.start_frames.shape[1], model.dit.config.n_actions,
                          max(cfg.horizons), chase_prob=0.5, lethal=False)
-    exact = np.stack([(read_state(frames).player == real.players[:, h]).all(1)
-                      for h, (frames, _, _) in enumerate(dream_frames(cfg.checkpoint, real))], 1)  # (S, H)
-    return {h: float(exact[:, h - 1].mean()) for h in cfg.horizons}
+    exact, one_of_each = [], []
+    for h, (frames, _, _) in enumerate(dream_frames(cfg.checkpoint, real)):
+        state = read_state(frames)
+        exact.append((state.player == real.players[:, h]).all(1))
+        one_of_each.append(state.one_of_each)
+    exact, one_of_each = np.stack(exact, 1), np.stack(one_of_each, 1)                       # (S, H) each
+    return {"player_exact": {h: float(exact[:, h - 1].mean()) for h in cfg.horizons},
+            "one_of_each": {h: float(one_of_each[:, :h].mean()) for h in cfg.horizons}}
 
 
 def main(cfg: OneStepConfig) -> dict:

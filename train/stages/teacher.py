@@ -58,7 +58,7 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
             out = model(noisy, batch["sigma"], batch["actions"])
-        cells = change_weights(batch["latents"], previous_frames(batch["latents"]), cfg.change_weight)
+        cells = change_weights(batch["latents"], previous_frames(batch["latents"]), cfg.change_weight, cfg.change_reach)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         return loss, loss
     return accumulated_step(state, cfg, micro_loss)
