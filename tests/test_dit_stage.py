@@ -41,7 +41,7 @@ def test_rare_events_weigh_more_in_the_head_loss():
 
 
 def test_reach_also_weighs_the_cells_a_sprite_could_have_gone_to():
-    latents = torch.zeros(1, 2, 3, 5, 5)
-    latents[0, :, :, 2, 2] = 1.0                                   # a sprite that stays in the middle
+    latents = torch.zeros(1, 4, 3, 5, 5)
+    latents[0, 2:, :, 2, 2] = 1.0                                  # a sprite appears in the middle and stays
     cells = change_weights(latents, previous_frames(latents), 20.0, reach=1)
-    assert (cells[0, 1, 0, 1:4, 1:4] == 20.0).all() and cells[0, 1].sum() == 9 * 20.0 + 16
+    assert (cells[0, 3, 0, 1:4, 1:4] == 20.0).all() and cells[0, 3].sum() == 9 * 20.0 + 16
