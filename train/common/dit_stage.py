@@ -46,8 +46,9 @@ class DiTStageConfig:
     ema_decay: float = 0.995
     head_weight: float = 0.1                  # weight of the reward/termination head loss
     change_weight: float = 20.0               # flow-loss weight of latent cells that differ from the previous frame
-    change_reach: int = 0                     # ... also the cells this many cells around them (where a sprite could
-                                              #   have gone: a ghost there then costs as much as a miss)
+    change_reach: int = 1                     # ... also the cells this many cells around them (where a sprite could
+                                              #   have gone: a ghost there then costs as much as a miss; 0 drew
+                                              #   ghosts: one-of-each 0.34 vs 0.89 one frame ahead, docs/ablation.md)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
                                               #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
