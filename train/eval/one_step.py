@@ -8,6 +8,10 @@ Two numbers that say whether a model puts the player where the keys say, without
 - *rollout player exact* at each horizon: open-loop rollouts of the checkpoint (its own sampler)
   from held-out real starts under random-persistent keys, against the real game; and the rate of
   generated frames 1..h that show exactly one player, one coin and one enemy.
+- with `teacher=DIR`, *teacher samples*: a bidirectional teacher integrates the probability-flow ODE
+  (`euler_steps` Euler steps, classifier-free guidance `guidance`) for the frames after a clean real
+  prefix of `prefix` frames, as ODE init samples it; the rate of generated frames showing exactly one
+  player, one coin and one enemy (what ODE init and the DMD real score inherit).
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -24,6 +28,7 @@ from envs.coinchase_reader import read_state
 from train.common.latents import load_latents
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
+from worldmodel.flow import euler_sample, ode_sigmas
 from worldmodel.masks import teacher_forcing_mask, teacher_forcing_previous
 
 
@@ -38,6 +43,11 @@ class OneStepConfig:
     seeds: list[int] = field(default_factory=lambda: [101, 102])   # real starts for the rollouts (0 starts: skip)
     starts: int = 32                  # real starts per seed
     seed: int = 0
+    teacher: str = ""                 # a teacher checkpoint dir: also score its ODE samples ("" = skip)
+    teacher_clips: int = 32
+    guidance: float = 1.0
+    prefix: int = 1                   # clean real frames before the teacher's generated ones
+    euler_steps: int = 48
 
 
 def players(autoencoder, latents: torch.Tensor) -> np.ndarray:
@@ -86,9 +96,33 @@ def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
             "one_of_each": {h: float(one_of_each[:, :h].mean()) for h in cfg.horizons}}
 
 
+@torch.no_grad()
+def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
+    model = worldmodel.load(cfg.teacher)
+    teacher, autoencoder = model.dit.eval(), model.autoencoder
+    data = load_latents(Path(cfg.latents))
+    clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    batch = sample_batch(clips, cfg.teacher_clips, generator)
+    prefix, actions = batch["frames"][:, :cfg.prefix].float(), batch["actions"]
+    b, t = actions.shape
+
+    def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
+        sig = torch.cat([torch.zeros(b, cfg.prefix), torch.full((b, t - cfg.prefix), sigma)], 1)
+        return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance)[:, cfg.prefix:]
+
+    noise = torch.randn(b, t - cfg.prefix, *prefix.shape[2:], generator=generator)
+    sample, _ = euler_sample(velocity, noise, ode_sigmas(cfg.euler_steps, model.config.sampler.shift))
+    state = read_state(autoencoder.decode(sample.flatten(0, 1).float()).numpy())
+    return {"one_of_each": float(state.one_of_each.mean()), "one_enemy": float((state.n_enemies == 1).mean()),
+            "one_player": float((state.n_players == 1).mean()), "one_coin": float((state.n_coins == 1).mean())}
+
+
 def main(cfg: OneStepConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
               "rollout_exact": rollout_exact(cfg)}
+    if cfg.teacher:
+        result["teacher_samples"] = teacher_one_of_each(cfg)
     print(json.dumps(result))
     return result
 
