@@ -20,13 +20,7 @@ from worldmodel.metrics import palette_artifact_rate, psnr, ssim
 from train.common.untrained import save_untrained
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """The metrics and rollouts here are small: one torch thread (more only contend on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

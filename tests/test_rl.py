@@ -22,13 +22,7 @@ from train.rl import RLConfig, baseline, train  # noqa: E402
 N = 3
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """conftest asks for 2 threads; on a busy 2-core machine that makes a dreamed step ~25x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 TINY = ["n_envs=2", "n_steps=16", "batch_size=32", "n_epochs=1", "eval_every=32", "ckpt_every=64",
         "eval_episodes=20", "eval_horizon=40", "train_horizon=20", "progress=false", "features_dim=32"]

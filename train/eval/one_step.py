@@ -57,14 +57,19 @@ def players(autoencoder, latents: torch.Tensor) -> np.ndarray:
     return read_state(frames).player.reshape(*lead, 2)
 
 
+def held_out_clips(cfg: OneStepConfig, count: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+    """`count` clips of the latent cache's validation episodes, and the seeded generator that drew them."""
+    data = load_latents(Path(cfg.latents))
+    clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
+    generator = torch.Generator().manual_seed(cfg.seed)
+    return sample_batch(clips, count, generator), generator
+
+
 @torch.no_grad()
 def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
     model = worldmodel.load(cfg.checkpoint)
     dit, autoencoder = model.dit.eval(), model.autoencoder
-    data = load_latents(Path(cfg.latents))
-    clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    batch = sample_batch(clips, cfg.clips, generator)
+    batch, generator = held_out_clips(cfg, cfg.clips)
     clean, actions = batch["frames"].float(), batch["actions"]                              # (B, T, C, h, w), (B, T)
     b, t = actions.shape
     sigma = torch.full((b, t), cfg.sigma)
@@ -100,10 +105,7 @@ def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
 def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
     model = worldmodel.load(cfg.teacher)
     teacher, autoencoder = model.dit.eval(), model.autoencoder
-    data = load_latents(Path(cfg.latents))
-    clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
-    generator = torch.Generator().manual_seed(cfg.seed)
-    batch = sample_batch(clips, cfg.teacher_clips, generator)
+    batch, generator = held_out_clips(cfg, cfg.teacher_clips)
     prefix, actions = batch["frames"][:, :cfg.prefix].float(), batch["actions"]
     b, t = actions.shape
 
