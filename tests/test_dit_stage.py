@@ -3,7 +3,6 @@ import torch
 
 from train.common.dit_stage import change_weights, flow_loss, head_loss, known_previous
 from worldmodel.dit import DiTOutput
-from worldmodel.masks import previous_frames
 
 NULL = 5
 
@@ -17,12 +16,12 @@ def test_cells_that_change_or_hold_a_sprite_weigh_more():
     latents = torch.zeros(1, 4, 3, 4, 4)
     latents[0, 1, :, 2, 3] = 1.0                                   # a sprite appears in frame 1 ...
     latents[0, 2, :, 2, 3] = 1.0                                   # ... stays in frame 2 (a blocked move) ...
-    cells = change_weights(latents, previous_frames(latents), 20.0)   # ... and is gone in frame 3
+    cells = change_weights(latents, 20.0)   # ... and is gone in frame 3
     assert cells.shape == (1, 4, 1, 4, 4)
     for frame in (1, 2, 3):
         assert cells[0, frame, 0, 2, 3] == 20.0 and cells[0, frame].sum() == 20.0 + 15
     assert torch.all(cells[0, 0] == 1.0)
-    assert torch.all(change_weights(latents, previous_frames(latents), 1.0) == 1.0)
+    assert torch.all(change_weights(latents, 1.0) == 1.0)
 
 
 def test_weighted_flow_loss_is_the_plain_loss_when_every_cell_weighs_the_same():
@@ -43,5 +42,5 @@ def test_rare_events_weigh_more_in_the_head_loss():
 def test_reach_also_weighs_the_cells_a_sprite_could_have_gone_to():
     latents = torch.zeros(1, 4, 3, 5, 5)
     latents[0, 2:, :, 2, 2] = 1.0                                  # a sprite appears in the middle and stays
-    cells = change_weights(latents, previous_frames(latents), 20.0, reach=1)
+    cells = change_weights(latents, 20.0, reach=1)
     assert (cells[0, 3, 0, 1:4, 1:4] == 20.0).all() and cells[0, 3].sum() == 9 * 20.0 + 16

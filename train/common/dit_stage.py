@@ -23,6 +23,7 @@ from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_pr
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.dit import DiT, DiTOutput
 from worldmodel.flow import add_noise
+from worldmodel.masks import previous_frames
 
 
 @dataclass
@@ -116,9 +117,9 @@ def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Gen
     return batch_to_device(sample_batch(dataset, cfg.batch_size, generator), cfg.loop.device)
 
 
-def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_weight: float,
-                   reach: int = 0) -> torch.Tensor:
-    """Per-cell loss weight (B, T, 1, h, w): `change_weight` on the cells that carry the game's rules, else 1.
+def change_weights(latents: torch.Tensor, change_weight: float, reach: int = 0) -> torch.Tensor:
+    """Per-cell loss weight (B, T, 1, h, w) of a clip (B, T, C, h, w): `change_weight` on the cells that carry
+    the game's rules, else 1 (frame 0 is compared with a zero previous frame, as the model sees it).
 
     A game frame is mostly the previous frame over a static background; the cells that matter are a
     few of 64: those that differ from the previous frame (a sprite moved, a coin was taken, the score
@@ -127,8 +128,9 @@ def change_weights(latents: torch.Tensor, previous: torch.Tensor | None, change_
     per-position median latent (the background: any one cell holds a sprite in few frames). Weighting
     elements of a squared error moves no element's optimum (it stays the conditional mean), it only
     stops the static cells from drowning the rare dynamic ones in the gradient."""
-    if previous is None or change_weight == 1.0:
+    if change_weight == 1.0:
         return torch.ones_like(latents[:, :, :1])
+    previous = previous_frames(latents)
     background = latents.flatten(0, 1).median(dim=0).values                                       # (C, h, w)
 
     def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

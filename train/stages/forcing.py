@@ -23,7 +23,7 @@ from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
-from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous
+from worldmodel.masks import block_causal_mask, teacher_forcing_mask, teacher_forcing_previous
 
 MODES = ("tf", "df")
 
@@ -49,7 +49,7 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
                     previous=teacher_forcing_previous(latents, noisy, cfg.chunk))
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
     weight = known_previous(actions, model.null_action)
-    cells = change_weights(latents, previous_frames(latents), cfg.change_weight, cfg.change_reach)
+    cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
     return (flow_loss(out.velocity[:, t:], latents, noise, weight, cells)
             + cfg.head_weight * head_loss(clean_heads, batch, cfg.event_weight, weight))
 
@@ -64,7 +64,7 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
         out = model(noisy, sigma, actions, mask)
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
     weight = known_previous(actions, model.null_action)
-    cells = change_weights(latents, previous_frames(latents), cfg.change_weight, cfg.change_reach)
+    cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
     return flow_loss(out.velocity, latents, noise, weight, cells) + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight)
 
 

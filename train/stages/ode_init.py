@@ -28,7 +28,7 @@ from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
 from worldmodel.dit import DiT
 from worldmodel.flow import euler_sample, ode_sigmas, sigma_schedule, x0_from_v
-from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous
+from worldmodel.masks import block_causal_mask, teacher_forcing_mask, teacher_forcing_previous
 
 PAIRS_FILE = "ode_pairs.safetensors"
 
@@ -104,7 +104,7 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
                     "terminations": pairs["terminations"][index].to(device)}
             heads = model(real["latents"], torch.zeros_like(sigma), actions, block_causal_mask(t, cfg.chunk, device))
         x0 = x0_from_v(noisy, out.velocity[:, t:].float(), sigma)
-        cells = change_weights(targets, previous_frames(targets), cfg.change_weight, cfg.change_reach)               # (B, T, 1, h, w)
+        cells = change_weights(targets, cfg.change_weight, cfg.change_reach)               # (B, T, 1, h, w)
         regression = (((x0 - targets) ** 2 * cells)[:, k:].mean() / cells[:, k:].mean())
         loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight, known_previous(actions, model.null_action))
         return loss, regression

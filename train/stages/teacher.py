@@ -20,7 +20,6 @@ from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
-from worldmodel.masks import previous_frames
 
 
 @dataclass
@@ -58,7 +57,7 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
             out = model(noisy, batch["sigma"], batch["actions"])
-        cells = change_weights(batch["latents"], previous_frames(batch["latents"]), cfg.change_weight, cfg.change_reach)
+        cells = change_weights(batch["latents"], cfg.change_weight, cfg.change_reach)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         return loss, loss
     return accumulated_step(state, cfg, micro_loss)
