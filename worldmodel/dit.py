@@ -337,14 +337,13 @@ class DiT(nn.Module):
                          termination=self.termination_head(pooled).squeeze(-1), features=features)
 
     def guided_velocity(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float,
-                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                        previous: torch.Tensor | None = None) -> torch.Tensor:
+                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         """Classifier-free guidance on actions: v_null + guidance * (v_action - v_null), one batched pass."""
         if guidance == 1.0:
-            return self(latents, sigma, actions, frame_mask, positions, previous=previous).velocity
+            return self(latents, sigma, actions, frame_mask, positions).velocity
         null = torch.full_like(actions, self.null_action)
         both = self(torch.cat([latents, latents]), torch.cat([sigma, sigma]), torch.cat([actions, null]),
-                    frame_mask, positions, previous=None if previous is None else torch.cat([previous, previous])).velocity
+                    frame_mask, positions).velocity
         v_action, v_null = both.chunk(2)
         return v_null + guidance * (v_action - v_null)
 
