@@ -46,10 +46,8 @@ class DiTStageConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.995
     head_weight: float = 0.1                  # weight of the reward/termination head loss
-    change_weight: float = 20.0               # flow-loss weight of latent cells that differ from the previous frame
-    change_reach: int = 1                     # ... also the cells this many cells around them (where a sprite could
-                                              #   have gone: a ghost there then costs as much as a miss; 0 drew
-                                              #   ghosts: one-of-each 0.34 vs 0.89 one frame ahead, docs/ablation.md)
+    change_weight: float = 20.0               # flow-loss weight of the cells around the previous frame's sprites
+    change_reach: int = 1                     # ... this many cells around them (where a sprite can go in a frame)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
                                               #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
@@ -117,30 +115,33 @@ def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Gen
     return batch_to_device(sample_batch(dataset, cfg.batch_size, generator), cfg.loop.device)
 
 
-def change_weights(latents: torch.Tensor, change_weight: float, reach: int = 0) -> torch.Tensor:
-    """Per-cell loss weight (B, T, 1, h, w) of a clip (B, T, C, h, w): `change_weight` on the cells that carry
-    the game's rules, else 1 (frame 0 is compared with a zero previous frame, as the model sees it).
+def change_weights(latents: torch.Tensor, change_weight: float, reach: int = 1) -> torch.Tensor:
+    """Per-cell loss weight (B, T, 1, h, w) of a clip (B, T, C, h, w): `change_weight` on the cells where the
+    game's rules act, else 1 (frame 0 is compared with a zero previous frame, as the model sees it).
 
-    A game frame is mostly the previous frame over a static background; the cells that matter are a
-    few of 64: those that differ from the previous frame (a sprite moved, a coin was taken, the score
-    ticked) and those that hold a sprite now or held one before (a move blocked by a wall changes
-    nothing, yet the player must stay exactly there). Sprites are cells far from the batch's
-    per-position median latent (the background: any one cell holds a sprite in few frames). Weighting
-    elements of a squared error moves no element's optimum (it stays the conditional mean), it only
-    stops the static cells from drowning the rare dynamic ones in the gradient."""
+    A game frame is mostly the previous frame over a static background; the rules act on a few of 64
+    cells: those that hold a sprite in the previous frame (sprites are cells far from the batch's
+    per-position median latent: any one cell holds a sprite in few frames) and the `reach` cells
+    around them, where a sprite can go in one frame (a move, or a move blocked by a wall that changes
+    nothing, yet the player must stay exactly there).
+
+    The weight is a function of the previous frame only, i.e. of what the model is given, never of the
+    frame it predicts: then weighting the elements of a squared error moves no optimum (each stays the
+    conditional mean) and only stops the static cells from drowning the rare dynamic ones in the
+    gradient. A weight read off the predicted frame (the cells that changed or hold a sprite *now*,
+    as before) is not neutral: where a sprite may go with probability p, the optimum becomes
+    w p / (w p + 1 - p) of a sprite (p = 5 %, w = 20: 51 %), so models drew every possible next cell
+    of the enemy and the coin at once ("ghosts"; docs/ablation.md)."""
     if change_weight == 1.0:
         return torch.ones_like(latents[:, :, :1])
     previous = previous_frames(latents)
     background = latents.flatten(0, 1).median(dim=0).values                                       # (C, h, w)
-
-    def differs(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return ((a - b) ** 2).mean(dim=2, keepdim=True) > CHANGE_THRESHOLD                        # (B, T, 1, h, w)
-    rules = differs(latents, previous) | differs(latents, background) | differs(previous, background)
+    sprites = ((previous - background) ** 2).mean(dim=2, keepdim=True) > CHANGE_THRESHOLD         # (B, T, 1, h, w)
     if reach:                                                      # grow the mask by `reach` cells each way
-        b, t = rules.shape[:2]
-        grown = F.max_pool2d(rules.flatten(0, 1).float(), 2 * reach + 1, stride=1, padding=reach)
-        rules = grown.unflatten(0, (b, t)) > 0
-    return 1.0 + (change_weight - 1.0) * rules.float()
+        b, t = sprites.shape[:2]
+        grown = F.max_pool2d(sprites.flatten(0, 1).float(), 2 * reach + 1, stride=1, padding=reach)
+        sprites = grown.unflatten(0, (b, t)) > 0
+    return 1.0 + (change_weight - 1.0) * sprites.float()
 
 
 CHANGE_THRESHOLD = 0.05   # mean squared latent difference of a changed cell (unit-variance latents; a sprite is ~1)
