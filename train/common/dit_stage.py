@@ -7,6 +7,7 @@ the stage's world-model checkpoint (autoencoder + EMA weights + start bank).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,6 +45,7 @@ class DiTStageConfig:
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     warmup_steps: int = 100
+    lr_final: float = 1.0                     # cosine decay to this fraction of lr at loop.max_steps (1 = constant)
     ema_decay: float = 0.995
     head_weight: float = 0.1                  # weight of the reward/termination head loss
     change_weight: float = 20.0               # flow-loss weight of the cells around the previous frame's sprites
@@ -192,8 +194,11 @@ def noisy_clip(batch: dict[str, torch.Tensor], sigma: torch.Tensor, generator: t
 
 
 def set_lr(state: TrainState, cfg: DiTStageConfig, name: str = "model", base_lr: float | None = None) -> float:
-    """Linear warmup, then constant."""
+    """Linear warmup, then constant, or cosine down to `lr_final` x the base at `loop.max_steps`."""
     lr = (cfg.lr if base_lr is None else base_lr) * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
+    if cfg.lr_final < 1.0 and state.step >= cfg.warmup_steps:
+        done = min(1.0, (state.step - cfg.warmup_steps) / max(cfg.loop.max_steps - cfg.warmup_steps, 1))
+        lr *= cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done))
     for group in state.optimizers[name].param_groups:
         group["lr"] = lr
     return lr

@@ -28,6 +28,7 @@ class TeacherConfig(DiTStageConfig):
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
     train_shift: float = 3.0          # sigma ~ shift(U(0,1)) during training
     clean_prefix_prob: float = 0.5    # chance a clip starts with a clean real prefix of 1..T-1 frames
+    shared_sigma_prob: float = 0.0    # chance a clip's noised frames share one sigma (as ODE init and DMD noise them)
     action_dropout: float = 0.1       # chance a clip's actions are all replaced by the null action
 
 
@@ -37,6 +38,8 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
     b, t = batch["actions"].shape
     g = state.generator
     sigma = sample_training_sigma((b, t), cfg.train_shift, g)
+    shared = torch.rand(b, 1, generator=g) < cfg.shared_sigma_prob
+    sigma = torch.where(shared, sigma[:, -1:], sigma)
     prefix_len = torch.randint(1, t, (b, 1), generator=g) * (torch.rand(b, 1, generator=g) < cfg.clean_prefix_prob)
     in_prefix = torch.arange(t)[None, :] < prefix_len                                   # (B, T)
     sigma = torch.where(in_prefix, torch.zeros_like(sigma), sigma)
