@@ -2,6 +2,7 @@
 and a run interrupted by SIGKILL resumes to exactly the state of an uninterrupted run."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from train.stages import autoencoder, forcing, ode_init, self_forcing, teacher
+from train.stages import autoencoder, decoder, forcing, ode_init, self_forcing, teacher
 from train.common.cli import compose
 from train.common.loop import NonFiniteLoss, STATE_DIR
 from train.stages.record import RecordConfig, record
@@ -53,6 +54,19 @@ def test_teacher_learns_and_is_bidirectional(runs):
     curve = losses(runs / "teacher", "train/loss")
     assert curve[-1] < curve[0] / 2
     assert not load(runs / "teacher" / "checkpoint").dit.config.causal
+
+
+def test_decoder_stage_trains_the_decoder_only_and_rewrites_the_autoencoder_in_place(runs):
+    shutil.copytree(runs / "ae", runs / "ae_sharp")
+    before = load(runs / "ae_sharp" / "checkpoint")
+    decoder.main(compose("decoder", decoder.DecoderStageConfig, [
+        f"autoencoder_dir={runs / 'ae_sharp'}", f"run_dir={runs / 'decoder'}", f"data_root={runs / 'data'}",
+        "dataset_id=test/stages-v0", "batch_size=8", "loop.max_steps=6", "loop.eval_every=6", "loop.progress=false"]))
+    after = load(runs / "ae_sharp" / "checkpoint")
+    assert after.config == before.config and torch.equal(after.start_frames, before.start_frames)
+    old, new = before.autoencoder.state_dict(), after.autoencoder.state_dict()
+    assert all(torch.equal(old[k], new[k]) for k in old if not k.startswith("decoder."))     # encoder, latent scale
+    assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
 
 
 @pytest.mark.parametrize("mode", ["tf", "df"])
