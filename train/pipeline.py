@@ -1,4 +1,4 @@
-"""The whole chain in one command: record -> autoencoder -> teacher -> ode_init -> self_forcing (+ tf, df).
+"""The whole chain in one command: record -> autoencoder -> decoder -> teacher -> ode_init -> self_forcing (+ tf, df).
 
 Each stage is the same code as its own `python -m train.stages.<stage>` entry, composed from its YAML with
 the overrides below, and each resumes where it stopped (a finished stage is a no-op that rewrites
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from train.common.cli import compose, hydra_main
 
-STAGES = ("record", "autoencoder", "teacher", "ode_init", "self_forcing", "tf", "df")
+STAGES = ("record", "autoencoder", "decoder", "teacher", "ode_init", "self_forcing", "tf", "df")
 
 # Shapes and optimiser of every DiT stage in the "small" recipe (measured in docs/ablation.md): the game is
 # Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 learns the rules several times faster
@@ -34,6 +34,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
     "small": {
         "record": ["episodes=2500"],
         "autoencoder": ["loop.max_steps=1500"],
+        "decoder": ["loop.max_steps=800"],
         "teacher": ["size=small", *SHAPES, "lr=2e-3", "loop.max_steps=2500", *FLOW_SAMPLER],
         "ode_init": ["size=small", *SHAPES, "lr=5e-4", "loop.max_steps=400", "trajectories=1024"],
         "self_forcing": ["size=small", "clip_frames=4", "window=3", "batch_size=16", "lr=2e-4", "critic_lr=1e-4",
@@ -45,6 +46,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "record": ["episodes=6", "max_episode_steps=40"],
         "autoencoder": ["loop.max_steps=20", "batch_size=8", "model.widths=[8,8,8]", "eval_frames=16",
                         "start_bank_size=4", "loop.eval_every=0"],
+        "decoder": ["loop.max_steps=4", "batch_size=8", "eval_frames=16", "loop.eval_every=0"],
         "teacher": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
         "ode_init": ["size=tiny", "loop.max_steps=5", "batch_size=4", "trajectories=8", "euler_steps=8",
                      "sample_batch=8"],
@@ -64,7 +66,8 @@ class PipelineConfig:
     data_root: str = "data/minari"            # Minari datasets root
     preset: str = "small"                     # small | tiny (see PRESETS)
     baselines: bool = False                   # also train the TF and DF baselines
-    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "teacher", "ode_init", "self_forcing"])
+    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "teacher", "ode_init",
+                                                                    "self_forcing"])
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -93,8 +96,10 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
         wiring = [f"env_id={cfg.env_id}", f"policy={cfg.policy}", f"dataset_id={cfg.dataset_id}", f"root={cfg.data_root}",
                   f"progress={cfg.progress}"]
         common = []
-    elif stage == "autoencoder":
+    elif stage in ("autoencoder", "decoder"):
         wiring = [f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"run_dir={cfg.run_dir(stage)}"]
+        if stage == "decoder":
+            wiring.append(f"autoencoder_dir={cfg.run_dir('autoencoder')}")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
         if stage in ("tf", "df"):
@@ -110,6 +115,7 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
 RUNNERS: dict[str, tuple[str, str, str]] = {
     "record": ("record", "RecordConfig", "record"),
     "autoencoder": ("autoencoder", "AutoencoderStageConfig", "main"),
+    "decoder": ("decoder", "DecoderStageConfig", "main"),
     "teacher": ("teacher", "TeacherConfig", "main"),
     "ode_init": ("ode_init", "ODEInitConfig", "main"),
     "self_forcing": ("self_forcing", "SelfForcingConfig", "main"),
@@ -139,7 +145,7 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
     for index, stage in enumerate(stages, 1):
         print(f"[pipeline] stage {index}/{len(stages)}: {stage}  ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
         run_stage(cfg, stage)
-        if stage != "record":
+        if stage not in ("record", "decoder"):        # the decoder stage rewrites the autoencoder's checkpoint
             outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)
