@@ -130,3 +130,17 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(runs, monkeypatch):
         forcing.main(cfg)
     assert json.loads((run_dir / STATE_DIR / "state.json").read_text())["step"] == 2
     assert load(run_dir / "checkpoint").dit is not None
+
+
+def test_the_fast_rules_probe_scores_a_causal_model_and_a_teachers_samples(runs):
+    from train.eval import one_step
+
+    if not (runs / "tf" / "checkpoint").exists():
+        forcing.main(compose("forcing", forcing.ForcingConfig, TINY_DIT + [
+            "mode=tf", f"autoencoder_dir={runs / 'ae'}", f"run_dir={runs / 'tf'}", "loop.max_steps=5"]))
+    result = one_step.main(one_step.OneStepConfig(
+        checkpoint=str(runs / "tf" / "checkpoint"), latents=str(runs / "ae" / "latents"), clips=4, seeds=[],
+        teacher=str(runs / "teacher" / "checkpoint"), teacher_clips=2, euler_steps=2))
+    rates = [*result["one_step"].values(), *result["teacher_samples"].values(), *result["teacher_context"].values()]
+    assert set(result["teacher_context"]) == {"player", "coin", "enemy"}
+    assert all(0.0 <= r <= 1.0 or r != r for r in rates)      # rates (nan where a split is empty)

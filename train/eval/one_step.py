@@ -11,7 +11,9 @@ Two numbers that say whether a model puts the player where the keys say, without
 - with `teacher=DIR`, *teacher samples*: a bidirectional teacher integrates the probability-flow ODE
   (`euler_steps` Euler steps, classifier-free guidance `guidance`) for the frames after a clean real
   prefix of `prefix` frames, as ODE init samples it; the rate of generated frames showing exactly one
-  player, one coin and one enemy (what ODE init and the DMD real score inherit).
+  player, one coin and one enemy (what ODE init and the DMD real score inherit); and the teacher's
+  *context use*: its x0 prediction of a clip's last frame at noise level `sigma` from the clean real
+  frames before it, and how often the player, coin and enemy cells equal the real ones.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -120,11 +122,30 @@ def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
             "one_player": float((state.n_players == 1).mean()), "one_coin": float((state.n_coins == 1).mean())}
 
 
+@torch.no_grad()
+def teacher_context(cfg: OneStepConfig) -> dict[str, float]:
+    """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
+    model = worldmodel.load(cfg.teacher)
+    teacher, autoencoder = model.dit.eval(), model.autoencoder
+    batch, generator = held_out_clips(cfg, cfg.clips)
+    clean, actions = batch["frames"].float(), batch["actions"]                              # (B, T, C, h, w), (B, T)
+    b, t = actions.shape
+    noisy = clean.clone()
+    noisy[:, -1] = (1 - cfg.sigma) * clean[:, -1] + cfg.sigma * torch.randn(clean[:, -1].shape, generator=generator)
+    sigma = torch.zeros(b, t)
+    sigma[:, -1] = cfg.sigma
+    velocity = teacher.guided_velocity(noisy, sigma, actions, cfg.guidance)[:, -1].float()
+    got = read_state(autoencoder.decode(noisy[:, -1] - cfg.sigma * velocity).numpy())
+    real = read_state(autoencoder.decode(clean[:, -1]).numpy())
+    return {name: float((getattr(got, name) == getattr(real, name)).all(1).mean()) for name in ("player", "coin", "enemy")}
+
+
 def main(cfg: OneStepConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
               "rollout_exact": rollout_exact(cfg)}
     if cfg.teacher:
         result["teacher_samples"] = teacher_one_of_each(cfg)
+        result["teacher_context"] = teacher_context(cfg)
     print(json.dumps(result))
     return result
 
