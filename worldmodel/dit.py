@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from worldmodel import kernels
 from worldmodel.config import DiTConfig
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
@@ -87,10 +88,12 @@ class AttentionPlan:
     """What every layer's attention shares in one forward, built once (not once per layer).
 
     mask: (T*N, T*N) or (B, 1, T*N, F*N + T*N) bool, None = all see all; own / cached: rotations of
-    the current tokens and of the cached slots (None without a cache)."""
+    the current tokens and of the cached slots (None without a cache); own_mask: (T*N, T*N) the current
+    tokens' mask among themselves in a cache forward (what the Triton kernel reads), None = all see all."""
     mask: torch.Tensor | None
     own: Rotation
     cached: Rotation | None
+    own_mask: torch.Tensor | None = None
 
 
 def attention_plan(b: int, frames: int, n: int, frame_mask: torch.Tensor | None, positions: torch.Tensor,
@@ -110,7 +113,8 @@ def attention_plan(b: int, frames: int, n: int, frame_mask: torch.Tensor | None,
                          None if cells is None else cells.repeat(slots, 1), head_dim, base, spatial_base, dtype)
     cached_mask = cache.valid.repeat_interleave(n, dim=1)[:, None, None, :].expand(b, 1, tn, -1)
     own_mask = torch.ones(tn, tn, dtype=torch.bool, device=positions.device) if mask is None else mask
-    return AttentionPlan(torch.cat([cached_mask, own_mask[None, None].expand(b, 1, tn, tn)], dim=-1), own, cached)
+    return AttentionPlan(torch.cat([cached_mask, own_mask[None, None].expand(b, 1, tn, tn)], dim=-1), own, cached,
+                         own_mask=mask)
 
 
 def modulate_frames(h: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor, frames: int) -> torch.Tensor:
@@ -141,6 +145,9 @@ class FrameAttention(nn.Module):
         n = tn // frames
         q, k, v = self.qkv(x).view(b, tn, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T*N, Dh)
         q_rot, k_rot = plan.own.apply(q), plan.own.apply(k)
+        if cache is not None and kernels.active(x):
+            return self.proj(self.kernel_attention(q_rot, k_rot, k, v, frames, plan, cache, layer)
+                             .transpose(1, 2).reshape(b, tn, d))
         if cache is not None:
             layer_cache = cache.layers[layer]
             cached_k, cached_v = layer_cache.read(None if cache.all_rows else cache.rows)          # (B, H, F*N, Dh)
@@ -153,6 +160,21 @@ class FrameAttention(nn.Module):
             keys, values = k_rot, v
         out = F.scaled_dot_product_attention(q_rot, keys, values, attn_mask=plan.mask)             # (B, H, T*N, Dh)
         return self.proj(out.transpose(1, 2).reshape(b, tn, d))
+
+    def kernel_attention(self, q_rot: torch.Tensor, k_rot: torch.Tensor, k: torch.Tensor, v: torch.Tensor, frames: int,
+                         plan: AttentionPlan, cache: CacheAccess, layer: int) -> torch.Tensor:
+        """The cache branch of forward as one Triton kernel that reads the cache in place; then the write.
+        q_rot, k_rot, k (unrotated), v: (B, H, T*N, Dh). Returns (B, H, T*N, Dh)."""
+        from worldmodel.kernels.attention import cached_attention  # noqa: PLC0415  (imports triton)
+
+        layer_cache = cache.layers[layer]
+        out = cached_attention(q_rot, k_rot, v, layer_cache.k, layer_cache.v, cache.rows, cache.valid,
+                               plan.cached.cos, plan.cached.sin, plan.own_mask)            # (B, H, T*N, Dh)
+        if cache.write_slots is not None:   # after the read: a slot it overwrites held a frame this chunk sees
+            b, heads, tn, dh = k.shape
+            layer_cache.write(cache.rows, cache.write_slots, k.view(b, heads, frames, tn // frames, dh),
+                              v.view(b, heads, frames, tn // frames, dh))
+        return out
 
 
 class FrameAdaLNBlock(nn.Module):
@@ -172,6 +194,13 @@ class FrameAdaLNBlock(nn.Module):
         frames = cond.shape[1]
         assert x.shape[1] % frames == 0, f"{x.shape[1]} tokens do not split into {frames} frames (x {tuple(x.shape)})"
         shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.ada(cond).chunk(6, dim=-1)  # 6 x (B, T, D)
+        if kernels.active(x):
+            from worldmodel.kernels.adaln import gate_residual, gate_residual_norm_modulate, norm_modulate  # noqa: PLC0415
+
+            h = norm_modulate(x, shift_attn, scale_attn, self.norm_attn.eps)                 # (B, T*N, D)
+            x, h = gate_residual_norm_modulate(x, self.attn(h, frames, plan, cache, layer), gate_attn,
+                                               shift_mlp, scale_mlp, self.norm_mlp.eps)
+            return gate_residual(x, self.mlp(h), gate_mlp)
         h = modulate_frames(self.norm_attn(x), shift_attn, scale_attn, frames)
         x = x + gate_frames(self.attn(h, frames, plan, cache, layer), gate_attn, frames)
         h = modulate_frames(self.norm_mlp(x), shift_mlp, scale_mlp, frames)
@@ -328,7 +357,11 @@ class DiT(nn.Module):
         per_token = x.view(b, t, n, -1)
         features = per_token.mean(dim=2)                                            # (B, T, D)
         shift, scale = self.ada_out(cond).chunk(2, dim=-1)
-        h = modulate_frames(self.norm_out(x), shift, scale, t)
+        if kernels.active(x):
+            from worldmodel.kernels.adaln import norm_modulate  # noqa: PLC0415
+            h = norm_modulate(x, shift, scale, self.norm_out.eps)                               # (B, T*N, D)
+        else:
+            h = modulate_frames(self.norm_out(x), shift, scale, t)
         out = self.unpatchify(self.out(h).view(b, t, n, -1))                        # (B, T, W or C, h, w)
         if stem is not None:
             out = self.head(torch.cat([out, stem], dim=2).flatten(0, 1)).unflatten(0, (b, t))   # (B, T, C, h, w)
