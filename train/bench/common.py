@@ -36,6 +36,7 @@ class BenchConfig:
     model: bool = True
     peer: bool = True
     training: bool = True
+    kernels: bool = True                # e. the Triton kernels vs the PyTorch path (figures on CUDA only)
     # a. game
     game_steps: int = 20_000            # CoinChase steps timed single-threaded (goal >= 5,000 steps/s)
     record_steps: int = 5_000           # steps recorded through RecordMinari into a temp dir

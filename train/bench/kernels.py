@@ -4,7 +4,7 @@ Owns `kernel_speed`. On a CUDA device it times, kernels off and on, the median m
 (a) one layer's attention over a full KV cache, (b) one block's adaLN chain (LayerNorm + modulate,
 gate + residual, twice), (c) one denoising-step DiT forward over the cache, and reports the
 speed-ups and how far the kernel forward is from the PyTorch one. Without CUDA or triton it returns
-no figures and the reason. Not wired into `python -m train.bench` yet.
+no figures and the reason (section e of `python -m train.bench`).
 
 Dimensions: B batch, T frames per chunk, N tokens per frame, D model width.
 """

@@ -5,7 +5,8 @@ Sections (each can be switched off), one module each: a. the real game (steps/s,
 batch 1 and 16, keypress→frame latency, frame time ÷ FLOP-bound limit, frame 10,000 ÷ frame 100 in
 time and memory, VectorEnv frames/s) — model.py; c. a peer world model (DIAMOND) timed as a
 subprocess on the same machine and thread count — peer.py; d. training iterations/s of every stage
-on synthetic latents, Self Forcing ÷ teacher forcing — training.py. Absolute figures carry the
+on synthetic latents, Self Forcing ÷ teacher forcing — training.py; e. the Triton kernels against the
+PyTorch path (on CUDA; elsewhere the report says why not) — kernels.py. Absolute figures carry the
 device they were measured on. This module runs them and prints the markdown report (ratios first)
 and writes it with a JSON twin.
 
@@ -29,6 +30,7 @@ import torch
 
 from train.bench.common import BenchConfig, device_label, effective, matmul_flops_per_s
 from train.bench.game import game_markdown, game_speed
+from train.bench.kernels import kernel_speed
 from train.bench.model import HORIZON_GOAL, model_checkpoint, model_markdown, model_speed, primed_core, timed_point
 from train.bench.peer import PEER_BATCHES, peer_markdown, peer_speed
 from train.bench.training import training_markdown, training_speed
@@ -63,13 +65,20 @@ def headline(fig: dict[str, Any]) -> list[str]:
     return ["| ratio | value |", "|---|---|"] + [f"| {name} | **{value:.3f}** |" for name, value in rows]
 
 
+def kernels_markdown(section: dict[str, Any]) -> list[str]:
+    if not section["figures"]:
+        return [f"Not measured: {section['reason']}."]
+    return ["| figure | value |", "|---|---|"] + [f"| {k} | {v:.4g} |" for k, v in section["figures"].items()]
+
+
 def report(fig: dict[str, Any]) -> str:
     lines = ["# dreamgym speed benchmark", "",
              f"Device: **{fig['device']}**. Mode: {'quick (shrunk loops, tiny models)' if fig['quick'] else 'full'}. "
              f"Measured {fig['date']} in {fig['seconds']:.0f} s; every figure comes from this one run.", "",
              "## Ratios", "", *headline(fig)]
     sections = (("game", "a. Game", game_markdown), ("model", "b. Model", model_markdown),
-                ("peer", "c. Peer", peer_markdown), ("training", "d. Training speed", training_markdown))
+                ("peer", "c. Peer", peer_markdown), ("training", "d. Training speed", training_markdown),
+                ("kernels", "e. Triton kernels", kernels_markdown))
     for key, title, render in sections:
         if key in fig:
             lines += ["", f"## {title} ({fig['device']})", "", *render(fig[key])]
@@ -103,6 +112,10 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
             fig["peer"] = peer_speed(cfg, lambda: ours_at_peer_steps(cfg, path, fig.get("model")))
     if cfg.training:
         fig["training"] = training_speed(cfg, matmul)
+    if cfg.kernels:
+        figures, reason = kernel_speed(size="tiny" if cfg.quick else "small", device=cfg.device,
+                                       repeats=3 if cfg.quick else 50, warmup=1 if cfg.quick else 5)
+        fig["kernels"] = {"figures": figures, "reason": reason}
     fig["seconds"] = time.perf_counter() - start
     return fig
 
