@@ -39,15 +39,18 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
+def perturbed_dit(**overrides) -> DiT:
+    """A tiny DiT (4 latent channels, 4x4 latents, patch 1) with non-zero weights everywhere (adaLN-Zero
+    starts as identity otherwise), seeded, in eval mode."""
+    torch.manual_seed(0)
+    model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, patch=1, **overrides)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model
+
+
 @pytest.fixture
 def perturbed_model():
-    """Factory: `perturbed_model(**dit_overrides)` is a tiny DiT (4 latent channels, 4x4 latents, patch 1) with
-    non-zero weights everywhere (adaLN-Zero starts as identity otherwise), seeded, in eval mode."""
-    def make(**overrides) -> DiT:
-        torch.manual_seed(0)
-        model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, patch=1, **overrides)).eval()
-        with torch.no_grad():
-            for p in model.parameters():
-                p.add_(0.05 * torch.randn_like(p))
-        return model
-    return make
+    """Factory: `perturbed_model(**dit_overrides)` is `perturbed_dit`."""
+    return perturbed_dit

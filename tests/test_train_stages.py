@@ -87,7 +87,7 @@ def test_ode_init_then_self_forcing_produce_loadable_students(runs):
     assert ode["train/x0_loss"] < losses(runs / "ode", "train/x0_loss")[0]
     metrics = self_forcing.main(compose("self_forcing", self_forcing.SelfForcingConfig, TINY_DIT + [
         f"autoencoder_dir={runs / 'ae'}", f"teacher_dir={runs / 'teacher'}", f"student_dir={runs / 'ode'}",
-        f"run_dir={runs / 'sf'}", "loop.max_steps=4", "critic_ratio=2", "sid_weight=0.5", "gan_weight=0.5",
+        f"run_dir={runs / 'sf'}", "loop.max_steps=4", "critic_ratio=2", "sid_weight=0.5", "gan_weight=0.5", "gan_sigma_max=0.5",
         "r1_weight=0.1", "r2_weight=0.1"]))
     assert "train/critic_flow" in metrics
     model = load(runs / "sf" / "checkpoint")

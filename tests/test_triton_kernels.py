@@ -189,13 +189,8 @@ def check_adaln_kernels_match_modulate_and_gate() -> float:
 
 
 def _perturbed(**overrides) -> DiT:
-    """As tests/conftest.py's perturbed_model: non-zero weights everywhere (adaLN-Zero is identity otherwise)."""
-    torch.manual_seed(0)
-    model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, patch=1, **overrides)).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return model
+    from conftest import perturbed_dit      # tests/ is on sys.path in pytest and in this file's subprocess
+    return perturbed_dit(**overrides)
 
 
 def check_rollout_over_a_wrapping_cache_matches() -> float:

@@ -67,12 +67,17 @@ def held_out_clips(cfg: OneStepConfig, count: int) -> tuple[dict[str, torch.Tens
     return sample_batch(clips, count, generator), generator
 
 
+def model_and_clips(cfg: OneStepConfig, path: str) -> tuple:
+    """The DiT (eval) and autoencoder of checkpoint `path`, `cfg.clips` held-out clips' latents (B, T, C, h, w)
+    and actions (B, T), and the generator that drew them (for the noise)."""
+    model = worldmodel.load(path)
+    batch, generator = held_out_clips(cfg, cfg.clips)
+    return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], generator
+
+
 @torch.no_grad()
 def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
-    model = worldmodel.load(cfg.checkpoint)
-    dit, autoencoder = model.dit.eval(), model.autoencoder
-    batch, generator = held_out_clips(cfg, cfg.clips)
-    clean, actions = batch["frames"].float(), batch["actions"]                              # (B, T, C, h, w), (B, T)
+    dit, autoencoder, clean, actions, generator = model_and_clips(cfg, cfg.checkpoint)
     b, t = actions.shape
     sigma = torch.full((b, t), cfg.sigma)
     noisy = (1 - cfg.sigma) * clean + cfg.sigma * torch.randn(clean.shape, generator=generator)
@@ -125,10 +130,7 @@ def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
 @torch.no_grad()
 def teacher_context(cfg: OneStepConfig) -> dict[str, float]:
     """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
-    model = worldmodel.load(cfg.teacher)
-    teacher, autoencoder = model.dit.eval(), model.autoencoder
-    batch, generator = held_out_clips(cfg, cfg.clips)
-    clean, actions = batch["frames"].float(), batch["actions"]                              # (B, T, C, h, w), (B, T)
+    teacher, autoencoder, clean, actions, generator = model_and_clips(cfg, cfg.teacher)
     b, t = actions.shape
     noisy = clean.clone()
     noisy[:, -1] = (1 - cfg.sigma) * clean[:, -1] + cfg.sigma * torch.randn(clean[:, -1].shape, generator=generator)

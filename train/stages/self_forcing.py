@@ -57,6 +57,8 @@ class SelfForcingConfig(DistillStageConfig):      # teacher_dir: the real score 
     sid_alpha: float = 1.0
     gan_weight: float = 0.0
     gan_critic_weight: float = 1.0    # weight of the discriminator loss in the critic update
+    gan_sigma_max: float = 0.0        # > 0: the discriminator sees clips noised at sigma ~ U(0, gan_sigma_max) (a
+                                      #   wrong count of sprites is visible at low noise), not the DMD levels
     r1_weight: float = 0.0            # finite-difference R1 on real clips
     r2_weight: float = 0.0            # finite-difference R2 on generated clips
     penalty_scale: float = 0.05       # perturbation size of the finite differences
@@ -87,11 +89,16 @@ def score_x0(model: DiT, noisy: torch.Tensor, sigma: torch.Tensor, actions: torc
 
 
 def noise_clip(clip: torch.Tensor, weight: torch.Tensor, cfg: SelfForcingConfig, generator: torch.Generator,
-               per_frame: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Noise generated frames (prefix stays clean): noisy (B, T, ...), sigma (B, T), noise."""
+               per_frame: bool, gan: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Noise generated frames (prefix stays clean): noisy (B, T, ...), sigma (B, T), noise.
+
+    sigma ~ shift(U(sigma_min, sigma_max)), or with `gan` and gan_sigma_max > 0, U(0, gan_sigma_max)."""
     b, t = weight.shape
     shape = (b, t) if per_frame else (b, 1)
-    sigma = sample_training_sigma(shape, cfg.sampler.shift, generator, low=cfg.sigma_min, high=cfg.sigma_max)
+    if gan and cfg.gan_sigma_max > 0:
+        sigma = sample_training_sigma(shape, 1.0, generator, low=0.0, high=cfg.gan_sigma_max)
+    else:
+        sigma = sample_training_sigma(shape, cfg.sampler.shift, generator, low=cfg.sigma_min, high=cfg.sigma_max)
     sigma = sigma.to(clip.device).expand(b, t) * weight
     noise = torch.randn(clip.shape, generator=generator).to(clip.device)
     return add_noise(clip, noise, sigma), sigma, noise
@@ -115,6 +122,8 @@ def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, 
         critic.requires_grad_(True)
         losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
     if cfg.gan_weight:
+        if cfg.gan_sigma_max > 0:
+            noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False, gan=True)
         critic.requires_grad_(False)
         with autocast(cfg.loop):
             logits = state.modules["disc"](critic(noisy, sigma, actions).features)
@@ -133,10 +142,16 @@ def critic_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, bat
     losses = {"critic_flow": flow_loss(out.velocity, clip, noise, weight)}
     if cfg.gan_weight:
         disc = state.modules["disc"]
+        if cfg.gan_sigma_max > 0:          # the discriminator's own noise levels: one more critic pass
+            noisy, sigma, noise = noise_clip(clip, weight, cfg, g, per_frame=True, gan=True)
+            with autocast(cfg.loop):
+                fake_features = critic(noisy, sigma, batch["actions"]).features
+        else:
+            fake_features = out.features
         real_noisy = add_noise(batch["latents"], noise, sigma)
         with autocast(cfg.loop):
             real_logits = disc(critic(real_noisy, sigma, batch["actions"]).features)
-        fake_logits = disc(out.features)
+        fake_logits = disc(fake_features)
         losses["disc"] = cfg.gan_critic_weight * gan_discriminator_loss(real_logits, fake_logits, weight)
         for name, scale, source, logits in (("r1", cfg.r1_weight, real_noisy, real_logits), ("r2", cfg.r2_weight, noisy, fake_logits)):
             if scale:
