@@ -124,6 +124,7 @@ def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
     sample, _ = euler_sample(velocity, noise, ode_sigmas(cfg.euler_steps, model.config.sampler.shift))
     state = read_state(autoencoder.decode(sample.flatten(0, 1).float()).numpy())
     return {"one_of_each": float(state.one_of_each.mean()), "one_enemy": float((state.n_enemies == 1).mean()),
+            "no_enemy": float((state.n_enemies == 0).mean()), "enemies_2+": float((state.n_enemies >= 2).mean()),
             "one_player": float((state.n_players == 1).mean()), "one_coin": float((state.n_coins == 1).mean())}
 
 
