@@ -1,6 +1,7 @@
 """How the teacher sees its clips: clean real prefixes, noise levels shared as ODE init and DMD noise a clip,
 and the learning-rate schedule every DiT stage shares."""
 import numpy as np
+import pytest
 import torch
 
 from train.common.dit_stage import set_lr
@@ -50,3 +51,8 @@ def test_cosine_schedule_ends_at_lr_final():
     assert abs(lrs[2] - 1e-3 * 0.55) < 1e-9 and abs(lrs[3] - 1e-4) < 1e-12
     cfg.lr_final = 1.0
     assert set_lr(state(110), cfg) == 1e-3
+
+
+def test_a_probability_outside_zero_one_is_refused():
+    with pytest.raises(ValueError, match="shared_sigma_prob"):
+        teacher_batch(state(), dataset(), TeacherConfig(shared_sigma_prob=1.5), null_action=N_ACTIONS)

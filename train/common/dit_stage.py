@@ -78,6 +78,8 @@ def check_clip_fits(cfg: DiTStageConfig) -> None:
 
 def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn.Module] | None = None) -> TrainState:
     """Model + EMA copy + AdamW (decay on matrices only) + the stage's RNG."""
+    if not 0.0 <= cfg.lr_final <= 1.0:
+        raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {cfg.lr_final}")
     distributed.init(cfg.loop.device)
     model = model.to(cfg.loop.device)
     distributed.broadcast_parameters(model)

@@ -48,6 +48,8 @@ def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tenso
 
 
 def build(cfg: DecoderStageConfig, data: Data) -> TrainState:
+    if cfg.sprite_weight < 1.0:
+        raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {cfg.sprite_weight}")
     model = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint", cfg.loop.device).autoencoder
     model.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
