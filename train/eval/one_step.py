@@ -67,17 +67,16 @@ def held_out_clips(cfg: OneStepConfig, count: int) -> tuple[dict[str, torch.Tens
     return sample_batch(clips, count, generator), generator
 
 
-def model_and_clips(cfg: OneStepConfig, path: str) -> tuple:
-    """The DiT (eval) and autoencoder of checkpoint `path`, `cfg.clips` held-out clips' latents (B, T, C, h, w)
-    and actions (B, T), and the generator that drew them (for the noise)."""
-    model = worldmodel.load(path)
-    batch, generator = held_out_clips(cfg, cfg.clips)
+def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, count: int) -> tuple:
+    """The DiT (eval) and autoencoder of `model`, `count` held-out clips' latents (B, T, C, h, w) and actions
+    (B, T), and the generator that drew them (for the noise)."""
+    batch, generator = held_out_clips(cfg, count)
     return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], generator
 
 
 @torch.no_grad()
 def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
-    dit, autoencoder, clean, actions, generator = model_and_clips(cfg, cfg.checkpoint)
+    dit, autoencoder, clean, actions, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
     b, t = actions.shape
     sigma = torch.full((b, t), cfg.sigma)
     noisy = (1 - cfg.sigma) * clean + cfg.sigma * torch.randn(clean.shape, generator=generator)
@@ -109,11 +108,9 @@ def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
 
 
 @torch.no_grad()
-def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
-    model = worldmodel.load(cfg.teacher)
-    teacher, autoencoder = model.dit.eval(), model.autoencoder
-    batch, generator = held_out_clips(cfg, cfg.teacher_clips)
-    prefix, actions = batch["frames"][:, :cfg.prefix].float(), batch["actions"]
+def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
+    teacher, autoencoder, clips, actions, generator = model_and_clips(cfg, model, cfg.teacher_clips)
+    prefix = clips[:, :cfg.prefix]
     b, t = actions.shape
 
     def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -129,9 +126,9 @@ def teacher_one_of_each(cfg: OneStepConfig) -> dict[str, float]:
 
 
 @torch.no_grad()
-def teacher_context(cfg: OneStepConfig) -> dict[str, float]:
+def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
     """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
-    teacher, autoencoder, clean, actions, generator = model_and_clips(cfg, cfg.teacher)
+    teacher, autoencoder, clean, actions, generator = model_and_clips(cfg, model, cfg.clips)
     b, t = actions.shape
     noisy = clean.clone()
     noisy[:, -1] = (1 - cfg.sigma) * clean[:, -1] + cfg.sigma * torch.randn(clean[:, -1].shape, generator=generator)
@@ -147,8 +144,9 @@ def main(cfg: OneStepConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
               "rollout_exact": rollout_exact(cfg)}
     if cfg.teacher:
-        result["teacher_samples"] = teacher_one_of_each(cfg)
-        result["teacher_context"] = teacher_context(cfg)
+        teacher = worldmodel.load(cfg.teacher)
+        result["teacher_samples"] = teacher_one_of_each(cfg, teacher)
+        result["teacher_context"] = teacher_context(cfg, teacher)
     print(json.dumps(result))
     return result
 

@@ -70,6 +70,14 @@ def build(cfg: AutoencoderStageConfig) -> TrainState:
     return TrainState(modules={"autoencoder": model}, optimizers={"autoencoder": optimizer}, generator=generator)
 
 
+def pixel_loss(recon: torch.Tensor, images: torch.Tensor, l1_weight: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """mse + l1_weight * l1 of (B, 3, H, W) reconstructions; with `weight` (B, 1, H, W) a per-pixel weighted mean."""
+    if weight is None:
+        return F.mse_loss(recon, images) + l1_weight * F.l1_loss(recon, images)
+    error = (recon - images) ** 2 + l1_weight * (recon - images).abs()
+    return (error * weight).mean() / weight.mean()
+
+
 def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict[str, float]:
     model, optimizer = state.modules["autoencoder"], state.optimizers["autoencoder"]
     model.train()
@@ -83,7 +91,7 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
         images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index.numpy()]).to(cfg.loop.device))
         with autocast(cfg.loop):
             recon = model.decode_float(model.encode_float(images)).float()
-        loss = F.mse_loss(recon, images) + cfg.l1_weight * F.l1_loss(recon, images)
+        loss = pixel_loss(recon, images, cfg.l1_weight)
         (loss / cfg.loop.grad_accum).backward()
         total += loss.item() / cfg.loop.grad_accum
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

@@ -21,7 +21,7 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
-from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data
+from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data, pixel_loss
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 
@@ -47,10 +47,9 @@ def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tenso
     return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
 
 
-def build(cfg: DecoderStageConfig, data: Data) -> TrainState:
+def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState:
     if cfg.sprite_weight < 1.0:
         raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {cfg.sprite_weight}")
-    model = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint", cfg.loop.device).autoencoder
     model.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1, min(4096, len(data.train_frames))).astype(int)]
@@ -70,8 +69,7 @@ def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[s
     with autocast(cfg.loop):
         recon = model.decode_float(latents).float()
     weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, state.scratch["background"]).float()
-    error = (recon - images) ** 2 + cfg.l1_weight * (recon - images).abs()
-    loss = (error * weight).mean() / weight.mean()
+    loss = pixel_loss(recon, images, cfg.l1_weight, weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), 1.0)
@@ -85,7 +83,7 @@ def main(cfg: DecoderStageConfig) -> dict[str, float]:
     source = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint", cfg.loop.device)
     stage.model = source.config.autoencoder
     data = load_data(stage)
-    state = build(cfg, data)
+    state = build(cfg, data, source.autoencoder)
     load_state(Path(cfg.run_dir), state)
     metrics = run_loop("decoder", cfg.loop, Path(cfg.run_dir), state, lambda s: train_step(s, data, cfg),
                        lambda s: evaluate(s, data, stage))

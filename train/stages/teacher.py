@@ -31,12 +31,14 @@ class TeacherConfig(DiTStageConfig):
     shared_sigma_prob: float = 0.0    # chance a clip's noised frames share one sigma (as ODE init and DMD noise them)
     action_dropout: float = 0.1       # chance a clip's actions are all replaced by the null action
 
+    def __post_init__(self) -> None:
+        for name in ("clean_prefix_prob", "shared_sigma_prob", "action_dropout"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} is a probability in [0, 1], got {getattr(self, name)}")
+
 
 def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: int) -> dict[str, torch.Tensor]:
     """A clip with per-frame sigma (B, T), clean prefixes, dropped actions and a loss weight (B, T)."""
-    for name in ("clean_prefix_prob", "shared_sigma_prob", "action_dropout"):
-        if not 0.0 <= getattr(cfg, name) <= 1.0:
-            raise ValueError(f"{name} is a probability in [0, 1], got {getattr(cfg, name)}")
     batch = sample_clips(dataset, cfg, state.generator)
     b, t = batch["actions"].shape
     g = state.generator
