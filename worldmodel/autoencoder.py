@@ -1,8 +1,14 @@
 """Frame autoencoder: uint8 frames (B, H, W, 3) <-> latents (B, C, h, w), h = H / 2**levels.
 
-Owns the conv encoder/decoder and the uint8 <-> float conversion. Latents returned by `encode` are
-divided by the stored `latent_scale` (unit variance over the training set), so the DiT sees
-unit-scale data. Runs every frame in the env: channels_last, no normalisation layers, small widths.
+Owns the conv encoder, the two decoder architectures (`AutoencoderConfig.decoder`) and the uint8 <->
+float conversion. Latents returned by `encode` are divided by the stored `latent_scale` (unit variance
+over the training set), so the DiT sees unit-scale data. Runs every frame in the env: channels_last,
+no normalisation layers, small widths.
+
+Decoders (p = 2**levels pixels per latent cell; one latent cell per game cell in CoinChase):
+    conv  transposed convs back up through `widths`, residual blocks at 1/8 and 1/4 (~167 MFLOP per 64x64 frame)
+    cell  residual blocks at latent resolution, then a 1x1 conv to 3*p*p channels that `pixel_shuffle`
+          unfolds into each cell's own p x p pixels (~11 MFLOP per frame at width 64, one block)
 """
 from __future__ import annotations
 
@@ -23,11 +29,35 @@ class ResBlock(nn.Module):
         return x + self.conv2(self.act(self.conv1(self.act(x))))
 
 
-class Autoencoder(nn.Module):
-    """Strided-conv encoder and transposed-conv decoder; residual blocks only at the two lowest resolutions.
+def conv_decoder(config: AutoencoderConfig) -> nn.Sequential:
+    """(B, C, h, w) -> (B, 3, H, W): transposed convs, each doubling the resolution through reversed `widths`."""
+    widths = config.widths
+    dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 1), ResBlock(widths[-1]), ResBlock(widths[-1])]
+    previous = widths[-1]
+    for level, width in enumerate(list(reversed(widths[:-1])) + [widths[0] // 2]):
+        dec += [nn.SiLU(), nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1)]
+        if level == 0:
+            dec.append(ResBlock(width))
+        previous = width
+    dec += [nn.SiLU(), nn.Conv2d(previous, 3, 3, padding=1)]
+    return nn.Sequential(*dec)
 
-    The heavy lifting happens at 8x8 and 16x16, so a decode costs ~0.2 GFLOP per 64x64 frame.
-    """
+
+def cell_decoder(config: AutoencoderConfig) -> nn.Sequential:
+    """(B, C, h, w) -> (B, 3, h*p, w*p): every conv at latent resolution; cell (i, j)'s features become its p x p pixels."""
+    cell = 2 ** config.downsample_levels
+    width = config.cell_width
+    return nn.Sequential(nn.Conv2d(config.latent_channels, width, 1),                  # (B, width, h, w)
+                         *[ResBlock(width) for _ in range(config.cell_blocks)],
+                         nn.SiLU(), nn.Conv2d(width, 3 * cell * cell, 1),               # (B, 3*p*p, h, w)
+                         nn.PixelShuffle(cell))                                         # (B, 3, h*p, w*p)
+
+
+DECODER_BUILDERS = {"conv": conv_decoder, "cell": cell_decoder}
+
+
+class Autoencoder(nn.Module):
+    """Strided-conv encoder (residual blocks at the lowest resolution) and the configured decoder."""
 
     def __init__(self, config: AutoencoderConfig):
         super().__init__()
@@ -40,15 +70,7 @@ class Autoencoder(nn.Module):
             previous = width
         enc += [ResBlock(previous), ResBlock(previous), nn.SiLU(), nn.Conv2d(previous, config.latent_channels, 1)]
         self.encoder = nn.Sequential(*enc)
-        dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 1), ResBlock(widths[-1]), ResBlock(widths[-1])]
-        previous = widths[-1]
-        for level, width in enumerate(list(reversed(widths[:-1])) + [widths[0] // 2]):
-            dec += [nn.SiLU(), nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1)]
-            if level == 0:
-                dec.append(ResBlock(width))
-            previous = width
-        dec += [nn.SiLU(), nn.Conv2d(previous, 3, 3, padding=1)]
-        self.decoder = nn.Sequential(*dec)
+        self.decoder = DECODER_BUILDERS[config.decoder](config)
         self.register_buffer("latent_scale", torch.ones(()))
 
     @staticmethod

@@ -9,13 +9,20 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 
+DECODERS = ("conv", "cell")          # AutoencoderConfig.decoder: the decoder architectures
+
+
 @dataclass
 class AutoencoderConfig:
     """Conv autoencoder frames (H, W, 3) uint8 <-> latents (latent_channels, H/8, W/8)."""
     frame_size: int = 64            # square frames, pixels
     latent_channels: int = 8
-    widths: tuple[int, ...] = (32, 64, 128)  # conv widths at 1/2, 1/4, 1/8 resolution
+    widths: tuple[int, ...] = (32, 64, 128)  # conv widths at 1/2, 1/4, 1/8 resolution (the encoder; the conv decoder)
     downsample_levels: int = 3      # 2**levels = pixels per latent cell
+    decoder: str = "conv"           # "conv": transposed convs back up through `widths`; "cell": convs at latent
+                                    #   resolution, then each latent cell's features become its own block of pixels
+    cell_width: int = 64            # "cell" decoder: conv width at latent resolution
+    cell_blocks: int = 1            # "cell" decoder: residual blocks (two 3x3 convs each) at latent resolution
 
     @property
     def latent_size(self) -> int:
@@ -27,6 +34,10 @@ class AutoencoderConfig:
             raise ValueError(f"widths {self.widths} must have one entry per downsample level ({self.downsample_levels})")
         if self.frame_size % 2 ** self.downsample_levels:
             raise ValueError(f"frame_size {self.frame_size} is not divisible by 2**{self.downsample_levels}")
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown autoencoder decoder {self.decoder!r}; choose from {DECODERS}")
+        if self.cell_width < 1 or self.cell_blocks < 0:
+            raise ValueError(f"cell_width must be >= 1 and cell_blocks >= 0, got {self.cell_width} and {self.cell_blocks}")
 
 
 @dataclass
