@@ -5,7 +5,7 @@ import torch
 
 from worldmodel.config import dit_preset
 from worldmodel.dit import DiT
-from worldmodel.masks import block_causal_mask, previous_frames, teacher_forcing_mask, teacher_forcing_previous
+from worldmodel.masks import block_causal_mask, teacher_forcing_mask, teacher_forcing_previous
 from worldmodel.rollout import cache_access, new_cache, prime
 
 
@@ -86,37 +86,15 @@ def test_wrong_action_shape_is_refused_with_shapes_in_the_message(perturbed_mode
         model(latents, sigma, actions[:, :2])
 
 
-@pytest.mark.parametrize("skip_latent", [True, False])
-def test_the_noisy_latent_the_previous_frame_and_the_action_reach_the_output(skip_latent, perturbed_model):
-    model = perturbed_model(skip_latent=skip_latent)
+def test_the_previous_frame_and_the_action_channels_reach_the_output(perturbed_model):
+    model = perturbed_model()
     latents, sigma, actions = clip()
     with torch.no_grad():
         base = model(latents, sigma, actions).velocity
-        other_latents = model(latents + torch.randn_like(latents), sigma, actions,
-                              previous=previous_frames(latents)).velocity
         other_previous = model(latents, sigma, actions, previous=torch.randn_like(latents)).velocity
         other_actions = model(latents, sigma, (actions + 1) % 5).velocity
-    assert not torch.allclose(base, other_latents)
     assert not torch.allclose(base, other_previous)
     assert not torch.allclose(base, other_actions)
-
-
-@pytest.mark.parametrize("skip_latent", [True, False])
-def test_without_the_latent_skip_a_cells_noise_reaches_the_head_only_through_attention(skip_latent, perturbed_model):
-    """skip_latent=False: the head's local skip is a function of the previous frame and the action only."""
-    model = perturbed_model(skip_latent=skip_latent)
-    latents, sigma, actions = clip()
-    skips = []
-    model.head.register_forward_hook(lambda module, inputs, output: skips.append(inputs[0][:, model.config.stem_width:]))
-    with torch.no_grad():
-        for x in (latents, latents + torch.randn_like(latents)):
-            model(x, sigma, actions, previous=previous_frames(latents))
-    assert torch.equal(skips[0], skips[1]) == (not skip_latent)
-
-
-def test_skip_latent_false_needs_a_stem_with_context():
-    with pytest.raises(ValueError, match="skip_latent"):
-        dit_preset("tiny", skip_latent=False, previous_frame=False, action_channels=False, stem_width=0)
 
 
 @pytest.mark.parametrize("chunk", [1, 3])

@@ -61,7 +61,6 @@ class DiTConfig:
     previous_frame: bool = True     # each frame's input also holds the frame before it at the same place
     stem_width: int = 64            # conv stem / output head width at latent resolution (0: linear patches only)
     action_channels: bool = True    # the action as one-hot input channels of the stem (a path that cannot drown)
-    skip_latent: bool = True        # the head's local skip also sees the noisy latent (False: only previous frame + action)
 
     @property
     def tokens_per_frame(self) -> int:
@@ -79,8 +78,6 @@ class DiTConfig:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even size")
         if (self.previous_frame or self.action_channels) and not self.stem_width:
             raise ValueError("previous_frame and action_channels feed the conv stem: set stem_width > 0")
-        if not self.skip_latent and not (self.stem_width and (self.previous_frame or self.action_channels)):
-            raise ValueError("skip_latent=False needs a conv stem fed by previous_frame or action_channels")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.window < self.chunk:

@@ -231,11 +231,6 @@ class DiT(nn.Module):
     stem, then patches -> tokens. The transformer's output tokens are unpatchified and joined with the
     stem's features in a conv head, so local rules (a sprite moves one cell where the key says, a wall
     blocks it) have a short path from input to output, and the attention handles what is global.
-
-    With `skip_latent=False` the head's skip comes from a second stem that sees only the previous
-    frame and the action, not the noisy latent: a random event (the enemy stays or steps) cannot be
-    decided cell by cell from each cell's own noise, so the choice goes through attention, once per
-    frame (the shared stem let the enemy be drawn in both cells).
     """
 
     def __init__(self, config: DiTConfig):
@@ -249,9 +244,6 @@ class DiT(nn.Module):
                                       nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
             self.head = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.GELU(approximate="tanh"),
                                       nn.Conv2d(w, c, 3, padding=1))
-            if not config.skip_latent:
-                self.skip_stem = nn.Sequential(nn.Conv2d(stem_in - c, w, 3, padding=1), nn.GELU(approximate="tanh"),
-                                               nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
         self.patch_embed = nn.Linear((w or c) * p * p, d)
         self.spatial_pos = nn.Parameter(torch.zeros(1, 1, config.tokens_per_frame, d))
         side = config.latent_size // p
@@ -344,13 +336,11 @@ class DiT(nn.Module):
         latents = latents.to(dtype)                                                 # run in the weights' dtype
         if self.config.previous_frame and previous is None:
             previous = previous_frames(latents, cache.previous if cache is not None else None)   # (B, T, C, h, w)
-        skip = None
+        stem = None
         if self.config.stem_width:
-            frames_in = self.stem_input(latents, actions, previous)                 # (B, T, C', h, w)
+            frames_in = self.stem_input(latents, actions, previous)
             stem = self.stem(frames_in.flatten(0, 1)).unflatten(0, (b, t))         # (B, T, W, h, w)
             tokens = self.patch_embed(self.patchify(stem))                          # (B, T, N, D)
-            skip = stem if self.config.skip_latent else \
-                self.skip_stem(frames_in[:, :, latents.shape[2]:].flatten(0, 1)).unflatten(0, (b, t))
         else:
             tokens = self.patch_embed(self.patchify(latents))
         tokens = tokens + self.spatial_pos
@@ -373,8 +363,8 @@ class DiT(nn.Module):
         else:
             h = modulate_frames(self.norm_out(x), shift, scale, t)
         out = self.unpatchify(self.out(h).view(b, t, n, -1))                        # (B, T, W or C, h, w)
-        if skip is not None:
-            out = self.head(torch.cat([out, skip], dim=2).flatten(0, 1)).unflatten(0, (b, t))   # (B, T, C, h, w)
+        if stem is not None:
+            out = self.head(torch.cat([out, stem], dim=2).flatten(0, 1)).unflatten(0, (b, t))   # (B, T, C, h, w)
         pooled = self.heads_norm(torch.cat([features, per_token.amax(dim=2)], dim=-1))         # (B, T, 2D)
         return DiTOutput(velocity=out, reward=self.reward_head(pooled).squeeze(-1),
                          termination=self.termination_head(pooled).squeeze(-1), features=features)

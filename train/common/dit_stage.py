@@ -32,7 +32,6 @@ class DiTStageConfig:
     """Fields every DiT stage has; stages subclass it and add their own."""
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
     size: str = "small"                       # DiT preset: tiny | small | base
-    skip_latent: bool = True                  # DiTConfig.skip_latent: the head's local skip sees the noisy latent
     # chunk, window, sink: this config is their one source (dit_config passes them on); the checkpoint stores them
     chunk: int = 1                            # frames per causal block (1 frame-wise, 3 chunk-wise)
     window: int = 7                           # KV-cache window in frames
@@ -58,8 +57,7 @@ class DiTStageConfig:
     def dit_config(self, latents: LatentData, causal: bool) -> DiTConfig:
         sample = latents.train[0].frames
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
-                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
-                          skip_latent=self.skip_latent)
+                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink)
 
 
 @dataclass
