@@ -1,12 +1,18 @@
 """Package a trained checkpoint as the small default one the envs open with no argument.
 
 Copies a stage's checkpoint dir with float16 weights (loaded back into float32 modules) and the
-first `bank` start contexts, and records where it came from in `<dst>/SOURCE.json`:
+first `bank` start contexts, and records where it came from in `<dst>/SOURCE.json`. With
+`autoencoder=DIR` the copy carries that checkpoint's autoencoder instead of src's (e.g. a new decoder
+from `train.stages.decoder decoder=cell`); it must share src's encoder and latent scale, so the DiT's
+latents decode unchanged:
 
     python -m train.bundle src=runs/coinchase/self_forcing/checkpoint dst=envs/checkpoints/coinchase
+    python -m train.bundle src=envs/checkpoints/coinchase dst=runs/cell_decoder/coinchase \
+        autoencoder=runs/cell_decoder/autoencoder
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,8 +21,11 @@ import torch
 
 from train.common.cli import hydra_main
 from worldmodel import checkpoint
+from worldmodel.autoencoder import Autoencoder
 
 DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+ENCODER_RTOL = 1e-2    # encoders compared up to bfloat16 storage (a bundled checkpoint's weights), relative
+ENCODER_ATOL = 1e-6    # ... and absolute, for weights near zero
 
 
 @dataclass
@@ -25,7 +34,31 @@ class BundleConfig:
     dst: str = "envs/checkpoints/coinchase"                # the bundled default
     bank: int = 16                                         # start contexts kept
     weights_dtype: str = "float16"                         # float16 | bfloat16 | float32
+    autoencoder: str | None = None                         # a checkpoint dir whose autoencoder replaces src's (None: src's)
     note: str = ""                                         # free text kept in SOURCE.json (e.g. the command)
+
+
+def encoder_state(model: Autoencoder) -> dict[str, torch.Tensor]:
+    """Everything of the autoencoder but the decoder: encoder weights and the latent scale."""
+    return {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
+
+
+def same_encoder(a: Autoencoder, b: Autoencoder) -> bool:
+    """Whether two autoencoders encode alike: the same encoder weights and latent scale, up to storage rounding."""
+    ours, theirs = encoder_state(a), encoder_state(b)
+    return ours.keys() == theirs.keys() and all(
+        ours[k].shape == theirs[k].shape and torch.allclose(ours[k], theirs[k], rtol=ENCODER_RTOL, atol=ENCODER_ATOL)
+        for k in ours)
+
+
+def swap_autoencoder(model: checkpoint.WorldModel, path: str) -> checkpoint.WorldModel:
+    """`model` with the autoencoder of checkpoint `path`; refused unless that one encodes as model's does."""
+    other = checkpoint.load(path)
+    if not same_encoder(model.autoencoder, other.autoencoder):
+        raise ValueError(f"{path}: its encoder or latent scale is not the source's, so the DiT's latents would not "
+                         "decode; train its decoder with train.stages.decoder from the source's autoencoder")
+    config = dataclasses.replace(model.config, autoencoder=other.config.autoencoder)
+    return dataclasses.replace(model, config=config, autoencoder=other.autoencoder)
 
 
 def bundle(cfg: BundleConfig) -> Path:
@@ -34,10 +67,12 @@ def bundle(cfg: BundleConfig) -> Path:
     model = checkpoint.load(cfg.src)
     if model.start_frames is None or model.dit is None:
         raise ValueError(f"{cfg.src} needs a DiT and a start bank to be an env's default checkpoint")
+    if cfg.autoencoder is not None:
+        model = swap_autoencoder(model, cfg.autoencoder)
     path = checkpoint.save(cfg.dst, model.config, model.autoencoder, model.dit, model.start_frames[:cfg.bank],
                            model.start_actions[:cfg.bank], weights_dtype=DTYPES[cfg.weights_dtype])
     source = {"source": str(cfg.src), "stage": model.config.stage, "weights_dtype": cfg.weights_dtype,
-              "bank": int(min(cfg.bank, len(model.start_frames))), "note": cfg.note}
+              "bank": int(min(cfg.bank, len(model.start_frames))), "autoencoder": cfg.autoencoder, "note": cfg.note}
     (path / "SOURCE.json").write_text(json.dumps(source, indent=2) + "\n")
     size = sum(f.stat().st_size for f in path.iterdir()) / 2**20
     print(f"bundled {cfg.src} ({model.config.stage}) -> {path} ({size:.1f} MiB)")

@@ -2,7 +2,7 @@
 
     0 record.py         a real game -> a Minari dataset
     1 autoencoder.py    frames <-> latents; encodes the dataset once (the latent cache)
-    1b decoder.py       the decoder sharpened on sprite pixels (encoder and latents frozen)
+    1b decoder.py       the decoder sharpened on sprite pixels, or a new (cell) one (encoder and latents frozen)
     2 teacher.py        bidirectional DiT: the real score and the critic's init
     3 ode_init.py       few-step causal student regressed on the teacher's ODE trajectories
     4 self_forcing.py   the student trained on its own rollouts (DMD / SiD / GAN)

@@ -1,18 +1,28 @@
-"""Stage 1b: sharpen the autoencoder's decoder on sprite pixels, the encoder (and so every latent) frozen.
+"""Stage 1b: train the autoencoder's decoder alone on sprite pixels, the encoder (and so every latent) frozen.
 
 The autoencoder stage's loss is an average over all pixels, of which sprites are a few percent; frames
 where two sprites share a cell (the enemy on the player or the coin: ~3.5 % of the recorded frames,
 every "caught" frame) decode as a blend the game never draws, so even a perfect world model would
 show them wrong. This stage trains the decoder alone, with `sprite_weight` on the pixels that differ
-from the per-pixel median of the training frames (the static background), then writes the
-autoencoder checkpoint in place (`<autoencoder_dir>/checkpoint`): the encoder, the latent scale, the
-latent cache and the start bank are unchanged, so the DiT stages need no retraining and save the
-sharper decoder into their checkpoints (they read the autoencoder from there when they save).
+from the per-pixel median of the training frames (the static background), on the latent cache the
+autoencoder stage wrote (`<autoencoder_dir>/latents`, checked against the frozen encoder at the start).
+The encoder, the latent scale, the latent cache and the start bank are unchanged, so the DiT stages
+need no retraining; they save the autoencoder they read into their checkpoints, and `train.bundle
+autoencoder=...` swaps it into a finished world-model checkpoint.
+
+Two modes:
+- `decoder` unset: fine-tune the source checkpoint's own decoder (the sharpening of the small recipe);
+- `decoder=cell` (or `conv`): a new decoder of that architecture (`AutoencoderConfig.decoder`), from scratch.
+The result goes to `out_dir`, or, unset, rewrites `<autoencoder_dir>/checkpoint` in place.
 
     python -m train.stages.decoder autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=800
+    python -m train.stages.decoder decoder=cell run_dir=runs/cell_decoder/train out_dir=runs/cell_decoder/autoencoder \
+        lr=2e-3 lr_final=0.05 loop.max_steps=4000
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,26 +30,44 @@ import numpy as np
 import torch
 
 from train.common.cli import hydra_main
+from train.common.latents import load_latents
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data, pixel_loss
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
+from worldmodel.config import AutoencoderConfig
+
+CACHE_CHECK_FRAMES = 16    # training frames re-encoded at the start to check the latent cache against the encoder
+CACHE_TOLERANCE = 1e-3     # largest |cached - encoded| latent difference accepted (unit-scale latents)
 
 
 @dataclass
 class DecoderStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=800, eval_every=400, ckpt_every=200))
-    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its checkpoint is read, and rewritten at the end
+    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its checkpoint and latent cache are read
+    out_dir: str | None = None        # the autoencoder checkpoint written at the end; None: <autoencoder_dir>/checkpoint
+    decoder: str | None = None        # None: fine-tune the source's decoder; "cell" | "conv": a new one, from scratch
+    cell_width: int | None = None     # a new decoder's AutoencoderConfig.cell_width (None: the source's)
+    cell_blocks: int | None = None    # a new decoder's AutoencoderConfig.cell_blocks (None: the source's)
     dataset_id: str = "coinchase/mixed-v0"
     data_root: str = "data/minari"
     run_dir: str = "runs/coinchase/decoder"               # this stage's resumable state
     batch_size: int = 64
     lr: float = 5e-4
+    lr_final: float = 1.0             # cosine decay to this fraction of lr at loop.max_steps (1 = constant)
     sprite_weight: float = 10.0       # loss weight of pixels that differ from the background (1 elsewhere)
     l1_weight: float = 0.5            # loss = weighted (mse + l1_weight * l1), on [-1, 1] pixels
     val_fraction: float = 0.1         # as the autoencoder stage split the episodes (same held-out frames)
     split_seed: int = 0
     eval_frames: int = 512
+
+    def __post_init__(self) -> None:
+        if self.sprite_weight < 1.0:
+            raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {self.sprite_weight}")
+        if not 0.0 <= self.lr_final <= 1.0:
+            raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {self.lr_final}")
+        if self.decoder is None and (self.cell_width is not None or self.cell_blocks is not None):
+            raise ValueError("cell_width and cell_blocks shape a new decoder: set decoder=cell as well")
 
 
 def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -47,48 +75,87 @@ def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tenso
     return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
 
 
+def decoder_model(cfg: DecoderStageConfig, source: Autoencoder) -> Autoencoder:
+    """The autoencoder to train: `source` itself, or its encoder and latent scale with a new decoder."""
+    if cfg.decoder is None:
+        return source
+    sizes = {k: v for k, v in (("cell_width", cfg.cell_width), ("cell_blocks", cfg.cell_blocks)) if v is not None}
+    config: AutoencoderConfig = dataclasses.replace(source.config, decoder=cfg.decoder, **sizes)
+    torch.manual_seed(cfg.loop.seed)
+    model = Autoencoder(config).to(next(source.parameters()).device)
+    kept = {k: v for k, v in source.state_dict().items() if not k.startswith("decoder.")}   # encoder, latent scale
+    model.load_state_dict(kept, strict=False)
+    return model
+
+
+@torch.no_grad()
+def cached_latents(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> np.ndarray:
+    """The training frames' latents (M, C, h, w) from <autoencoder_dir>/latents, checked against the encoder."""
+    cache = Path(cfg.autoencoder_dir) / "latents"
+    latents = np.concatenate([e.frames for e in load_latents(cache).train])
+    if len(latents) != len(data.train_frames):
+        raise ValueError(f"{cache} holds {len(latents)} training latents but the split has {len(data.train_frames)} "
+                         f"frames: val_fraction / split_seed / dataset_id must be the autoencoder stage's")
+    index = np.linspace(0, len(latents) - 1, CACHE_CHECK_FRAMES).astype(int)
+    encoded = model.eval().encode(torch.from_numpy(data.train_frames[index]).to(cfg.loop.device)).cpu()
+    gap = float((encoded - torch.from_numpy(latents[index])).abs().max())
+    if gap > CACHE_TOLERANCE:
+        raise ValueError(f"{cache} does not match the encoder of {cfg.autoencoder_dir}/checkpoint (max latent "
+                         f"difference {gap:.2g}): rerun the autoencoder stage's finalize or fix the paths")
+    return latents
+
+
 def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState:
-    if cfg.sprite_weight < 1.0:
-        raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {cfg.sprite_weight}")
     model.encoder.requires_grad_(False)
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1, min(4096, len(data.train_frames))).astype(int)]
     background = Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
-                      scratch={"background": background.to(cfg.loop.device)})
+                      scratch={"background": background.to(cfg.loop.device), "latents": cached_latents(cfg, data, model)})
+
+
+def set_lr(state: TrainState, cfg: DecoderStageConfig) -> float:
+    """Constant, or cosine from lr down to lr_final x lr at loop.max_steps."""
+    done = min(1.0, state.step / max(cfg.loop.max_steps, 1))
+    lr = cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done)))
+    for group in state.optimizers["decoder"].param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[str, float]:
     model, optimizer = state.modules["autoencoder"], state.optimizers["decoder"]
     model.decoder.train()
-    index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator)
-    images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index.numpy()]).to(cfg.loop.device))   # (B, 3, H, W)
-    with torch.no_grad(), autocast(cfg.loop):
-        latents = model.encode_float(images)
+    lr = set_lr(state, cfg)
+    index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator).numpy()
+    images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index]).to(cfg.loop.device))   # (B, 3, H, W)
+    latents = torch.from_numpy(state.scratch["latents"][index]).to(cfg.loop.device)                # (B, C, h, w)
     with autocast(cfg.loop):
-        recon = model.decode_float(latents).float()
+        recon = model.decode_float(latents).float()                                                 # (B, 3, H, W)
     weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, state.scratch["background"]).float()
     loss = pixel_loss(recon, images, cfg.l1_weight, weight)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), 1.0)
     optimizer.step()
-    return {"loss": float(loss.detach())}
+    return {"loss": float(loss.detach()), "lr": lr}
 
 
 def main(cfg: DecoderStageConfig) -> dict[str, float]:
     stage = AutoencoderStageConfig(dataset_id=cfg.dataset_id, data_root=cfg.data_root, val_fraction=cfg.val_fraction,
                                    split_seed=cfg.split_seed, eval_frames=cfg.eval_frames, loop=cfg.loop)
     source = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint", cfg.loop.device)
-    stage.model = source.config.autoencoder
+    model = decoder_model(cfg, source.autoencoder)
+    stage.model = model.config
     data = load_data(stage)
-    state = build(cfg, data, source.autoencoder)
+    state = build(cfg, data, model)
     load_state(Path(cfg.run_dir), state)
     metrics = run_loop("decoder", cfg.loop, Path(cfg.run_dir), state, lambda s: train_step(s, data, cfg),
                        lambda s: evaluate(s, data, stage))
-    checkpoint.save(Path(cfg.autoencoder_dir) / "checkpoint", source.config, state.modules["autoencoder"],
-                    start_frames=source.start_frames, start_actions=source.start_actions)
+    out = Path(cfg.out_dir) if cfg.out_dir is not None else Path(cfg.autoencoder_dir) / "checkpoint"
+    config = dataclasses.replace(source.config, autoencoder=model.config)
+    checkpoint.save(out, config, model, start_frames=source.start_frames, start_actions=source.start_actions)
     return metrics
 
 
