@@ -55,6 +55,11 @@ def test_quick_report_has_every_section_and_labels_the_device(quick_run):
     assert "nan" not in text.lower() and "inf " not in text.lower()
 
 
+def test_the_model_section_names_the_decoder_architecture_whose_flops_it_counts(quick_run):
+    text, fig = quick_run
+    assert fig["model"]["decoder"] == "conv" and "(conv decoder)" in text
+
+
 def test_every_figure_is_finite_and_the_headline_ones_positive(quick_run):
     _, fig = quick_run
     assert all(math.isfinite(x) for x in numbers({k: fig[k] for k in ("game", "model", "training")}))

@@ -143,6 +143,7 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
         if batch == 1:
             decode = decode_ms(core, 1, cfg)
             params_m = (core.dit.num_params() / 1e6, sum(p.numel() for p in core.autoencoder.parameters()) / 1e6)
+            decoder = core.autoencoder.config.decoder
     single = frame_ms[1]
     latency = {s: {"total_ms": single[s], "decode_ms": decode, "dream_ms": single[s] - decode} for s in cfg.denoise_steps}
     flop_bound = {}
@@ -152,7 +153,7 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
                              "limit_ms": limit_ms, "ratio": single[steps] / limit_ms, "dit_limit_ms": dit_limit_ms,
                              "dit_ratio": (single[steps] - decode) / dit_limit_ms, "mfu": limit_ms / single[steps]}
     name = cfg.checkpoint or f"untrained `{cfg.untrained_size}` DiT, autoencoder widths {list(cfg.untrained_widths)}"
-    return {"checkpoint": name, "dit_params_m": params_m[0], "autoencoder_params_m": params_m[1],
+    return {"checkpoint": name, "dit_params_m": params_m[0], "autoencoder_params_m": params_m[1], "decoder": decoder,
             "matmul_gflops": matmul_flops / 1e9, "ms_per_frame": frame_ms, "ms_per_denoise_step": step_cost,
             "latency": latency, "flop_bound": flop_bound, "horizon": horizon_drift(path, cfg, rng),
             "vector_fps": {n: vector_fps(path, n, cfg, rng) for n in cfg.vector_sizes}}
@@ -161,8 +162,8 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
 def model_markdown(fig: dict[str, Any]) -> list[str]:
     steps = list(fig["latency"])
     lines = [f"Model: {fig['checkpoint']}; DiT {fig['dit_params_m']:.2f} M, autoencoder {fig['autoencoder_params_m']:.2f} M "
-             f"parameters. Measured matmul throughput {fig['matmul_gflops']:.1f} GFLOP/s (fp32). ms/frame = one batched "
-             "DreamCore step (denoise + cache write + decode) ÷ batch, median; ms per denoising step = slope of "
+             f"parameters ({fig['decoder']} decoder). Measured matmul throughput {fig['matmul_gflops']:.1f} GFLOP/s (fp32). "
+             "ms/frame = one batched DreamCore step (denoise + cache write + decode) ÷ batch, median; ms per denoising step = slope of "
              "ms/frame over the step counts.", "",
              "| batch | " + " | ".join(f"{s} step(s) ms/frame" for s in steps) + " | ms per denoising step |",
              "|---" * (len(steps) + 2) + "|"]
