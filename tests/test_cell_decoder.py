@@ -48,7 +48,7 @@ def test_the_cell_decoder_is_far_cheaper_than_the_conv_decoder():
     from train.eval.decoders import decode_cost
 
     conv, cell = (decode_cost(Autoencoder(AutoencoderConfig(decoder=name))) for name in ("conv", "cell"))
-    assert cell["decode_mflop"] < conv["decode_mflop"] / 10
+    assert cell["decode_mflop"] < conv["decode_mflop"] / 5
 
 
 def test_an_unknown_decoder_name_is_refused_with_the_choices():
@@ -98,7 +98,7 @@ def _train_cell_decoder(root, steps: int) -> dict:
     return decoder.main(compose("decoder", decoder.DecoderStageConfig, [
         "decoder=cell", "cell_width=8", f"autoencoder_dir={root / 'ae'}", f"out_dir={root / 'cell'}",
         f"run_dir={root / 'cell_run'}", f"data_root={root / 'data'}", "dataset_id=test/cell-v0", "batch_size=4",
-        "eval_frames=8", "lr_final=0.1", f"loop.max_steps={steps}", "loop.eval_every=2", "loop.progress=false"]))
+        "eval_frames=8", "lr_final=0.1", "latent_noise=0.2", f"loop.max_steps={steps}", "loop.eval_every=2", "loop.progress=false"]))
 
 
 def test_decoder_stage_trains_a_new_cell_decoder_behind_the_frozen_encoder_and_resumes(tiny_autoencoder):

@@ -57,6 +57,8 @@ class DecoderStageConfig:
     lr_final: float = 1.0             # cosine decay to this fraction of lr at loop.max_steps (1 = constant)
     sprite_weight: float = 10.0       # loss weight of pixels that differ from the background (1 elsewhere)
     l1_weight: float = 0.5            # loss = weighted (mse + l1_weight * l1), on [-1, 1] pixels
+    latent_noise: float = 0.0         # training latents get Gaussian noise of std U(0, latent_noise) per frame (unit-scale
+                                      #   latents): the decoder learns to draw a world model's imperfect latents as real ones
     val_fraction: float = 0.1         # as the autoencoder stage split the episodes (same held-out frames)
     split_seed: int = 0
     eval_frames: int = 512
@@ -64,6 +66,8 @@ class DecoderStageConfig:
     def __post_init__(self) -> None:
         if self.sprite_weight < 1.0:
             raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {self.sprite_weight}")
+        if self.latent_noise < 0:
+            raise ValueError(f"latent_noise is a standard deviation, >= 0, got {self.latent_noise}")
         if not 0.0 <= self.lr_final <= 1.0:
             raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {self.lr_final}")
         if self.decoder is None and (self.cell_width is not None or self.cell_blocks is not None):
@@ -130,7 +134,11 @@ def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[s
     lr = set_lr(state, cfg)
     index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator).numpy()
     images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index]).to(cfg.loop.device))   # (B, 3, H, W)
-    latents = torch.from_numpy(state.scratch["latents"][index]).to(cfg.loop.device)                # (B, C, h, w)
+    latents = torch.from_numpy(state.scratch["latents"][index])                                     # (B, C, h, w)
+    if cfg.latent_noise > 0:
+        std = cfg.latent_noise * torch.rand(len(index), 1, 1, 1, generator=state.generator)
+        latents = latents + std * torch.randn(latents.shape, generator=state.generator)
+    latents = latents.to(cfg.loop.device)
     with autocast(cfg.loop):
         recon = model.decode_float(latents).float()                                                 # (B, 3, H, W)
     weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, state.scratch["background"]).float()
