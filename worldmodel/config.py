@@ -22,7 +22,7 @@ class AutoencoderConfig:
     decoder: str = "conv"           # "conv": transposed convs back up through `widths`; "cell": convs at latent
                                     #   resolution, then each latent cell's features become its own block of pixels
     cell_width: int = 64            # "cell" decoder: conv width at latent resolution
-    cell_blocks: int = 2            # "cell" decoder: residual blocks (two 3x3 convs each) at latent resolution
+    cell_blocks: int = 1            # "cell" decoder: residual blocks (two 3x3 convs each) at latent resolution
 
     @property
     def latent_size(self) -> int:
