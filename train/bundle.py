@@ -7,8 +7,8 @@ from `train.stages.decoder decoder=cell`); it must share src's encoder and laten
 latents decode unchanged:
 
     python -m train.bundle src=runs/coinchase/self_forcing/checkpoint dst=envs/checkpoints/coinchase
-    python -m train.bundle src=envs/checkpoints/coinchase dst=runs/cell_decoder/coinchase \
-        autoencoder=runs/cell_decoder/autoencoder
+    python -m train.bundle src=envs/checkpoints/coinchase dst=runs/cell_decoder/coinchase_cell \
+        autoencoder=runs/cell_decoder/long/w64_b1/checkpoint
 """
 from __future__ import annotations
 

@@ -16,8 +16,8 @@ Two modes:
 The result goes to `out_dir`, or, unset, rewrites `<autoencoder_dir>/checkpoint` in place.
 
     python -m train.stages.decoder autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=800
-    python -m train.stages.decoder decoder=cell run_dir=runs/cell_decoder/train out_dir=runs/cell_decoder/autoencoder \
-        lr=2e-3 lr_final=0.05 loop.max_steps=4000
+    python -m train.stages.decoder decoder=cell run_dir=runs/cell_decoder/long/w64_b1 \
+        out_dir=runs/cell_decoder/long/w64_b1/checkpoint lr=2e-3 lr_final=0.05 loop.max_steps=10000
 """
 from __future__ import annotations
 
