@@ -38,14 +38,9 @@ class BundleConfig:
     note: str = ""                                         # free text kept in SOURCE.json (e.g. the command)
 
 
-def encoder_state(model: Autoencoder) -> dict[str, torch.Tensor]:
-    """Everything of the autoencoder but the decoder: encoder weights and the latent scale."""
-    return {k: v for k, v in model.state_dict().items() if not k.startswith("decoder.")}
-
-
 def same_encoder(a: Autoencoder, b: Autoencoder) -> bool:
     """Whether two autoencoders encode alike: the same encoder weights and latent scale, up to storage rounding."""
-    ours, theirs = encoder_state(a), encoder_state(b)
+    ours, theirs = a.encoder_state(), b.encoder_state()
     return ours.keys() == theirs.keys() and all(
         ours[k].shape == theirs[k].shape and torch.allclose(ours[k], theirs[k], rtol=ENCODER_RTOL, atol=ENCODER_ATOL)
         for k in ours)

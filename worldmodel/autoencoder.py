@@ -73,6 +73,10 @@ class Autoencoder(nn.Module):
         self.decoder = DECODER_BUILDERS[config.decoder](config)
         self.register_buffer("latent_scale", torch.ones(()))
 
+    def encoder_state(self) -> dict[str, torch.Tensor]:
+        """Everything but the decoder: the encoder's weights and the latent scale (what fixes the latents)."""
+        return {k: v for k, v in self.state_dict().items() if not k.startswith("decoder.")}
+
     @staticmethod
     def to_float(frames: torch.Tensor) -> torch.Tensor:
         """uint8 (B, H, W, 3) -> float (B, 3, H, W) in [-1, 1], channels_last memory."""

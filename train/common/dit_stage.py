@@ -7,7 +7,6 @@ the stage's world-model checkpoint (autoencoder + EMA weights + start bank).
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +17,7 @@ from torch import nn
 
 from train.common import distributed
 from train.common.latents import LatentData, load_latents
-from train.common.loop import LoopConfig, TrainState
+from train.common.loop import LoopConfig, TrainState, cosine_factor
 from worldmodel import checkpoint
 from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.data import ClipDataset, sample_batch
@@ -200,7 +199,7 @@ def set_lr(state: TrainState, cfg: DiTStageConfig, name: str = "model", base_lr:
     lr = (cfg.lr if base_lr is None else base_lr) * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
     if cfg.lr_final < 1.0 and state.step >= cfg.warmup_steps:
         done = min(1.0, (state.step - cfg.warmup_steps) / max(cfg.loop.max_steps - cfg.warmup_steps, 1))
-        lr *= cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done))
+        lr *= cosine_factor(done, cfg.lr_final)
     for group in state.optimizers[name].param_groups:
         group["lr"] = lr
     return lr

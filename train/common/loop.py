@@ -58,6 +58,11 @@ class TrainState:
     scratch: dict = field(default_factory=dict)   # per-process working data, never saved (e.g. a reused rollout)
 
 
+def cosine_factor(done: float, final: float) -> float:
+    """Learning-rate factor of a cosine schedule: 1 at done = 0, `final` at done >= 1."""
+    return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
+
+
 def autocast(loop: LoopConfig) -> contextlib.AbstractContextManager:
     device_type = torch.device(loop.device).type
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=loop.bf16)

@@ -22,7 +22,6 @@ The result goes to `out_dir`, or, unset, rewrites `<autoencoder_dir>/checkpoint`
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,7 +30,7 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.latents import load_latents
-from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, autocast, cosine_factor, load_state, run_loop
 from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data, pixel_loss
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
@@ -87,8 +86,7 @@ def decoder_model(cfg: DecoderStageConfig, source: Autoencoder) -> Autoencoder:
     config: AutoencoderConfig = dataclasses.replace(source.config, decoder=cfg.decoder, **sizes)
     torch.manual_seed(cfg.loop.seed)
     model = Autoencoder(config).to(next(source.parameters()).device)
-    kept = {k: v for k, v in source.state_dict().items() if not k.startswith("decoder.")}   # encoder, latent scale
-    model.load_state_dict(kept, strict=False)
+    model.load_state_dict(source.encoder_state(), strict=False)
     return model
 
 
@@ -121,8 +119,7 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
 
 def set_lr(state: TrainState, cfg: DecoderStageConfig) -> float:
     """Constant, or cosine from lr down to lr_final x lr at loop.max_steps."""
-    done = min(1.0, state.step / max(cfg.loop.max_steps, 1))
-    lr = cfg.lr * (cfg.lr_final + (1.0 - cfg.lr_final) * 0.5 * (1.0 + math.cos(math.pi * done)))
+    lr = cfg.lr * cosine_factor(state.step / max(cfg.loop.max_steps, 1), cfg.lr_final)
     for group in state.optimizers["decoder"].param_groups:
         group["lr"] = lr
     return lr
