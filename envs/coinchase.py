@@ -222,6 +222,23 @@ class CoinChaseEnv(gym.Env):
             options = [cell for cell, d in zip(options, dist, strict=True) if d == best]
         return options[rng.integers(len(options))]
 
+    def next_cell_probabilities(self, action: int) -> tuple[dict[tuple[int, int], float], dict[tuple[int, int], float]]:
+        """The exact distributions of the enemy's and the coin's cells after `step(action)` from the current state,
+        {cell: probability} each (what a world model's entity events should sample; the state is not changed)."""
+        player = self._moved(self.player, int(action))
+        coin: dict[tuple[int, int], float] = {self.coin: 1.0}
+        if player == self.coin:
+            choices = [c for c in self._free if c not in {player, self.enemy}]
+            coin = {c: 1.0 / len(choices) for c in choices}
+        options = [self._moved(self.enemy, a) for a in range(len(ACTION_NAMES))]
+        dist = [abs(r - player[0]) + abs(c - player[1]) for r, c in options]
+        chase = [cell for cell, d in zip(options, dist, strict=True) if d == min(dist)]
+        enemy: dict[tuple[int, int], float] = {self.enemy: 1.0 - self.enemy_move_prob}
+        for cells, weight in ((chase, self.chase_prob), (options, 1.0 - self.chase_prob)):
+            for cell in cells:
+                enemy[cell] = enemy.get(cell, 0.0) + self.enemy_move_prob * weight / len(cells)
+        return enemy, coin
+
     def _random_free_cell(self, exclude: set[tuple[int, int]]) -> tuple[int, int]:
         choices = [c for c in self._free if c not in exclude]
         return choices[self.np_random.integers(len(choices))]

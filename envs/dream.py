@@ -109,7 +109,7 @@ class DreamCore:
         rows = np.arange(self.num_envs)
         result = next_chunk(self.dit, self.cache, torch.from_numpy(actions.astype(np.int64)).to(self.device)[:, None],
                             self._sigmas, self._noise(rows), context_sigma=self.sampler.context_sigma,
-                            solver=self.sampler.solver)
+                            solver=self.sampler.solver, event_min_prob=self.sampler.event_min_prob)
         frames = self.autoencoder.decode(result.latents[:, 0].float()).cpu().numpy()
         rewards = result.reward[:, 0].float().cpu().numpy()
         terminations = torch.sigmoid(result.termination[:, 0].float()).cpu().numpy()

@@ -364,3 +364,24 @@ def test_human_render_opens_a_window_under_the_dummy_video_driver(monkeypatch):
     assert env.render() is None
     env.close()
     env.close()   # closing twice is harmless
+
+
+def test_next_cell_probabilities_match_the_games_own_draws():
+    from collections import Counter
+
+    from envs.coinchase import CoinChaseEnv
+    env = CoinChaseEnv(lethal=False)
+    env.reset(seed=5)
+    env.player, env.enemy, env.coin = (4, 3), (3, 3), (4, 2)          # player steps left onto the coin
+    enemy, coin = env.next_cell_probabilities(3)
+    assert abs(sum(enemy.values()) - 1) < 1e-9 and abs(sum(coin.values()) - 1) < 1e-9
+    assert len(coin) == len(env._free) - 2 and (4, 2) not in coin     # respawns anywhere but player / enemy
+    counts, n = Counter(), 4000
+    for i in range(n):
+        env.reset(seed=100 + i)
+        env.player, env.enemy, env.coin = (4, 3), (3, 3), (4, 2)
+        env.step(3)
+        counts[env.enemy] += 1
+    for cell, p in enemy.items():
+        assert abs(counts[cell] / n - p) < 0.03, (cell, counts[cell] / n, p)
+    assert set(counts) <= set(enemy)

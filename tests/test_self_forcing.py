@@ -82,7 +82,7 @@ def test_a_self_forcing_iteration_keeps_grads_through_one_step_per_frame_and_det
     batch = {"latents": torch.randn(2, 5, 4, 4, 4), "actions": torch.randint(0, 5, (2, 5))}
     for exit_step in range(cfg.sampler.max_steps):
         grad_calls.clear()
-        clip, weight = self_rollout(model, batch, cfg, exit_step, True, torch.Generator().manual_seed(1))
+        clip, weight, _ = self_rollout(model, batch, cfg, exit_step, True, torch.Generator().manual_seed(1))
         generated = 4
         # per generated frame: exit_step + 1 denoising passes (the last with grads) + 1 no-grad cache write
         assert sum(grad_calls) == generated

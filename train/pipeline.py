@@ -1,4 +1,4 @@
-"""The whole chain in one command: record -> autoencoder -> decoder -> teacher -> ode_init -> self_forcing (+ tf, df).
+"""The whole chain in one command: record -> autoencoder -> decoder -> events -> teacher -> ode_init -> self_forcing (+ tf, df).
 
 Each stage is the same code as its own `python -m train.stages.<stage>` entry, composed from its YAML with
 the overrides below, and each resumes where it stopped (a finished stage is a no-op that rewrites
@@ -18,7 +18,7 @@ from pathlib import Path
 
 from train.common.cli import compose, hydra_main
 
-STAGES = ("record", "autoencoder", "decoder", "teacher", "ode_init", "self_forcing", "tf", "df")
+STAGES = ("record", "autoencoder", "decoder", "events", "teacher", "ode_init", "self_forcing", "tf", "df")
 
 # Shapes and optimiser of every DiT stage in the "small" recipe (measured in docs/ablation.md): the game is
 # Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 learns the rules several times faster
@@ -44,6 +44,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         # draws a world model's imperfect latents as real ones: 46 dB held out, 11 vs 167 MFLOP per frame; on the
         # bundled model's dream, walls broken in 1.0 % of frames to h = 128 (conv 8.5 %, cell without noise 23 %)
         "decoder": ["decoder=cell", "latent_noise=0.2", "lr=2e-3", "lr_final=0.05", "loop.max_steps=10000"],
+        "events": ["loop.max_steps=4000"],
         "teacher": ["size=small", *SHAPES, *LONG, *SPRITE_WEIGHT, "loop.max_steps=3000", "clean_prefix_prob=1.0",
                     "shared_sigma_prob=0.5", *FLOW_SAMPLER],
         "ode_init": ["size=small", *SHAPES, *SPRITE_WEIGHT, "lr=5e-4", "loop.max_steps=400", "trajectories=1024"],
@@ -58,6 +59,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
                         "start_bank_size=4", "loop.eval_every=0"],
         "decoder": ["decoder=cell", "latent_noise=0.2", "loop.max_steps=4", "batch_size=8", "eval_frames=16",
                     "loop.eval_every=0"],
+        "events": ["loop.max_steps=10", "batch_size=16", "loop.eval_every=0", "dim=16", "depth=1"],
         "teacher": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
         "ode_init": ["size=tiny", "loop.max_steps=5", "batch_size=4", "trajectories=8", "euler_steps=8",
                      "sample_batch=8"],
@@ -77,8 +79,10 @@ class PipelineConfig:
     data_root: str = "data/minari"            # Minari datasets root
     preset: str = "small"                     # small | tiny (see PRESETS)
     baselines: bool = False                   # also train the TF and DF baselines
-    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "teacher", "ode_init",
+    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "events", "teacher", "ode_init",
                                                                     "self_forcing"])
+    events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
+                                              #   "auto": the game's own reader if there is one (coinchase), "" = none
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -87,6 +91,12 @@ class PipelineConfig:
     @property
     def dataset_id(self) -> str:
         return f"{self.game}/{self.policy}-v0"
+
+    @property
+    def entity_reader(self) -> str:
+        from train.common.events import READERS  # noqa: PLC0415
+
+        return (self.game if self.game in READERS else "") if self.events == "auto" else self.events
 
     def run_dir(self, stage: str) -> str:
         return str(Path(self.root) / self.game / stage)
@@ -97,7 +107,7 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     if unknown or cfg.preset not in PRESETS:
         raise ValueError(f"unknown stages {unknown} or preset {cfg.preset!r}; stages: {STAGES}, presets: {sorted(PRESETS)}")
     wanted = list(cfg.stages) + (["tf", "df"] if cfg.baselines else [])
-    return [s for s in STAGES if s in wanted]
+    return [s for s in STAGES if s in wanted and (s != "events" or cfg.entity_reader)]   # no reader: no entity events
 
 
 def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
@@ -111,8 +121,13 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
         wiring = [f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"run_dir={cfg.run_dir(stage)}"]
         if stage == "decoder":
             wiring.append(f"autoencoder_dir={cfg.run_dir('autoencoder')}")
+        else:
+            wiring.append(f"events={cfg.entity_reader}")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
+        if stage != "events" and cfg.entity_reader and ("events" in stage_list(cfg)
+                                                         or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
+            wiring.append(f"events_dir={cfg.run_dir('events')}")
         if stage in ("tf", "df"):
             wiring.append(f"mode={stage}")
         if stage in ("ode_init", "self_forcing"):
@@ -127,6 +142,7 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
     "record": ("record", "RecordConfig", "record"),
     "autoencoder": ("autoencoder", "AutoencoderStageConfig", "main"),
     "decoder": ("decoder", "DecoderStageConfig", "main"),
+    "events": ("events", "EventsStageConfig", "main"),
     "teacher": ("teacher", "TeacherConfig", "main"),
     "ode_init": ("ode_init", "ODEInitConfig", "main"),
     "self_forcing": ("self_forcing", "SelfForcingConfig", "main"),
@@ -156,7 +172,7 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
     for index, stage in enumerate(stages, 1):
         print(f"[pipeline] stage {index}/{len(stages)}: {stage}  ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
         run_stage(cfg, stage)
-        if stage not in ("record", "decoder"):        # the decoder stage rewrites the autoencoder's checkpoint
+        if stage not in ("record", "decoder", "events"):   # decoder: rewrites the autoencoder checkpoint; events: no world model
             outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)

@@ -61,6 +61,10 @@ class DiTConfig:
     previous_frame: bool = True     # each frame's input also holds the frame before it at the same place
     stem_width: int = 64            # conv stem / output head width at latent resolution (0: linear patches only)
     action_channels: bool = True    # the action as one-hot input channels of the stem (a path that cannot drown)
+    event_channels: int = 0         # random entities whose next cell is sampled first (worldmodel.events) and given
+                                    #   to the generated frame as one-hot stem channels; 0 = none
+    event_dim: int = 64             # width of the event model (a small transformer over the latent cells)
+    event_depth: int = 3
 
     @property
     def tokens_per_frame(self) -> int:
@@ -76,8 +80,10 @@ class DiTConfig:
             raise ValueError(f"latent_size {self.latent_size} is not divisible by patch {self.patch}")
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even size")
-        if (self.previous_frame or self.action_channels) and not self.stem_width:
-            raise ValueError("previous_frame and action_channels feed the conv stem: set stem_width > 0")
+        if (self.previous_frame or self.action_channels or self.event_channels) and not self.stem_width:
+            raise ValueError("previous_frame, action_channels and event_channels feed the conv stem: set stem_width > 0")
+        if self.event_channels and not self.previous_frame:
+            raise ValueError("event_channels: the event model reads the previous frame; set previous_frame")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.window < self.chunk:
@@ -92,6 +98,7 @@ class SamplerConfig:
     shift: float = 5.0              # sigma = shift*t / (1 + (shift-1)*t)
     context_sigma: float = 0.0      # noise level of the cache-writing pass (0 = clean)
     solver: str = "renoise"         # between steps: "renoise" (few-step students) or "euler" (undistilled flow models)
+    event_min_prob: float = 0.01    # sampled entity cells below this probability are never drawn (worldmodel.events)
 
 
 def dataclass_from_dict(cls, data: dict[str, Any]):

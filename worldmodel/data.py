@@ -148,7 +148,8 @@ class ClipDataset(Dataset):
 
     Item: {"frames": (T, ...) tensor in the stored dtype, "actions": (T,) int64 (the action that
     produced each frame, NULL_ACTION = n_actions at an episode's first frame), "rewards": (T,)
-    float32, "terminations": (T,) bool, "episode": int, "start": int (index of the first frame)}.
+    float32, "terminations": (T,) bool, "episode": int, "start": int (index of the first frame)},
+    plus "event_cells": (T, E) int64 when the episodes carry entity labels (infos["event_cells"]).
     Frames stay as the episodes' numpy arrays; only a window is copied per item.
     """
 
@@ -182,6 +183,8 @@ class ClipDataset(Dataset):
             "terminations": torch.from_numpy(self.frame_terminations[episode][window].copy()),       # (T,)
             "episode": episode,
             "start": start,
+            **({"event_cells": torch.from_numpy(self.episodes[episode].infos["event_cells"][window].copy())}   # (T, E)
+               if "event_cells" in self.episodes[episode].infos else {}),
         }
 
 
@@ -190,7 +193,8 @@ def sample_batch(dataset: ClipDataset, batch_size: int, generator: torch.Generat
     "episode" and "start" become (B,) int64 tensors."""
     picks = torch.randint(len(dataset), (batch_size,), generator=generator).tolist()
     items = [dataset[i] for i in picks]
-    batch = {key: torch.stack([item[key] for item in items]) for key in ("frames", "actions", "rewards", "terminations")}
+    keys = ("frames", "actions", "rewards", "terminations") + (("event_cells",) if "event_cells" in items[0] else ())
+    batch = {key: torch.stack([item[key] for item in items]) for key in keys}
     batch["episode"] = torch.tensor([item["episode"] for item in items], dtype=torch.int64)
     batch["start"] = torch.tensor([item["start"] for item in items], dtype=torch.int64)
     return batch

@@ -18,6 +18,7 @@ from torch import nn
 
 from worldmodel import kernels
 from worldmodel.config import DiTConfig
+from worldmodel.events import EventModel, cell_maps, sample_cells
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
 
@@ -239,7 +240,8 @@ class DiT(nn.Module):
         c, p, d, w = config.latent_channels, config.patch, config.dim, config.stem_width
         self.null_action = config.n_actions
         if w:
-            stem_in = c * (2 if config.previous_frame else 1) + (config.n_actions + 1 if config.action_channels else 0)
+            stem_in = (c * (2 if config.previous_frame else 1) + (config.n_actions + 1 if config.action_channels else 0)
+                       + config.event_channels)
             self.stem = nn.Sequential(nn.Conv2d(stem_in, w, 3, padding=1), nn.GELU(approximate="tanh"),
                                       nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
             self.head = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.GELU(approximate="tanh"),
@@ -261,6 +263,8 @@ class DiT(nn.Module):
         self.reward_head = nn.Linear(2 * d, 1)
         self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
+        self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
+                                       config.event_depth) if config.event_channels else None)
 
     def initialize_weights(self) -> None:
         """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).
@@ -307,25 +311,55 @@ class DiT(nn.Module):
         x = tokens.reshape(b, t, side, side, c, p, p).permute(0, 1, 4, 2, 5, 3, 6)
         return x.reshape(b, t, c, side * p, side * p)
 
-    def stem_input(self, latents: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None) -> torch.Tensor:
-        """Per-frame stem input at latent resolution: [latent | previous | one-hot action]. (B, T, C', h, w)"""
+    def stem_input(self, latents: torch.Tensor, actions: torch.Tensor, previous: torch.Tensor | None,
+                   events: torch.Tensor | None) -> torch.Tensor:
+        """Per-frame stem input at latent resolution: [latent | previous | one-hot action | events]. (B, T, C', h, w)"""
         parts = [latents]
         if self.config.previous_frame:
             parts.append(previous.to(latents.dtype))
         if self.config.action_channels:
             onehot = F.one_hot(actions, self.config.n_actions + 1).to(latents.dtype)            # (B, T, A+1)
             parts.append(onehot[..., None, None].expand(*onehot.shape, *latents.shape[-2:]))
+        if self.config.event_channels:
+            parts.append(events.to(latents.dtype))
         return torch.cat(parts, dim=2)
+
+    def frame_events(self, events: torch.Tensor | None, sigma: torch.Tensor, shape: torch.Size) -> torch.Tensor | None:
+        """The event channels each frame sees (B, T, E, h, w): a frame being generated (sigma > 0) sees its sampled
+        entity cells; a clean frame (sigma = 0: a context or cache write) sees none, its latent already shows them."""
+        if not self.config.event_channels:
+            return None
+        b, t, _, h, w = shape
+        if events is None:
+            if bool((sigma > 0).any()):
+                raise ValueError("this model generates frames given sampled entity events (event_channels="
+                                 f"{self.config.event_channels}): pass events (B, T, E, h, w) for noisy frames")
+            return torch.zeros(b, t, self.config.event_channels, h, w, device=sigma.device)
+        if events.shape != (b, t, self.config.event_channels, h, w):
+            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.event_channels, h, w)}")
+        return events * (sigma > 0).to(events.dtype)[..., None, None, None]
+
+    @torch.no_grad()
+    def sample_events(self, previous: torch.Tensor, actions: torch.Tensor, gaussian: torch.Tensor,
+                      min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
+        (B, E, K) standard-normal noise. Returns (cells (B, E) int64, one-hot maps (B, E, h, w))."""
+        logits = self.event_model(previous, actions)                                        # (B, E, K)
+        cells = sample_cells(logits, gaussian, min_prob)
+        return cells, cell_maps(cells, self.config.latent_size, previous.dtype)
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
                 frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
-                cache: CacheAccess | None = None, previous: torch.Tensor | None = None) -> DiTOutput:
+                cache: CacheAccess | None = None, previous: torch.Tensor | None = None,
+                events: torch.Tensor | None = None) -> DiTOutput:
         """latents (B, T, C, h, w); sigma (B, T) in [0, 1]; actions (B, T) ids, null = n_actions.
 
         frame_mask (T, T) bool among this forward's frames (None = all see all);
         positions (T,) or (B, T) time positions (default 0..T-1); cache: read/write the KV cache;
         previous (B, T, C, h, w): the frame before each frame (default: the frame before it in `latents`,
-        and before the first the cache's last frame, or zeros without a cache).
+        and before the first the cache's last frame, or zeros without a cache);
+        events (B, T, E, h, w): one-hot cells of the sampled entities (needed for noisy frames when
+        config.event_channels > 0; ignored on clean frames, see `frame_events`).
         """
         b, t = latents.shape[:2]
         if actions.shape != (b, t) or sigma.shape != (b, t):
@@ -338,7 +372,7 @@ class DiT(nn.Module):
             previous = previous_frames(latents, cache.previous if cache is not None else None)   # (B, T, C, h, w)
         stem = None
         if self.config.stem_width:
-            frames_in = self.stem_input(latents, actions, previous)
+            frames_in = self.stem_input(latents, actions, previous, self.frame_events(events, sigma, latents.shape))
             stem = self.stem(frames_in.flatten(0, 1)).unflatten(0, (b, t))         # (B, T, W, h, w)
             tokens = self.patch_embed(self.patchify(stem))                          # (B, T, N, D)
         else:
@@ -370,20 +404,22 @@ class DiT(nn.Module):
                          termination=self.termination_head(pooled).squeeze(-1), features=features)
 
     def guided_velocity(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float,
-                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
-        """Classifier-free guidance on actions: v_null + guidance * (v_action - v_null), one batched pass."""
+                        frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,
+                        events: torch.Tensor | None = None) -> torch.Tensor:
+        """Classifier-free guidance on actions: v_null + guidance * (v_action - v_null), one batched pass
+        (the entity events, if any, condition both halves)."""
         if guidance == 1.0:
-            return self(latents, sigma, actions, frame_mask, positions).velocity
+            return self(latents, sigma, actions, frame_mask, positions, events=events).velocity
         null = torch.full_like(actions, self.null_action)
         both = self(torch.cat([latents, latents]), torch.cat([sigma, sigma]), torch.cat([actions, null]),
-                    frame_mask, positions).velocity
+                    frame_mask, positions, events=None if events is None else torch.cat([events, events])).velocity
         v_action, v_null = both.chunk(2)
         return v_null + guidance * (v_action - v_null)
 
     def optimizer_groups(self, weight_decay: float) -> list[dict]:
-        """Weight decay on weight matrices only (not biases, norms, the positional table or the action table)."""
+        """Weight decay on weight matrices only (not biases, norms, the positional tables or the action tables)."""
         def decayed(name: str, p: nn.Parameter) -> bool:
-            return p.dim() >= 2 and "spatial_pos" not in name and "action_embed" not in name
+            return p.dim() >= 2 and not any(table in name for table in ("spatial_pos", "action_embed", "cell_pos"))
         decay = [p for n, p in self.named_parameters() if decayed(n, p)]
         rest = [p for n, p in self.named_parameters() if not decayed(n, p)]
         return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]

@@ -4,6 +4,8 @@
 there is no train-test gap in the code itself. Per chunk: few-step denoising from noise while
 reading the cache (one chosen exit step may keep gradients, the others run under no_grad), then a
 no-grad clean pass over the result that writes the cache and reads the reward / termination heads.
+A model with entity events (`DiTConfig.event_channels`) first draws the next frame's entity cells
+from its event model on the cache's last frame, then denoises given them.
 
 Dimensions: B batch (the rows of the cache this call serves), c frames per chunk, T frames,
 C latent channels, h = w latent size.
@@ -28,6 +30,7 @@ class ChunkResult:
     latents: torch.Tensor      # (B, c, C, h, w) generated clean latents (the exit step's x0 prediction)
     reward: torch.Tensor       # (B, c) from the clean cache-writing pass
     termination: torch.Tensor  # (B, c) logits, same pass
+    events: torch.Tensor | None = None   # (B, c, E) int64 sampled entity cells (flat latent cell index), if the model has them
 
 
 def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
@@ -70,10 +73,11 @@ def cache_access(model: DiT, cache: KVCache, rows: np.ndarray, frames: int, writ
 
 def write_frames(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor,
                  rows: np.ndarray | None = None, context_sigma: float = 0.0,
-                 noise: NoiseSource | None = None) -> ChunkResult:
+                 noise: NoiseSource | None = None, events: torch.Tensor | None = None) -> ChunkResult:
     """The clean pass: store one chunk of finished frames in the cache; returns the heads. latents (B, c, C, h, w).
 
-    The chunk's last clean frame becomes each row's `previous` (the frame before the next chunk)."""
+    The chunk's last clean frame becomes each row's `previous` (the frame before the next chunk).
+    events (B, c, E, h, w): the frames' entity maps, read only when context_sigma > 0 (noised context)."""
     rows = _rows(cache, rows)
     b, c = latents.shape[:2]
     if c != model.config.chunk:
@@ -85,7 +89,7 @@ def write_frames(model: DiT, cache: KVCache, latents: torch.Tensor, actions: tor
         latents = add_noise(latents, noise(tuple(latents.shape)), sigma)
     access, positions = cache_access(model, cache, rows, c, write=True)
     with torch.no_grad():
-        out = model(latents, sigma, actions, positions=positions, cache=access)
+        out = model(latents, sigma, actions, positions=positions, cache=access, events=events)
         cache.previous[access.rows] = clean[:, -1].detach().to(cache.previous.dtype)
     return ChunkResult(latents=latents, reward=out.reward, termination=out.termination)
 
@@ -111,7 +115,7 @@ SOLVERS = ("renoise", "euler")
 
 def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
                rows: np.ndarray | None = None, exit_step: int | None = None, grad: bool = False,
-               context_sigma: float = 0.0, solver: str = "renoise") -> ChunkResult:
+               context_sigma: float = 0.0, solver: str = "renoise", event_min_prob: float = 0.01) -> ChunkResult:
     """Generate the next chunk under `actions` (B, c): few-step denoising over the cache, then the clean write.
 
     sigmas: the schedule (host floats, highest first). exit_step: the step whose x0 prediction
@@ -122,6 +126,7 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
     faint copies of every possible sprite back into the input). The last step's x0 prediction is the
     Euler step to sigma = 0, so both end the same way. grad: whether the exit step keeps gradients
     (Self Forcing); every other step runs under no_grad, and the cache write is always no-grad and detached.
+    event_min_prob: entity cells less likely than this are never drawn (models with entity events).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -133,31 +138,48 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         raise ValueError(f"exit_step {exit_step} is outside the {len(sigmas)}-step schedule")
     shape = (b, c, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     read, positions = cache_access(model, cache, rows, c, write=False)
+    cells, maps = draw_events(model, read.previous, actions, noise, event_min_prob)
     x = noise(shape)                                                                   # (B, c, C, h, w)
     for step in range(exit_step + 1):
         sigma = torch.full((b, c), sigmas[step], device=x.device)
         with torch.set_grad_enabled(grad and step == exit_step and torch.is_grad_enabled()):
-            velocity = model(x, sigma, actions, positions=positions, cache=read).velocity
+            velocity = model(x, sigma, actions, positions=positions, cache=read, events=maps).velocity
             x0 = x - sigmas[step] * velocity
         if step < exit_step and solver == "euler":
             x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
         elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
-    written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise)
-    return ChunkResult(latents=x0, reward=written.reward, termination=written.termination)
+    written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise, maps)
+    return ChunkResult(latents=x0, reward=written.reward, termination=written.termination, events=cells)
+
+
+def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise: NoiseSource, min_prob: float
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """The chunk's entity cells (B, c, E) and one-hot maps (B, c, E, h, w), drawn from the event model on each
+    row's last frame `previous` (B, C, h, w); (None, None) for a model without entity events."""
+    cfg = model.config
+    if not cfg.event_channels:
+        return None, None
+    if actions.shape[1] != 1:
+        raise ValueError(f"entity events are drawn frame by frame: chunk must be 1, got {actions.shape[1]}")
+    gaussian = noise((actions.shape[0], cfg.event_channels, cfg.latent_size ** 2))
+    cells, maps = model.sample_events(previous, actions[:, 0], gaussian, min_prob)
+    return cells[:, None], maps[:, None]
 
 
 def unroll(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
-           exit_step: int | None = None, grad: bool = False, context_sigma: float = 0.0) -> ChunkResult:
+           exit_step: int | None = None, grad: bool = False, context_sigma: float = 0.0,
+           event_min_prob: float = 0.01) -> ChunkResult:
     """Generate T frames under actions (B, T), chunk after chunk, from an already primed cache."""
     c = model.config.chunk
     if actions.shape[1] % c:
         raise ValueError(f"{actions.shape[1]} actions are not a multiple of the chunk size {c}")
-    return _concat([next_chunk(model, cache, actions[:, i:i + c], sigmas, noise, None, exit_step, grad, context_sigma)
-                    for i in range(0, actions.shape[1], c)])
+    return _concat([next_chunk(model, cache, actions[:, i:i + c], sigmas, noise, None, exit_step, grad, context_sigma,
+                               event_min_prob=event_min_prob) for i in range(0, actions.shape[1], c)])
 
 
 def _concat(results: list[ChunkResult]) -> ChunkResult:
+    events = None if results[0].events is None else torch.cat([r.events for r in results], dim=1)
     return ChunkResult(latents=torch.cat([r.latents for r in results], dim=1),
                        reward=torch.cat([r.reward for r in results], dim=1),
-                       termination=torch.cat([r.termination for r in results], dim=1))
+                       termination=torch.cat([r.termination for r in results], dim=1), events=events)

@@ -22,6 +22,7 @@ from worldmodel import checkpoint
 from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.dit import DiT, DiTOutput
+from worldmodel.events import cell_maps, load_event_model, read_event_config
 from worldmodel.flow import add_noise
 from worldmodel.masks import previous_frames
 
@@ -51,12 +52,23 @@ class DiTStageConfig:
     change_reach: int = 1                     # ... this many cells around them (where a sprite can go in a frame)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
                                               #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
+    events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
+                                              #   by its event model (installed frozen) and given to the generated frame
+                                              #   (worldmodel.events; the latent cache needs the labels); "" = none
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
 
     def dit_config(self, latents: LatentData, causal: bool) -> DiTConfig:
         sample = latents.train[0].frames
+        events = {}
+        if self.events_dir:
+            event_cfg = read_event_config(Path(self.events_dir) / "checkpoint")
+            if event_cfg.entities != latents.event_entities:
+                raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
+                                 f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
+            events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth)
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
-                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink)
+                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
+                          **events)
 
 
 @dataclass
@@ -80,6 +92,7 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
     if not 0.0 <= cfg.lr_final <= 1.0:
         raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {cfg.lr_final}")
     distributed.init(cfg.loop.device)
+    install_event_model(cfg, model)
     model = model.to(cfg.loop.device)
     distributed.broadcast_parameters(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -87,6 +100,17 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
     generator = torch.Generator().manual_seed(cfg.loop.seed + 1_000_003 * distributed.rank())
     modules = {"model": model, "ema": ema, **(extra_modules or {})}
     return TrainState(modules=modules, optimizers={"model": optimizer}, generator=generator)
+
+
+def install_event_model(cfg: DiTStageConfig, model: DiT) -> None:
+    """Put the events stage's event model into `model`, frozen (the flow losses never train it)."""
+    if not cfg.events_dir:
+        return
+    if model.event_model is None:
+        raise ValueError(f"events_dir={cfg.events_dir} but the model has no entity events (event_channels = 0); "
+                         "its stage was trained without them")
+    model.event_model.load_state_dict(load_event_model(Path(cfg.events_dir) / "checkpoint").state_dict())
+    model.event_model.requires_grad_(False)
 
 
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
@@ -109,9 +133,15 @@ def load_prefixed_clip_data(cfg: DistillStageConfig) -> tuple[LatentData, ClipDa
 
 
 def batch_to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, torch.Tensor]:
-    """Clip batch: latents (B, T, C, h, w) float, actions (B, T), rewards (B, T), terminations (B, T) float."""
-    return {"latents": batch["frames"].to(device, torch.float32), "actions": batch["actions"].to(device),
-            "rewards": batch["rewards"].to(device, torch.float32), "terminations": batch["terminations"].to(device, torch.float32)}
+    """Clip batch: latents (B, T, C, h, w) float, actions (B, T), rewards (B, T), terminations (B, T) float; with entity
+    labels also event_cells (B, T, E) int64 and their one-hot maps events (B, T, E, h, w); else events is None."""
+    out = {"latents": batch["frames"].to(device, torch.float32), "actions": batch["actions"].to(device),
+           "rewards": batch["rewards"].to(device, torch.float32), "terminations": batch["terminations"].to(device, torch.float32),
+           "events": None}
+    if "event_cells" in batch:
+        out["event_cells"] = batch["event_cells"].to(device)
+        out["events"] = cell_maps(out["event_cells"], out["latents"].shape[-1])
+    return out
 
 
 def sample_clips(dataset: ClipDataset, cfg: DiTStageConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -260,6 +290,7 @@ def evaluate_flow(model: DiT, dataset: ClipDataset, cfg: DiTStageConfig, frame_m
         for level in (0.25, 0.5, 0.75, 1.0):
             sigma = torch.full((b, t), level, device=cfg.loop.device)
             noisy, noise = noisy_clip(batch, sigma, generator)
-            losses.append(float(flow_loss(model(noisy, sigma, batch["actions"], frame_mask).velocity, batch["latents"], noise)))
+            out = model(noisy, sigma, batch["actions"], frame_mask, events=batch["events"])
+            losses.append(float(flow_loss(out.velocity, batch["latents"], noise)))
     model.train()
     return {"val_flow_loss": sum(losses) / len(losses)}

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from train.common.events import EVENTS_FILE, attach_events
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
 from worldmodel.data import Episode
@@ -27,6 +28,7 @@ class LatentData:
     n_actions: int
     start_frames: torch.Tensor   # (K, T, H, W, 3) uint8 real start contexts
     start_actions: torch.Tensor  # (K, T) int64, the action before each frame (null id first)
+    event_entities: int = 0      # E: entities with per-frame cell labels (infos["event_cells"]), 0 = none
 
 
 @torch.no_grad()
@@ -87,6 +89,14 @@ def save_latents(directory: Path, autoencoder: Autoencoder, train: list[Episode]
 
 def load_latents(directory: str | Path) -> LatentData:
     """Read the latent cache the autoencoder stage wrote."""
+    """Read the latent cache the autoencoder stage wrote, with its entity-event labels if it has them."""
     tensors = read_tensors(Path(directory) / LATENTS_FILE)
-    return LatentData(train=_unpack(tensors, "train"), val=_unpack(tensors, "val"), n_actions=int(tensors["n_actions"]),
+    data = LatentData(train=_unpack(tensors, "train"), val=_unpack(tensors, "val"), n_actions=int(tensors["n_actions"]),
                       start_frames=tensors["start/frames"], start_actions=tensors["start/actions"])
+    if (Path(directory) / EVENTS_FILE).exists():
+        events = read_tensors(Path(directory) / EVENTS_FILE)
+        attach_events(data.train, events["train/cells"])
+        if data.val:
+            attach_events(data.val, events["val/cells"])
+        data.event_entities = int(events["train/cells"].shape[1])
+    return data

@@ -28,6 +28,7 @@ import torch
 import worldmodel
 from envs.coinchase_reader import read_state
 from train.common.latents import load_latents
+from worldmodel.events import cell_maps
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.flow import euler_sample, ode_sigmas
@@ -68,21 +69,26 @@ def held_out_clips(cfg: OneStepConfig, count: int) -> tuple[dict[str, torch.Tens
 
 
 def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, count: int) -> tuple:
-    """The DiT (eval) and autoencoder of `model`, `count` held-out clips' latents (B, T, C, h, w) and actions
-    (B, T), and the generator that drew them (for the noise)."""
+    """The DiT (eval) and autoencoder of `model`, `count` held-out clips' latents (B, T, C, h, w), actions
+    (B, T) and true entity-event maps (B, T, E, h, w; None for a model without events), and the generator
+    that drew them (for the noise). These probes measure the denoiser given the true events."""
     batch, generator = held_out_clips(cfg, count)
-    return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], generator
+    events = None
+    if model.dit.config.event_channels:
+        events = cell_maps(batch["event_cells"], model.dit.config.latent_size)
+    return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], events, generator
 
 
 @torch.no_grad()
 def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
-    dit, autoencoder, clean, actions, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
+    dit, autoencoder, clean, actions, events, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
     b, t = actions.shape
     sigma = torch.full((b, t), cfg.sigma)
     noisy = (1 - cfg.sigma) * clean + cfg.sigma * torch.randn(clean.shape, generator=generator)
     out = dit(torch.cat([clean, noisy], 1), torch.cat([torch.zeros_like(sigma), sigma], 1), actions.repeat(1, 2),
               teacher_forcing_mask(t, dit.config.chunk), torch.arange(t).repeat(2),
-              previous=teacher_forcing_previous(clean, noisy, dit.config.chunk))
+              previous=teacher_forcing_previous(clean, noisy, dit.config.chunk),
+              events=None if events is None else events.repeat(1, 2, 1, 1, 1))
     predicted = noisy - cfg.sigma * out.velocity[:, t:]
     truth, got = players(autoencoder, clean), players(autoencoder, predicted)              # (B, T, 2) each
     exact = (truth == got).all(-1)[:, 1:]                                                   # frame 0 has no previous
@@ -109,13 +115,13 @@ def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
 
 @torch.no_grad()
 def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
-    teacher, autoencoder, clips, actions, generator = model_and_clips(cfg, model, cfg.teacher_clips)
+    teacher, autoencoder, clips, actions, events, generator = model_and_clips(cfg, model, cfg.teacher_clips)
     prefix = clips[:, :cfg.prefix]
     b, t = actions.shape
 
     def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
         sig = torch.cat([torch.zeros(b, cfg.prefix), torch.full((b, t - cfg.prefix), sigma)], 1)
-        return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance)[:, cfg.prefix:]
+        return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance, events=events)[:, cfg.prefix:]
 
     noise = torch.randn(b, t - cfg.prefix, *prefix.shape[2:], generator=generator)
     sample, _ = euler_sample(velocity, noise, ode_sigmas(cfg.euler_steps, model.config.sampler.shift))
@@ -128,13 +134,13 @@ def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dic
 @torch.no_grad()
 def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
     """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
-    teacher, autoencoder, clean, actions, generator = model_and_clips(cfg, model, cfg.clips)
+    teacher, autoencoder, clean, actions, events, generator = model_and_clips(cfg, model, cfg.clips)
     b, t = actions.shape
     noisy = clean.clone()
     noisy[:, -1] = (1 - cfg.sigma) * clean[:, -1] + cfg.sigma * torch.randn(clean[:, -1].shape, generator=generator)
     sigma = torch.zeros(b, t)
     sigma[:, -1] = cfg.sigma
-    velocity = teacher.guided_velocity(noisy, sigma, actions, cfg.guidance)[:, -1].float()
+    velocity = teacher.guided_velocity(noisy, sigma, actions, cfg.guidance, events=events)[:, -1].float()
     got = read_state(autoencoder.decode(noisy[:, -1] - cfg.sigma * velocity).numpy())
     real = read_state(autoencoder.decode(clean[:, -1]).numpy())
     return {name: float((getattr(got, name) == getattr(real, name)).all(1).mean()) for name in ("player", "coin", "enemy")}

@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from train.common.cli import hydra_main
+from train.common.events import EVENTS_FILE, save_events
 from train.common.latents import LATENTS_FILE, save_latents, start_bank
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
@@ -42,6 +43,9 @@ class AutoencoderStageConfig:
     eval_frames: int = 512                    # held-out frames scored at each evaluation
     start_context: int = 4                    # frames per real start context in the bank
     start_bank_size: int = 64                 # contexts in the bank the checkpoints carry
+    events: str = ""                          # entity reader (train.common.events.READERS, e.g. "coinchase") whose
+                                              #   per-frame cells of the random entities go beside the latent cache;
+                                              #   "" = none (the DiT stages then train without entity events)
 
 
 @dataclass
@@ -144,6 +148,8 @@ def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
                                            lambda s: train_step(s, data, cfg), lambda s: evaluate(s, data, cfg))
     if not finished:
         finalize(state, data, cfg)
+    if cfg.events and (not finished or not (run_dir / "latents" / EVENTS_FILE).exists()):
+        save_events(run_dir / "latents", data.split[0], data.split[1], cfg.events)   # also labels an older cache
     return metrics
 
 

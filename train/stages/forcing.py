@@ -46,7 +46,8 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     with autocast(cfg.loop):
         out = model(both, torch.cat([torch.zeros_like(sigma), sigma], dim=1), actions.repeat(1, 2),
                     teacher_forcing_mask(t, cfg.chunk, latents.device), positions,
-                    previous=teacher_forcing_previous(latents, noisy, cfg.chunk))
+                    previous=teacher_forcing_previous(latents, noisy, cfg.chunk),
+                    events=None if batch["events"] is None else batch["events"].repeat(1, 2, 1, 1, 1))
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
     weight = known_previous(actions, model.null_action)
     cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
@@ -61,7 +62,7 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     mask = block_causal_mask(t, cfg.chunk, latents.device)
     noisy, noise = noisy_clip(batch, sigma, generator)
     with autocast(cfg.loop):
-        out = model(noisy, sigma, actions, mask)
+        out = model(noisy, sigma, actions, mask, events=batch["events"])
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
     weight = known_previous(actions, model.null_action)
     cells = change_weights(latents, cfg.change_weight, cfg.change_reach)

@@ -27,6 +27,7 @@ from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
 from worldmodel.dit import DiT
+from worldmodel.events import cell_maps
 from worldmodel.flow import euler_sample, ode_sigmas, sigma_schedule, x0_from_v
 from worldmodel.masks import block_causal_mask, teacher_forcing_mask, teacher_forcing_previous
 
@@ -56,7 +57,8 @@ def sample_teacher_pairs(teacher: DiT, dataset, cfg: ODEInitConfig, generator: t
 
         def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
             sig = torch.cat([torch.zeros(b, k), torch.full((b, t - k), sigma)], 1).to(x.device)
-            return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance)[:, k:]
+            return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance,
+                                           events=batch["events"])[:, k:]
 
         noise = torch.randn(b, t - k, *prefix.shape[2:], generator=generator).to(prefix.device)
         sample, states = euler_sample(velocity, noise, ode_sigmas(cfg.euler_steps, cfg.sampler.shift), keep=few)
@@ -64,8 +66,9 @@ def sample_teacher_pairs(teacher: DiT, dataset, cfg: ODEInitConfig, generator: t
         out["states"].append(stacked.cpu())
         out["targets"].append(torch.cat([prefix, sample], 1).cpu())
         for key, value in (("actions", actions), ("real", batch["latents"]), ("rewards", batch["rewards"]),
-                           ("terminations", batch["terminations"])):
-            out[key].append(value.cpu())
+                           ("terminations", batch["terminations"]), ("event_cells", batch.get("event_cells"))):
+            if value is not None:
+                out.setdefault(key, []).append(value.cpu())
     return {key: torch.cat(values)[:cfg.trajectories].contiguous() for key, values in out.items()}
 
 
@@ -96,10 +99,12 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
         sigma = few[step].to(device)
         sigma[:, :k] = 0.0
         both = torch.cat([targets, noisy], 1)
+        events = (cell_maps(pairs["event_cells"][index].to(device), targets.shape[-1]).repeat(1, 2, 1, 1, 1)
+                  if "event_cells" in pairs else None)                                      # (B, 2T, E, h, w)
         with autocast(cfg.loop):
             out = model(both, torch.cat([torch.zeros_like(sigma), sigma], 1), actions.repeat(1, 2),
                         teacher_forcing_mask(t, cfg.chunk, device), torch.arange(t, device=device).repeat(2),
-                        previous=teacher_forcing_previous(targets, noisy, cfg.chunk))
+                        previous=teacher_forcing_previous(targets, noisy, cfg.chunk), events=events)
             real = {"latents": pairs["real"][index].to(device), "rewards": pairs["rewards"][index].to(device),
                     "terminations": pairs["terminations"][index].to(device)}
             heads = model(real["latents"], torch.zeros_like(sigma), actions, block_causal_mask(t, cfg.chunk, device))

@@ -30,6 +30,7 @@ from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.dit import DiT
+from worldmodel.events import cell_maps
 from worldmodel.flow import add_noise, sample_training_sigma, sigma_schedule, x0_from_v
 from worldmodel.masks import block_causal_mask
 from worldmodel.rollout import new_cache, prime, unroll
@@ -65,8 +66,9 @@ class SelfForcingConfig(DistillStageConfig):      # teacher_dir: the real score 
 
 
 def self_rollout(model: DiT, batch: dict[str, torch.Tensor], cfg: SelfForcingConfig, exit_step: int, grad: bool,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Real prefix + the student's own continuation: clip (B, T, C, h, w), weight (B, T) = 1 on generated frames."""
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Real prefix + the student's own continuation: clip (B, T, C, h, w), weight (B, T) = 1 on generated frames,
+    and the clip's entity maps (B, T, E, h, w): the real prefix's, then those the student drew (None without events)."""
     latents, actions = batch["latents"], batch["actions"]
     b, t = actions.shape
     k = cfg.prefix_frames
@@ -77,15 +79,20 @@ def self_rollout(model: DiT, batch: dict[str, torch.Tensor], cfg: SelfForcingCon
         prime(model, cache, latents[:, :k], actions[:, :k], context_sigma=cfg.sampler.context_sigma, noise=noise)
     sigmas = sigma_schedule(cfg.sampler.max_steps, cfg.sampler.shift)
     with torch.set_grad_enabled(grad):
-        generated = unroll(model, cache, actions[:, k:], sigmas, noise, exit_step, grad, cfg.sampler.context_sigma)
+        generated = unroll(model, cache, actions[:, k:], sigmas, noise, exit_step, grad, cfg.sampler.context_sigma,
+                           cfg.sampler.event_min_prob)
     clip = torch.cat([latents[:, :k], generated.latents], 1)
     weight = (torch.arange(t, device=device) >= k).float().expand(b, t)
-    return clip, weight
+    events = None
+    if generated.events is not None:
+        events = torch.cat([batch["events"][:, :k], cell_maps(generated.events, clip.shape[-1])], 1)
+    return clip, weight, events
 
 
-def score_x0(model: DiT, noisy: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float) -> torch.Tensor:
+def score_x0(model: DiT, noisy: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor, guidance: float,
+             events: torch.Tensor | None) -> torch.Tensor:
     """x0 prediction of a bidirectional score model (teacher with CFG, or critic with guidance 1)."""
-    return x0_from_v(noisy, model.guided_velocity(noisy, sigma, actions, guidance).float(), sigma)
+    return x0_from_v(noisy, model.guided_velocity(noisy, sigma, actions, guidance, events=events).float(), sigma)
 
 
 def noise_clip(clip: torch.Tensor, weight: torch.Tensor, cfg: SelfForcingConfig, generator: torch.Generator,
@@ -105,20 +112,20 @@ def noise_clip(clip: torch.Tensor, weight: torch.Tensor, cfg: SelfForcingConfig,
 
 
 def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, actions: torch.Tensor,
-                   cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
+                   events: torch.Tensor | None, cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
     teacher, critic, g = state.modules["teacher"], state.modules["critic"], state.generator
     noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False)
     losses: dict[str, torch.Tensor] = {}
     if cfg.dmd_weight:
         with torch.no_grad(), autocast(cfg.loop):
-            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance)
-            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0)
+            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance, events)
+            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0, events)
         losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, real_x0, fake_x0, weight)
     if cfg.sid_weight:   # gradients through both frozen score networks' inputs (see losses.sid_loss)
         critic.requires_grad_(False)
         with autocast(cfg.loop):
-            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance)
-            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0)
+            real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance, events)
+            fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0, events)
         critic.requires_grad_(True)
         losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
     if cfg.gan_weight:
@@ -126,38 +133,40 @@ def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, 
             noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False, gan=True)
         critic.requires_grad_(False)
         with autocast(cfg.loop):
-            logits = state.modules["disc"](critic(noisy, sigma, actions).features)
+            logits = state.modules["disc"](critic(noisy, sigma, actions, events=events).features)
         critic.requires_grad_(True)
         losses["gan_g"] = cfg.gan_weight * gan_generator_loss(logits, weight)
     return losses
 
 
-def critic_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, batch: dict[str, torch.Tensor],
-                cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
-    """Flow loss of the fake score on the student's (detached) clip, plus the discriminator if GAN is on."""
+def critic_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, events: torch.Tensor | None,
+                batch: dict[str, torch.Tensor], cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
+    """Flow loss of the fake score on the student's (detached) clip given its drawn entity events, plus the
+    discriminator if GAN is on."""
     critic, g = state.modules["critic"], state.generator
     noisy, sigma, noise = noise_clip(clip, weight, cfg, g, per_frame=True)
     with autocast(cfg.loop):
-        out = critic(noisy, sigma, batch["actions"])
+        out = critic(noisy, sigma, batch["actions"], events=events)
     losses = {"critic_flow": flow_loss(out.velocity, clip, noise, weight)}
     if cfg.gan_weight:
         disc = state.modules["disc"]
         if cfg.gan_sigma_max > 0:          # the discriminator's own noise levels: one more critic pass
             noisy, sigma, noise = noise_clip(clip, weight, cfg, g, per_frame=True, gan=True)
             with autocast(cfg.loop):
-                fake_features = critic(noisy, sigma, batch["actions"]).features
+                fake_features = critic(noisy, sigma, batch["actions"], events=events).features
         else:
             fake_features = out.features
         real_noisy = add_noise(batch["latents"], noise, sigma)
         with autocast(cfg.loop):
-            real_logits = disc(critic(real_noisy, sigma, batch["actions"]).features)
+            real_logits = disc(critic(real_noisy, sigma, batch["actions"], events=batch["events"]).features)
         fake_logits = disc(fake_features)
         losses["disc"] = cfg.gan_critic_weight * gan_discriminator_loss(real_logits, fake_logits, weight)
-        for name, scale, source, logits in (("r1", cfg.r1_weight, real_noisy, real_logits), ("r2", cfg.r2_weight, noisy, fake_logits)):
+        for name, scale, source, logits, maps in (("r1", cfg.r1_weight, real_noisy, real_logits, batch["events"]),
+                                                  ("r2", cfg.r2_weight, noisy, fake_logits, events)):
             if scale:
                 bumped = source + cfg.penalty_scale * torch.randn(source.shape, generator=g).to(source.device)
                 with autocast(cfg.loop):
-                    bumped_logits = disc(critic(bumped, sigma, batch["actions"]).features)
+                    bumped_logits = disc(critic(bumped, sigma, batch["actions"], events=maps).features)
                 losses[name] = scale * finite_difference_penalty(logits, bumped_logits, cfg.penalty_scale, weight)
     return losses
 
@@ -175,13 +184,13 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
     for micro in range(cfg.loop.grad_accum):
         if fresh or micro >= len(reused):
             batch = sample_clips(dataset, cfg, state.generator)
-            clip, weight = self_rollout(model, batch, cfg, exit_step, update_generator, state.generator)
+            clip, weight, events = self_rollout(model, batch, cfg, exit_step, update_generator, state.generator)
             if not update_generator:
-                state.scratch["critic_rollouts"] = reused = (reused if micro else []) + [(batch, clip, weight)]
+                state.scratch["critic_rollouts"] = reused = (reused if micro else []) + [(batch, clip, weight, events)]
         else:
-            batch, clip, weight = reused[micro]
+            batch, clip, weight, events = reused[micro]
         if update_generator:
-            losses = generator_loss(state, clip, weight, batch["actions"], cfg)
+            losses = generator_loss(state, clip, weight, batch["actions"], events, cfg)
             with autocast(cfg.loop):
                 heads = model(batch["latents"], torch.zeros_like(weight), batch["actions"],
                               block_causal_mask(weight.shape[1], cfg.chunk, clip.device))
@@ -189,7 +198,7 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
                                                           known_previous(batch["actions"], model.null_action))
             (sum(losses.values()) / cfg.loop.grad_accum).backward()
             metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in losses.items()})
-        critic_losses = critic_loss(state, clip.detach(), weight, batch, cfg)
+        critic_losses = critic_loss(state, clip.detach(), weight, events, batch, cfg)
         (sum(critic_losses.values()) / cfg.loop.grad_accum).backward()
         metrics.update({k: metrics.get(k, 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in critic_losses.items()})
     if update_generator:

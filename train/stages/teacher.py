@@ -64,7 +64,7 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
         batch = teacher_batch(state, dataset, cfg, model.null_action)
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
-            out = model(noisy, batch["sigma"], batch["actions"])
+            out = model(noisy, batch["sigma"], batch["actions"], events=batch["events"])
         cells = change_weights(batch["latents"], cfg.change_weight, cfg.change_reach)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         return loss, loss

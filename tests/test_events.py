@@ -1,0 +1,99 @@
+"""Entity events: the random entities' next cells are drawn first, then the frame is generated given them.
+
+Specification: sampling follows the event model's probabilities and never draws a cell below the floor;
+labels read from real frames are the game's own cells; a DiT with event channels needs events for the
+frames it generates, ignores them on clean frames, and hears them; the rollout draws the events from
+the cache's last frame, reproducibly, and returns them.
+"""
+import numpy as np
+import pytest
+import torch
+
+from envs.coinchase import CELLS, CoinChaseEnv
+from train.common.events import attach_events, coinchase_cells
+from worldmodel.data import Episode
+from worldmodel.events import cell_maps, event_loss, sample_cells
+from worldmodel.rollout import new_cache, next_chunk, prime
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+def test_sampling_follows_the_probabilities_and_the_floor():
+    probs = torch.tensor([0.6, 0.3, 0.095, 0.005])
+    logits = probs.log().expand(20000, 1, 4)
+    cells = sample_cells(logits, torch.randn(20000, 1, 4, generator=torch.Generator().manual_seed(0)), min_prob=0.01)
+    freq = torch.bincount(cells.flatten(), minlength=4).float() / 20000
+    kept = probs[:3] / probs[:3].sum()
+    assert freq[3] == 0                                       # below the floor: never drawn
+    assert torch.allclose(freq[:3], kept, atol=0.015)         # the rest in proportion
+    again = sample_cells(logits, torch.randn(20000, 1, 4, generator=torch.Generator().manual_seed(0)), min_prob=0.01)
+    assert torch.equal(cells, again)                          # the noise decides: seeded rollouts reproduce
+
+
+def test_the_most_likely_cell_survives_any_floor():
+    logits = torch.zeros(3, 2, 50)                             # 2 % each, floor 10 %
+    cells = sample_cells(logits, torch.randn(3, 2, 50), min_prob=0.1)
+    assert cells.shape == (3, 2) and ((cells >= 0) & (cells < 50)).all()
+
+
+def test_cell_maps_and_loss():
+    cells = torch.tensor([[5, 63]])
+    maps = cell_maps(cells, 8)
+    assert maps.shape == (1, 2, 8, 8) and maps.sum() == 2 and maps[0, 0, 0, 5] == 1 and maps[0, 1, 7, 7] == 1
+    confident = torch.full((1, 2, 64), -20.0).scatter(2, cells[..., None], 20.0)
+    assert event_loss(confident, cells) < 1e-6 < event_loss(torch.zeros(1, 2, 64), cells)
+
+
+def test_labels_are_the_games_enemy_and_coin_cells():
+    env = CoinChaseEnv(lethal=False)
+    frames, truth = [], []
+    obs, info = env.reset(seed=3)
+    for step in range(40):
+        frames.append(obs)
+        truth.append([info["enemy"][0] * CELLS + info["enemy"][1], info["coin"][0] * CELLS + info["coin"][1]])
+        obs, _, _, _, info = env.step(step % 5)
+    assert np.array_equal(coinchase_cells(np.stack(frames)), np.array(truth))
+
+
+def test_labels_that_do_not_match_the_cache_are_refused():
+    episode = Episode(frames=np.zeros((3, 4, 2, 2), np.float32), actions=np.zeros(2, np.int64),
+                      rewards=np.zeros(2, np.float32), terminations=np.zeros(2, bool), truncations=np.zeros(2, bool))
+    with pytest.raises(ValueError, match="relabel"):
+        attach_events([episode], torch.zeros(4, 2, dtype=torch.int64))
+    attach_events([episode], torch.arange(6).view(3, 2))
+    assert episode.infos["event_cells"].tolist() == [[0, 1], [2, 3], [4, 5]]
+
+
+def test_dit_needs_events_for_generated_frames_only(perturbed_model):
+    model = perturbed_model(event_channels=2)
+    x, actions = torch.randn(1, 2, 4, 4, 4), torch.tensor([[1, 2]])
+    with pytest.raises(ValueError, match="pass events"):
+        model(x, torch.full((1, 2), 0.5), actions)
+    clean = torch.zeros(1, 2)
+    a = cell_maps(torch.tensor([[[0, 1], [2, 3]]]), 4)                                  # (1, 2, E, 4, 4)
+    b = cell_maps(torch.tensor([[[5, 6], [7, 8]]]), 4)
+    assert torch.equal(model(x, clean, actions).velocity, model(x, clean, actions, events=a).velocity)
+    noisy = torch.full((1, 2), 0.5)
+    assert not torch.allclose(model(x, noisy, actions, events=a).velocity, model(x, noisy, actions, events=b).velocity)
+    with pytest.raises(ValueError, match="events"):
+        model(x, noisy, actions, events=a[:, :, :1])
+
+
+def test_rollout_draws_events_from_the_last_frame_reproducibly(perturbed_model):
+    model = perturbed_model(event_channels=2, chunk=1, window=3)
+
+    def run(seed: int):
+        g = torch.Generator().manual_seed(seed)
+        noise = lambda shape: torch.randn(shape, generator=g)  # noqa: E731
+        cache = new_cache(model, 2)
+        prime(model, cache, torch.randn(2, 2, 4, 4, 4, generator=torch.Generator().manual_seed(9)),
+              torch.tensor([[5, 1], [5, 2]]))
+        return next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], noise, event_min_prob=0.0)
+
+    first, again, other = run(0), run(0), run(1)
+    assert first.events.shape == (2, 1, 2) and first.events.dtype == torch.int64
+    assert torch.equal(first.events, again.events) and torch.equal(first.latents, again.latents)
+    assert not torch.equal(first.latents, other.latents)
+    with pytest.raises(ValueError, match="chunk must be 1"):
+        cache = new_cache(model, 1)
+        next_chunk(model, cache, torch.tensor([[3, 4]]), [1.0], lambda s: torch.randn(s))

@@ -1,0 +1,68 @@
+"""Entity-event labels of recorded frames: where each randomly moving entity is, per frame.
+
+The DiT stages train `worldmodel.events.EventModel` (the prior over the next frame's entity cells)
+on these labels and condition the generated frame on them. A label is a flat latent-cell index per
+entity, read from the real uint8 frames by a game's reader (named in the autoencoder stage's
+`events` field); the autoencoder stage writes them beside the latent cache, in the same episode
+order, as `events.safetensors`.
+
+Dimensions: M frames, E entities.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from worldmodel.data import Episode
+
+EVENTS_FILE = "events.safetensors"
+
+
+def coinchase_cells(frames: np.ndarray) -> np.ndarray:
+    """CoinChase's random entities, (enemy, coin), as flat cell indices (M, 2) of uint8 frames (M, 64, 64, 3).
+
+    One game cell is one latent cell (8 pixels, the autoencoder's downsampling)."""
+    from envs.coinchase import CELLS  # noqa: PLC0415  (the game is only needed where its frames are labelled)
+    from envs.coinchase_reader import read_state  # noqa: PLC0415
+
+    state = read_state(frames)
+    cells = np.stack([state.enemy, state.coin], axis=1)                                  # (M, 2, 2) row, col
+    if (cells < 0).any():
+        raise ValueError("a recorded CoinChase frame shows no enemy or no coin; the reader cannot label it")
+    return (cells[..., 0] * CELLS + cells[..., 1]).astype(np.int64)
+
+
+READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_cells}
+
+
+def label_episodes(episodes: list[Episode], reader: str) -> np.ndarray:
+    """All frames' entity cells (sum of episode lengths, E) int64, episodes back to back."""
+    if reader not in READERS:
+        raise ValueError(f"unknown entity reader {reader!r}; choose from {sorted(READERS)} (or '' for none)")
+    return np.concatenate([READERS[reader](e.frames) for e in episodes])
+
+
+def save_events(directory: Path, train: list[Episode], val: list[Episode], reader: str) -> None:
+    """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order."""
+    tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
+               "val/cells": torch.from_numpy(label_episodes(val, reader)) if val else torch.zeros(0, 1, dtype=torch.int64)}
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (EVENTS_FILE + ".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(directory / EVENTS_FILE)
+
+
+def attach_events(episodes: list[Episode], cells: torch.Tensor) -> None:
+    """Put each episode's slice of the cells (M, E) into its infos["event_cells"] ((n+1, E) int64)."""
+    total = sum(len(e) for e in episodes)
+    if len(cells) != total:
+        raise ValueError(f"{EVENTS_FILE} has {len(cells)} frames but the latent cache {total}: "
+                         "re-run the autoencoder stage to relabel")
+    start = 0
+    for episode in episodes:
+        episode.infos["event_cells"] = cells[start:start + len(episode)].numpy()
+        start += len(episode)

@@ -1,0 +1,133 @@
+"""Stage 1c: the event model — where the game's random entities go next (worldmodel.events).
+
+Reads the latent cache and its entity labels (the autoencoder stage with `events=<reader>`). Every
+recorded transition is one example: the previous frame's latent (noised by `latent_noise`: at run
+time the model reads its own, imperfect, frames) and the action in; each random entity's cell in the
+next frame out; cross-entropy. Reports held-out cross-entropy. Writes <run_dir>/checkpoint
+(`event_model.safetensors` + `event_model.json`), which the DiT stages install, frozen, into every
+model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-model checkpoints.
+
+    python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=4000
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from train.common.cli import hydra_main
+from train.common.latents import LatentData, load_latents
+from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
+from worldmodel import checkpoint
+from worldmodel.checkpoint import write_dir_atomically
+from worldmodel.data import Episode
+from worldmodel.events import EventModel, EventModelConfig, event_loss, save_event_model
+
+
+@dataclass
+class EventsStageConfig:
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=4000, eval_every=1000, ckpt_every=500))
+    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its latents/ hold the cache and events.safetensors
+    run_dir: str = "runs/coinchase/events"
+    dim: int = 64                     # event model width / transformer layers
+    depth: int = 3
+    batch_size: int = 256             # transitions per step
+    lr: float = 1e-3                  # AdamW, cosine to lr_final x lr
+    lr_final: float = 0.05
+    weight_decay: float = 0.01
+    latent_noise: float = 0.1         # std of the noise on the previous latent in training
+    install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
+
+
+@dataclass
+class Transitions:
+    previous: torch.Tensor      # (N, C, h, w) float32 latent of the frame before
+    actions: torch.Tensor       # (N,) int64
+    cells: torch.Tensor         # (N, E) int64 entity cells of the next frame
+
+
+def transitions(episodes: list[Episode]) -> Transitions:
+    return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])),
+                       actions=torch.from_numpy(np.concatenate([e.actions for e in episodes])),
+                       cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])))
+
+
+def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfig:
+    if not latents.event_entities:
+        raise ValueError(f"the latent cache in {cfg.autoencoder_dir}/latents has no entity labels: run the autoencoder "
+                         "stage with events=<reader> (e.g. events=coinchase) to add them")
+    sample = latents.train[0].frames
+    return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
+                            entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth)
+
+
+def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
+    model, optimizer = state.modules["events"], state.optimizers["events"]
+    done = state.step / max(cfg.loop.max_steps, 1)
+    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * cosine_factor(done, cfg.lr_final)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    index = torch.randint(len(data.actions), (cfg.batch_size,), generator=state.generator)
+    previous = data.previous[index]
+    previous = previous + cfg.latent_noise * torch.randn(previous.shape, generator=state.generator)
+    device = cfg.loop.device
+    loss = event_loss(model(previous.to(device), data.actions[index].to(device)), data.cells[index].to(device))
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+    optimizer.step()
+    return {"loss": float(loss.detach()), "lr": lr}
+
+
+@torch.no_grad()
+def evaluate(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
+    """Held-out cross-entropy per entity (clean latents, every held-out transition)."""
+    model = state.modules["events"].eval()
+    device = cfg.loop.device
+    losses = []
+    for start in range(0, len(data.actions), 1024):
+        part = slice(start, start + 1024)
+        logits = model(data.previous[part].to(device), data.actions[part].to(device))         # (n, E, K)
+        losses.append(float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), data.cells[part].to(device),
+                                                              reduction="sum")))
+    model.train()
+    entities = data.cells.shape[1]
+    return {"val_ce": float(sum(losses)) / (len(data.actions) * entities)}
+
+
+def install(event_dir: Path, targets: list[str]) -> None:
+    """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
+    from worldmodel.events import load_event_model  # noqa: PLC0415
+
+    for target in targets:
+        model = checkpoint.load(target)
+        if model.dit is None or model.dit.event_model is None:
+            raise ValueError(f"{target} has no DiT with entity events (event_channels = 0): nothing to install into")
+        model.dit.event_model.load_state_dict(load_event_model(event_dir).state_dict())
+        checkpoint.save(target, model.config, model.autoencoder, model.dit, model.start_frames, model.start_actions)
+        print(f"[events] installed {event_dir} into {target}")
+
+
+def main(cfg: EventsStageConfig) -> dict[str, float]:
+    latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
+    config = model_config(cfg, latents)
+    train, val = transitions(latents.train), transitions(latents.val or latents.train)
+    torch.manual_seed(cfg.loop.seed)
+    model = EventModel.from_config(config).to(cfg.loop.device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    state = TrainState(modules={"events": model}, optimizers={"events": optimizer},
+                       generator=torch.Generator().manual_seed(cfg.loop.seed))
+    run_dir = Path(cfg.run_dir)
+    load_state(run_dir, state)
+    out = run_dir / "checkpoint"
+    metrics = run_loop("events", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
+                       lambda s: evaluate(s, val, cfg),
+                       lambda s: write_dir_atomically(out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))
+    install(out, list(cfg.install))
+    return metrics
+
+
+if __name__ == "__main__":
+    hydra_main("events", EventsStageConfig, main)

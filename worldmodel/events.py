@@ -1,0 +1,125 @@
+"""Sampled entity events: where each randomly moving entity is in the next frame, drawn before the pixels.
+
+A game's random choices (CoinChase: the enemy's step, the coin's respawn cell) make the next frame
+multimodal. A few-step diffusion student then paints the mean over the choices — a faint enemy
+over several cells, a coin in two places — and more training did not fix it (docs/ablation.md,
+sessions 6-7), while the player, whose motion is deterministic given the keys, was already exact.
+So the world model factors each transition as p(frame | events, past) p(events | past, action):
+
+- `EventModel` (this file) is the categorical prior: from the previous latent frame and the action
+  it gives, per random entity, logits over the latent cells where the entity will be.
+- The DiT takes the sampled cells as one-hot input channels of the frame being generated
+  (`DiTConfig.event_channels`), so, given them, the next frame is deterministic again.
+
+Labels come from real frames (a game-specific reader, `train.common.events`); the event model is
+trained with cross-entropy beside the flow loss. Sampling uses the rollout's Gaussian noise source
+(Gumbel-max through the normal CDF), so a seeded rollout stays reproducible.
+
+Dimensions: B batch, E entities, C latent channels, h = w latent size, K = h*w cells.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import save_file
+from torch import nn
+
+EVENT_MODEL_FILE = "event_model.safetensors"
+EVENT_CONFIG_FILE = "event_model.json"
+
+
+@dataclass
+class EventModelConfig:
+    """Shapes of an event model (a DiT with `event_channels` builds its own from its DiTConfig)."""
+    latent_channels: int
+    latent_size: int
+    n_actions: int
+    entities: int
+    dim: int = 64
+    depth: int = 3
+
+
+class EventModel(nn.Module):
+    """(previous latent (B, C, h, w), action (B,)) -> logits (B, E, K) over the cells of each random entity.
+
+    A small transformer over the K cells of the previous frame (one token per cell, a learned cell
+    table and the action added to every token): the enemy's chase needs the player's cell, anywhere
+    in the frame, so every cell must see every other."""
+
+    def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
+                 dim: int = 64, depth: int = 3, heads: int = 4):
+        super().__init__()
+        self.entities = entities
+        cells = latent_size * latent_size
+        self.embed = nn.Linear(latent_channels, dim)
+        self.cell_pos = nn.Parameter(torch.randn(1, cells, dim) * 0.02)
+        self.action_embed = nn.Embedding(n_actions + 1, dim)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True,
+                                           norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(dim)
+        self.out = nn.Linear(dim, entities)
+
+    @classmethod
+    def from_config(cls, config: EventModelConfig) -> EventModel:
+        return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth)
+
+    def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        tokens = self.embed(previous.flatten(2).transpose(1, 2).to(self.embed.weight.dtype))    # (B, K, dim)
+        tokens = tokens + self.cell_pos + self.action_embed(actions)[:, None]
+        return self.out(self.norm(self.encoder(tokens))).transpose(1, 2).float()             # (B, E, K)
+
+
+def save_event_model(directory: Path, model: EventModel, config: EventModelConfig) -> None:
+    """directory/event_model.safetensors + event_model.json (the train.stages.events checkpoint)."""
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(Path(directory) / EVENT_MODEL_FILE))
+    (Path(directory) / EVENT_CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
+
+
+def read_event_config(directory: str | Path) -> EventModelConfig:
+    file = Path(directory) / EVENT_CONFIG_FILE
+    if not file.is_file():
+        raise FileNotFoundError(f"no event model in {directory} (missing {EVENT_CONFIG_FILE}); train one with "
+                                "python -m train.stages.events")
+    return EventModelConfig(**json.loads(file.read_text()))
+
+
+def load_event_model(directory: str | Path) -> EventModel:
+    """The event model a train.stages.events run wrote to `directory`."""
+    from worldmodel.checkpoint import load_weights  # noqa: PLC0415  (checkpoint imports the DiT, which imports this)
+
+    model = EventModel.from_config(read_event_config(directory))
+    load_weights(model, Path(directory) / EVENT_MODEL_FILE)
+    return model
+
+
+def event_loss(logits: torch.Tensor, cells: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Cross-entropy of logits (N, E, K) against the true cells (N, E) int64, mean over entities and (weighted) rows."""
+    per_row = F.cross_entropy(logits.flatten(0, 1), cells.flatten(), reduction="none").view(cells.shape).mean(-1)  # (N,)
+    if weight is None:
+        return per_row.mean()
+    return (per_row * weight).sum() / weight.sum().clamp_min(1.0)
+
+
+def sample_cells(logits: torch.Tensor, gaussian: torch.Tensor, min_prob: float = 0.0) -> torch.Tensor:
+    """Draw one cell per entity from logits (B, E, K) with standard-normal noise of the same shape -> (B, E) int64.
+
+    Gumbel-max, with the uniforms made from the Gaussian noise through the normal CDF. Cells below
+    `min_prob` are never drawn (a truncation like top-p: thousands of frames of a tiny leak of mass
+    onto far cells would be enemies that jump); the most likely cell always stays drawable."""
+    log_p = torch.log_softmax(logits.float(), dim=-1)
+    if min_prob > 0.0:
+        keep = (log_p >= math.log(min_prob)) | (log_p == log_p.amax(dim=-1, keepdim=True))
+        log_p = log_p.masked_fill(~keep, float("-inf"))
+    uniform = (0.5 * (1.0 + torch.erf(gaussian.float() / math.sqrt(2.0)))).clamp(1e-7, 1.0 - 1e-7)
+    return (log_p - torch.log(-torch.log(uniform))).argmax(dim=-1)
+
+
+def cell_maps(cells: torch.Tensor, latent_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """One-hot maps of entity cells: (..., E) int64 flat cell indices -> (..., E, h, w)."""
+    return F.one_hot(cells, latent_size * latent_size).to(dtype).unflatten(-1, (latent_size, latent_size))
