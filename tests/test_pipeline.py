@@ -2,11 +2,13 @@
 import json
 
 import pytest
+import torch
 
 import worldmodel
 from envs.world_model_env import WorldModelEnv
 from train.common.cli import compose
 from train.pipeline import PipelineConfig, run
+from worldmodel.events import load_event_model
 
 
 def tiny(tmp_path, **kwargs) -> PipelineConfig:
@@ -21,6 +23,14 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
         model = worldmodel.load(path)
         assert (model.dit is None) == (stage == "autoencoder")
     assert worldmodel.load(outputs["self_forcing"]).config.stage == "self_forcing_dmd"
+    # CoinChase has an entity reader: every DiT stage draws the enemy's and the coin's cells with the events stage's model
+    events_dir = tmp_path / "runs/coinchase/events/checkpoint"
+    event_model = load_event_model(events_dir)
+    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+        dit = worldmodel.load(outputs[stage]).dit
+        assert dit.config.event_channels == 2
+        for name, value in event_model.state_dict().items():
+            assert torch.equal(dit.event_model.state_dict()[name], value), (stage, name)
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)
@@ -35,6 +45,12 @@ def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
     assert metrics.read_text() == before
     steps = [json.loads(line)["step"] for line in before.splitlines()]
     assert max(steps) == 10
+
+
+def test_a_game_without_an_entity_reader_trains_without_events(tmp_path):
+    outputs = run(tiny(tmp_path, events="''", stages="[record,autoencoder,teacher]"))
+    assert worldmodel.load(outputs["teacher"]).dit.config.event_channels == 0
+    assert not (tmp_path / "runs/coinchase/events").exists()
 
 
 def test_unknown_stage_is_a_clear_error(tmp_path):
