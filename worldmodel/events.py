@@ -47,16 +47,22 @@ class EventModelConfig:
 class EventModel(nn.Module):
     """(previous latent (B, C, h, w), action (B,)) -> logits (B, E, K) over the cells of each random entity.
 
-    A small transformer over the K cells of the previous frame (one token per cell, a learned cell
-    table and the action added to every token): the enemy's chase needs the player's cell, anywhere
-    in the frame, so every cell must see every other."""
+    A conv stem over the previous frame and the action's one-hot channels gives each cell its
+    neighbourhood (where an entity can be one frame later is next to where it is: a local rule, as in
+    the DiT's stem), then a small transformer over the K cell tokens (a learned cell table and the
+    action added to every token) carries what is global: the enemy's chase needs the player's cell,
+    anywhere in the frame; the coin respawns when the player reaches it. Measured: the same
+    transformer without the stem put ~30 % of the enemy's mass on cells it cannot reach after 1,000
+    steps (docs/ablation.md)."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
                  dim: int = 64, depth: int = 3, heads: int = 4):
         super().__init__()
         self.entities = entities
+        self.n_actions = n_actions
         cells = latent_size * latent_size
-        self.embed = nn.Linear(latent_channels, dim)
+        self.stem = nn.Sequential(nn.Conv2d(latent_channels + n_actions + 1, dim, 3, padding=1), nn.GELU(),
+                                  nn.Conv2d(dim, dim, 3, padding=1), nn.GELU())
         self.cell_pos = nn.Parameter(torch.randn(1, cells, dim) * 0.02)
         self.action_embed = nn.Embedding(n_actions + 1, dim)
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout=0.0, activation="gelu", batch_first=True,
@@ -70,7 +76,10 @@ class EventModel(nn.Module):
         return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth)
 
     def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(previous.flatten(2).transpose(1, 2).to(self.embed.weight.dtype))    # (B, K, dim)
+        previous = previous.to(self.cell_pos.dtype)
+        onehot = F.one_hot(actions, self.n_actions + 1).to(previous.dtype)[..., None, None]     # (B, A+1, 1, 1)
+        stem_in = torch.cat([previous, onehot.expand(-1, -1, *previous.shape[-2:])], dim=1)
+        tokens = self.stem(stem_in).flatten(2).transpose(1, 2)                                 # (B, K, dim)
         tokens = tokens + self.cell_pos + self.action_embed(actions)[:, None]
         return self.out(self.norm(self.encoder(tokens))).transpose(1, 2).float()             # (B, E, K)
 

@@ -45,7 +45,9 @@ def coinchase_contexts(n: int, length: int, seed: int = 0) -> tuple[torch.Tensor
 
 def save_untrained(path: str | Path, size: str = "tiny", widths: tuple[int, ...] = (8, 8, 8), bank: int = 4,
                    context: int = 2, seed: int = 0, **dit_overrides) -> Path:
-    """Write a randomly initialised CoinChase-shaped checkpoint (64x64 frames, 5 actions) to `path`."""
+    """Write a randomly initialised CoinChase-shaped checkpoint (64x64 frames, 5 actions) to `path`; like the bundled
+    model it draws the enemy's and the coin's cells first (2 entity events) unless `event_channels=0` is given."""
+    dit_overrides.setdefault("event_channels", 2)
     torch.manual_seed(seed)
     ae_config = AutoencoderConfig(widths=widths)
     config = WorldModelConfig(autoencoder=ae_config,
