@@ -44,7 +44,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         # draws a world model's imperfect latents as real ones: 46 dB held out, 11 vs 167 MFLOP per frame; on the
         # bundled model's dream, walls broken in 1.0 % of frames to h = 128 (conv 8.5 %, cell without noise 23 %)
         "decoder": ["decoder=cell", "latent_noise=0.2", "lr=2e-3", "lr_final=0.05", "loop.max_steps=10000"],
-        "events": ["loop.max_steps=4000"],
+        "events": ["loop.max_steps=3000"],
         "teacher": ["size=small", *SHAPES, *LONG, *SPRITE_WEIGHT, "loop.max_steps=3000", "clean_prefix_prob=1.0",
                     "shared_sigma_prob=0.5", *FLOW_SAMPLER],
         "ode_init": ["size=small", *SHAPES, *SPRITE_WEIGHT, "lr=5e-4", "loop.max_steps=400", "trajectories=1024"],

@@ -7,6 +7,8 @@ transition's previous frame is encoded and the checkpoint's event model gives, p
 the 99th percentile over transitions), the mass on cells the game can never reach, and the same two
 after the sampler's `event_min_prob` floor (what a rollout actually draws from). Coin respawns (the
 player reaches the coin) are reported apart: rare, and the only transitions where the coin is random.
+So are frames with the enemy on the player (`lethal=False` play goes on after a catch; the recording,
+where a catch ends the episode, never continues from one).
 
     python -m train.eval.events checkpoint=runs/ev/self_forcing/checkpoint
 """
@@ -33,9 +35,11 @@ class EventsEvalConfig:
     chase_prob: float = 0.5           # the game's default (the recording's)
 
 
-def play(cfg: EventsEvalConfig, n_actions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Frames before each transition (N, H, W, 3), its action (N,), and the exact enemy / coin distributions (N, 2, K)."""
-    frames, actions, exact, respawn = [], [], [], []
+def play(cfg: EventsEvalConfig, n_actions: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Frames before each transition (N, H, W, 3), its action (N,), the exact enemy / coin distributions (N, 2, K),
+    whether the coin respawns (N,) and whether the frame shows the enemy on the player (N,): a state the
+    recording never has as a previous frame (a catch ends a recorded episode)."""
+    frames, actions, exact, respawn, caught = [], [], [], [], []
     for seed in cfg.seeds:
         env = CoinChaseEnv(chase_prob=cfg.chase_prob, lethal=False)
         rng = np.random.default_rng(seed)
@@ -51,8 +55,9 @@ def play(cfg: EventsEvalConfig, n_actions: int) -> tuple[np.ndarray, np.ndarray,
             actions.append(action)
             exact.append(table)
             respawn.append(len(env.next_cell_probabilities(action)[1]) > 1)
+            caught.append(env.enemy == env.player)
             obs, _, _, _, info = env.step(action)
-    return np.stack(frames), np.array(actions), np.stack(exact), np.array(respawn)
+    return np.stack(frames), np.array(actions), np.stack(exact), np.array(respawn), np.array(caught)
 
 
 def floored(probs: np.ndarray, min_prob: float) -> np.ndarray:
@@ -68,16 +73,18 @@ def main(cfg: EventsEvalConfig) -> dict:
     dit = model.dit.eval()
     if dit.event_model is None:
         raise ValueError(f"{cfg.checkpoint or 'the bundled checkpoint'} has no entity events (event_channels = 0)")
-    frames, actions, exact, respawn = play(cfg, dit.config.n_actions)
+    frames, actions, exact, respawn, caught = play(cfg, dit.config.n_actions)
     latents = model.autoencoder.encode(torch.from_numpy(frames)).float()
     probs = torch.softmax(dit.event_model(latents, torch.from_numpy(actions)), -1).numpy()       # (N, 2, K)
     result: dict = {"checkpoint": cfg.checkpoint or "bundled", "transitions": len(actions),
-                    "coin_respawns": int(respawn.sum()), "min_prob": model.config.sampler.event_min_prob}
+                    "coin_respawns": int(respawn.sum()), "enemy_on_player": int(caught.sum()),
+                    "min_prob": model.config.sampler.event_min_prob}
     for name, p in (("raw", probs), ("sampled", floored(probs, model.config.sampler.event_min_prob))):
         tv = 0.5 * np.abs(p - exact).sum(-1)                                                      # (N, 2)
         unreachable = (p * (exact == 0)).sum(-1)
         for i, entity in enumerate(ENTITIES):
-            rows = {"all": np.ones(len(actions), bool)} if entity == "enemy" else {"still": ~respawn, "respawn": respawn}
+            rows = ({"apart": ~caught, "on_player": caught} if entity == "enemy"
+                    else {"still": ~respawn & ~caught, "respawn": respawn & ~caught})
             for part, sel in rows.items():
                 if sel.any():
                     key = f"{entity}_{part}_{name}"

@@ -7,7 +7,7 @@ next frame out; cross-entropy. Reports held-out cross-entropy. Writes <run_dir>/
 (`event_model.safetensors` + `event_model.json`), which the DiT stages install, frozen, into every
 model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-model checkpoints.
 
-    python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=4000
+    python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=3000
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ from worldmodel.events import EventModel, EventModelConfig, event_loss, save_eve
 
 @dataclass
 class EventsStageConfig:
-    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=4000, eval_every=1000, ckpt_every=500))
+    loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=3000, eval_every=1000, ckpt_every=250))
     autoencoder_dir: str = "runs/coinchase/autoencoder"   # its latents/ hold the cache and events.safetensors
     run_dir: str = "runs/coinchase/events"
     dim: int = 64                     # event model width / transformer layers
