@@ -25,6 +25,7 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     assert worldmodel.load(outputs["self_forcing"]).config.stage == "self_forcing_dmd"
     # CoinChase has an entity reader: every DiT stage draws the enemy's and the coin's cells with the events stage's model
     events_dir = tmp_path / "runs/coinchase/events/checkpoint"
+    assert (tmp_path / "data/coinchase/mixed-events-v0").is_dir()   # its extra recording: play that goes on after a catch
     event_model = load_event_model(events_dir)
     for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
         dit = worldmodel.load(outputs[stage]).dit

@@ -28,9 +28,9 @@ import torch
 import worldmodel
 from envs.coinchase_reader import read_state
 from train.common.latents import load_latents
-from worldmodel.events import cell_maps
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
+from worldmodel.events import cell_maps
 from worldmodel.flow import euler_sample, ode_sigmas
 from worldmodel.masks import teacher_forcing_mask, teacher_forcing_previous
 

@@ -6,6 +6,10 @@ time the model reads its own, imperfect, frames) and the action in; each random 
 next frame out; cross-entropy. Reports held-out cross-entropy. Writes <run_dir>/checkpoint
 (`event_model.safetensors` + `event_model.json`), which the DiT stages install, frozen, into every
 model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-model checkpoints.
+`extra_datasets=[ID, ...]` adds more recordings (encoded and labelled here), e.g. CoinChase play that
+goes on after a catch (`record +env_kwargs.lethal=false`): the main recording ends an episode at a
+catch, so without it the event model never sees the enemy on the player as a previous frame, and an
+open-loop dream with lethal=False (the rules check) meets exactly that.
 
     python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=3000
 """
@@ -18,11 +22,12 @@ import numpy as np
 import torch
 
 from train.common.cli import hydra_main
-from train.common.latents import LatentData, load_latents
+from train.common.events import attach_events, label_episodes
+from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
-from worldmodel.data import Episode
+from worldmodel.data import Episode, load_episodes
 from worldmodel.events import EventModel, EventModelConfig, event_loss, save_event_model
 
 
@@ -39,6 +44,11 @@ class EventsStageConfig:
     weight_decay: float = 0.01
     latent_noise: float = 0.1         # std of the noise on the previous latent in training
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
+    extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
+                                      #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
+                                      #   goes on after a catch, which the DiT stages' recording never shows)
+    data_root: str = "data/minari"
+    reader: str = "coinchase"         # entity reader of the extra datasets (train.common.events.READERS)
 
 
 @dataclass
@@ -52,6 +62,22 @@ def transitions(episodes: list[Episode]) -> Transitions:
     return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])),
                        actions=torch.from_numpy(np.concatenate([e.actions for e in episodes])),
                        cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])))
+
+
+def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
+    """The extra datasets as transitions: frames encoded by the autoencoder stage's checkpoint, labelled by the reader."""
+    if not cfg.extra_datasets:
+        return []
+    autoencoder = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint").autoencoder.eval()
+    out = []
+    for dataset_id in cfg.extra_datasets:
+        episodes, _ = load_episodes(dataset_id, cfg.data_root)
+        cells = label_episodes(episodes, cfg.reader)
+        encoded = [Episode(frames=encode_frames(autoencoder, e.frames), actions=e.actions, rewards=e.rewards,
+                           terminations=e.terminations, truncations=e.truncations) for e in episodes]
+        attach_events(encoded, torch.from_numpy(cells))
+        out.append(transitions(encoded))
+    return out
 
 
 def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfig:
@@ -114,6 +140,10 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     config = model_config(cfg, latents)
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
+    extra = extra_transitions(cfg)
+    if extra:
+        train = Transitions(*(torch.cat([getattr(t, name) for t in [train, *extra]])
+                              for name in ("previous", "actions", "cells")))
     torch.manual_seed(cfg.loop.seed)
     model = EventModel.from_config(config).to(cfg.loop.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,8 @@ class RecordConfig:
     overwrite: bool = False                   # replace an existing dataset (built aside, then swapped in)
     resize_to: int = 64                       # stored frames are resize_to x resize_to (cv2 INTER_AREA)
     max_episode_steps: int | None = None      # time limit per episode (None: the env's own)
+    env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)   # passed to gymnasium.make, e.g.
+                                              #   +env_kwargs.lethal=false (CoinChase goes on after a catch)
     progress: bool = True                     # show a tqdm bar
 
 
@@ -50,7 +53,7 @@ def record(cfg: RecordConfig) -> Path:
     """Record `cfg.episodes` episodes; returns the dataset path <root>/<dataset_id>."""
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
-    kwargs = {} if cfg.max_episode_steps is None else {"max_episode_steps": cfg.max_episode_steps}
+    kwargs = dict(cfg.env_kwargs) if cfg.max_episode_steps is None else {**cfg.env_kwargs, "max_episode_steps": cfg.max_episode_steps}
     env = make_env(cfg.env_id, **kwargs)
     try:
         check_recordable(env)
