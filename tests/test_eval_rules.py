@@ -105,13 +105,28 @@ def test_copy_last_frame_is_the_dont_move_baseline(real):
 
 def test_rates_run_over_frames_1_to_h_and_exactness_is_read_at_frame_h(real):
     shape = real.actions.shape
-    rules = RuleScores(np.ones(shape, bool), np.zeros(shape), *(np.zeros(shape, bool) for _ in range(5)))
+    rules = RuleScores(np.ones(shape, bool), np.zeros(shape), *(np.zeros(shape, bool) for _ in range(9)))
     rules.enemy_jump[:, 0] = True                          # every row jumps at frame 1 only
     rules.player_exact[:, 3] = False                       # and is off the real cell at frame 4 only
     table = summarise_rules(rules, real, [1, 4, 8])
     assert [table[h]["enemy_jump"]["mean"] for h in (1, 4, 8)] == [1.0, 0.25, 0.125]
     assert [table[h]["player_exact"]["mean"] for h in (1, 4, 8)] == [1.0, 0.0, 1.0]
     assert table[8]["violation"]["mean"] == 0.25 and table[8]["violation"]["n"] == len(real.seeds)
+
+
+def test_reward_and_termination_outputs_are_scored_against_the_dreams_own_events(real):
+    """The real game read as a dream, with its own rewards / terminations as the outputs: F1 1 vs the dream's
+    events; outputs that never fire: F1 0 (where there were events)."""
+    def stream(said: bool):
+        for h in range(real.actions.shape[1]):
+            yield (real.frames[:, h], real.rewards[:, h] * said, real.terminated[:, h].astype(float) * said)
+
+    table = summarise_rules(check_rules(stream(True), real), real, [HORIZON])[HORIZON]
+    quiet = summarise_rules(check_rules(stream(False), real), real, [HORIZON])[HORIZON]
+    assert table["reward_f1_dream"]["n"] > 0 and table["reward_f1_dream"]["mean"] == 1.0
+    assert quiet["reward_f1_dream"]["mean"] == 0.0
+    if table["termination_f1_dream"]["n"]:
+        assert table["termination_f1_dream"]["mean"] == 1.0
 
 
 def test_random_action_rollouts_keep_the_starts_and_draw_seeded_actions(real):

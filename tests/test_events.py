@@ -97,3 +97,44 @@ def test_rollout_draws_events_from_the_last_frame_reproducibly(perturbed_model):
     with pytest.raises(ValueError, match="chunk must be 1"):
         cache = new_cache(model, 1)
         next_chunk(model, cache, torch.tensor([[3, 4]]), [1.0], lambda s: torch.randn(s))
+
+
+def test_with_outcomes_the_step_reward_and_termination_come_from_the_event_model(perturbed_model):
+    model = perturbed_model(event_channels=2, event_outcomes=True, chunk=1, window=3)
+    g = torch.Generator().manual_seed(0)
+    noise = lambda shape: torch.randn(shape, generator=g)  # noqa: E731
+    cache = new_cache(model, 2)
+    prime(model, cache, torch.randn(2, 2, 4, 4, 4), torch.tensor([[5, 1], [5, 2]]))
+    previous = cache.previous.clone()
+    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], noise, event_min_prob=0.0)
+    tokens = model.event_model.tokens(previous, torch.tensor([3, 4]))
+    expected = model.event_model.outcome_logits(tokens, cell_maps(result.events[:, 0], 4))
+    assert torch.allclose(result.reward[:, 0], expected[:, 0]) and torch.allclose(result.termination[:, 0], expected[:, 1])
+
+
+def test_installing_an_event_model_with_outcomes_turns_them_on(tmp_path, untrained_checkpoint):
+    import shutil
+
+    import worldmodel
+    from train.stages.events import install
+    from worldmodel.events import EventModel, EventModelConfig, save_event_model
+
+    target = tmp_path / "ckpt"
+    shutil.copytree(untrained_checkpoint, target)
+    before = worldmodel.load(target).dit
+    assert not before.config.event_outcomes
+    config = EventModelConfig(latent_channels=8, latent_size=8, n_actions=5, entities=2, dim=before.config.event_dim,
+                              depth=before.config.event_depth, outcomes=True)
+    events_dir = tmp_path / "events"
+    events_dir.mkdir()
+    torch.manual_seed(1)
+    event_model = EventModel.from_config(config)
+    save_event_model(events_dir, event_model, config)
+    install(events_dir, [str(target)])
+    after = worldmodel.load(target).dit
+    assert after.config.event_outcomes
+    for name, value in event_model.state_dict().items():
+        assert torch.equal(after.event_model.state_dict()[name], value)
+    for name, value in before.state_dict().items():
+        if not name.startswith("event_model."):
+            assert torch.equal(after.state_dict()[name], value)         # the DiT itself is untouched

@@ -65,6 +65,8 @@ class DiTConfig:
                                     #   to the generated frame as one-hot stem channels; 0 = none
     event_dim: int = 64             # width of the event model (a small transformer over the latent cells)
     event_depth: int = 3
+    event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
+                                    #   the rollout then reports those instead of the clean pass's heads
 
     @property
     def tokens_per_frame(self) -> int:

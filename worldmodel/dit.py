@@ -264,7 +264,7 @@ class DiT(nn.Module):
         self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
-                                       config.event_depth) if config.event_channels else None)
+                                       config.event_depth, outcomes=config.event_outcomes) if config.event_channels else None)
 
     def initialize_weights(self) -> None:
         """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).
@@ -341,12 +341,15 @@ class DiT(nn.Module):
 
     @torch.no_grad()
     def sample_events(self, previous: torch.Tensor, actions: torch.Tensor, gaussian: torch.Tensor,
-                      min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+                      min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
-        (B, E, K) standard-normal noise. Returns (cells (B, E) int64, one-hot maps (B, E, h, w))."""
-        logits = self.event_model(previous, actions)                                        # (B, E, K)
-        cells = sample_cells(logits, gaussian, min_prob)
-        return cells, cell_maps(cells, self.config.latent_size, previous.dtype)
+        (B, E, K) standard-normal noise. Returns (cells (B, E) int64, one-hot maps (B, E, h, w), and with
+        `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None)."""
+        tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
+        cells = sample_cells(self.event_model.cell_logits(tokens), gaussian, min_prob)
+        maps = cell_maps(cells, self.config.latent_size, previous.dtype)
+        outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
+        return cells, maps, outcomes
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
                 frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,

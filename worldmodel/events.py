@@ -42,6 +42,7 @@ class EventModelConfig:
     entities: int
     dim: int = 64
     depth: int = 3
+    outcomes: bool = False          # also the transition's reward and termination, given the drawn cells
 
 
 class EventModel(nn.Module):
@@ -56,7 +57,7 @@ class EventModel(nn.Module):
     steps (docs/ablation.md)."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
-                 dim: int = 64, depth: int = 3, heads: int = 4):
+                 dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False):
         super().__init__()
         self.entities = entities
         self.n_actions = n_actions
@@ -70,18 +71,41 @@ class EventModel(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, depth, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.out = nn.Linear(dim, entities)
+        # outcomes: per cell, its features and the drawn entities there -> pooled -> (reward, termination logit)
+        self.outcome = (nn.Sequential(nn.Linear(dim + entities, dim), nn.GELU(), nn.Linear(dim, dim))
+                        if outcomes else None)
+        self.outcome_out = nn.Linear(2 * dim, 2) if outcomes else None
 
     @classmethod
     def from_config(cls, config: EventModelConfig) -> EventModel:
-        return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth)
+        return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth,
+                   outcomes=config.outcomes)
 
     def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        return self.cell_logits(self.tokens(previous, actions))
+
+    def cell_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, K, dim) cell tokens -> (B, E, K) logits over the cells of each entity."""
+        return self.out(tokens).transpose(1, 2).float()
+
+    def outcome_logits(self, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """The transition's (reward, termination logit) (B, 2), given where the entities were drawn: maps (B, E, h, w).
+
+        CoinChase: the reward is fixed by the previous frame and the key (the player reaches the coin);
+        whether the enemy catches the player, by the drawn enemy cell too."""
+        if self.outcome is None:
+            raise ValueError("this event model has no outcome head (outcomes=False)")
+        h = self.outcome(torch.cat([tokens, maps.flatten(2).transpose(1, 2).to(tokens.dtype)], dim=-1))   # (B, K, dim)
+        return self.outcome_out(torch.cat([h.mean(1), h.amax(1)], dim=-1)).float()
+
+    def tokens(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) previous latent, (B,) actions -> (B, K, dim) cell tokens."""
         previous = previous.to(self.cell_pos.dtype)
         onehot = F.one_hot(actions, self.n_actions + 1).to(previous.dtype)[..., None, None]     # (B, A+1, 1, 1)
         stem_in = torch.cat([previous, onehot.expand(-1, -1, *previous.shape[-2:])], dim=1)
         tokens = self.stem(stem_in).flatten(2).transpose(1, 2)                                 # (B, K, dim)
         tokens = tokens + self.cell_pos + self.action_embed(actions)[:, None]
-        return self.out(self.norm(self.encoder(tokens))).transpose(1, 2).float()             # (B, E, K)
+        return self.norm(self.encoder(tokens))                                                # (B, K, dim)
 
 
 def save_event_model(directory: Path, model: EventModel, config: EventModelConfig) -> None:

@@ -28,8 +28,8 @@ NoiseSource = Callable[[tuple[int, ...]], torch.Tensor]
 @dataclass
 class ChunkResult:
     latents: torch.Tensor      # (B, c, C, h, w) generated clean latents (the exit step's x0 prediction)
-    reward: torch.Tensor       # (B, c) from the clean cache-writing pass
-    termination: torch.Tensor  # (B, c) logits, same pass
+    reward: torch.Tensor       # (B, c) from the clean cache-writing pass (or the event model's, with event_outcomes)
+    termination: torch.Tensor  # (B, c) logits, same source
     events: torch.Tensor | None = None   # (B, c, E) int64 sampled entity cells (flat latent cell index), if the model has them
 
 
@@ -138,7 +138,7 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         raise ValueError(f"exit_step {exit_step} is outside the {len(sigmas)}-step schedule")
     shape = (b, c, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     read, positions = cache_access(model, cache, rows, c, write=False)
-    cells, maps = draw_events(model, read.previous, actions, noise, event_min_prob)
+    cells, maps, outcomes = draw_events(model, read.previous, actions, noise, event_min_prob)
     x = noise(shape)                                                                   # (B, c, C, h, w)
     for step in range(exit_step + 1):
         sigma = torch.full((b, c), sigmas[step], device=x.device)
@@ -150,21 +150,24 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
     written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise, maps)
+    if outcomes is not None:      # the event model's reward and termination of this step, given its draw
+        return ChunkResult(latents=x0, reward=outcomes[:, None, 0], termination=outcomes[:, None, 1], events=cells)
     return ChunkResult(latents=x0, reward=written.reward, termination=written.termination, events=cells)
 
 
 def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise: NoiseSource, min_prob: float
-                ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The chunk's entity cells (B, c, E) and one-hot maps (B, c, E, h, w), drawn from the event model on each
-    row's last frame `previous` (B, C, h, w); (None, None) for a model without entity events."""
+    row's last frame `previous` (B, C, h, w), and the step's (reward, termination logit) (B, 2) when the event
+    model gives them; Nones for a model without entity events."""
     cfg = model.config
     if not cfg.event_channels:
-        return None, None
+        return None, None, None
     if actions.shape[1] != 1:
         raise ValueError(f"entity events are drawn frame by frame: chunk must be 1, got {actions.shape[1]}")
     gaussian = noise((actions.shape[0], cfg.event_channels, cfg.latent_size ** 2))
-    cells, maps = model.sample_events(previous, actions[:, 0], gaussian, min_prob)
-    return cells[:, None], maps[:, None]
+    cells, maps, outcomes = model.sample_events(previous, actions[:, 0], gaussian, min_prob)
+    return cells[:, None], maps[:, None], outcomes
 
 
 def unroll(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,

@@ -65,7 +65,8 @@ class DiTStageConfig:
             if event_cfg.entities != latents.event_entities:
                 raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
                                  f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
-            events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth)
+            events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
+                          event_outcomes=event_cfg.outcomes)
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
                           n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
                           **events)

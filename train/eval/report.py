@@ -33,7 +33,8 @@ RULES = {
     "score_broken": ("score rule", "{:.3f}"),
     "player_exact": ("player exact @h", "{:.3f}"), "player_err": ("player err @h", "{:.2f}"),
     "psnr": ("PSNR @h", "{:.2f}"), "artifact": ("artifact @h", "{:.4f}"),
-    "reward_f1": ("reward F1", "{:.3f}"), "termination_f1": ("termination F1", "{:.3f}"),
+    "reward_f1": ("reward F1 vs real", "{:.3f}"), "termination_f1": ("termination F1 vs real", "{:.3f}"),
+    "reward_f1_dream": ("reward F1 vs dream", "{:.3f}"), "termination_f1_dream": ("termination F1 vs dream", "{:.3f}"),
 }
 RULES_NOTE = ("Rates (violations .. score rule) are per frame over frames 1..h of each rollout's live frames; "
               "@h columns are read at frame h over the rollouts alive there; F1 pooled over live frames 1..h. "
@@ -41,7 +42,11 @@ RULES_NOTE = ("Rates (violations .. score rule) are per frame over frames 1..h o
               "one player, coin and enemy, a wall is missing or spurious, an entity sits in a wall, the enemy "
               "moved more than one cell, or the score changed other than +1 on reaching the coin (or is "
               "unreadable). ΔPSNR (Genie's controllability): PSNR under the real actions minus PSNR of the same "
-              "start dreamed under uniformly random actions, at frame h.")
+              "start dreamed under uniformly random actions, at frame h. Reward / termination F1 \"vs real\": the "
+              "model's outputs against the real game's events under the same keys; \"vs dream\": against the "
+              "dream's own events read from its frames (the player enters the coin's cell; the enemy is on, or "
+              "swaps with, the player) — the coin and the enemy are random, so the two games' events part after "
+              "the first respawn.")
 
 
 def _cell(stat: dict, fmt: str) -> str:

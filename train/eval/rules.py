@@ -9,6 +9,12 @@ the walls are not the game's walls, an entity sits in a wall (or in the score ba
 more than one cell, or the score broke its rule (it rises by one exactly when the player reaches
 the coin, and stays otherwise; an unreadable score is a violation). The real game passes every rule.
 `RulesCheck` is a tap of `train.eval.rollouts.score_rollout`, so it rides on the rollout's one pass.
+
+It also scores the model's reward and termination outputs against the events of the dream itself
+(the dreamed player enters the previous dreamed frame's coin cell; the dreamed enemy is on, or swaps
+with, the dreamed player): the coin respawns and the enemy moves at random, so after the first
+respawn a dream and the real game under the same keys have different events, and F1 against the
+real game's (the frame-metric columns) measures mostly that.
 """
 from __future__ import annotations
 
@@ -18,11 +24,13 @@ import numpy as np
 
 from envs.coinchase import SCORE_DIGITS
 from envs.coinchase_reader import GameState, read_state
-from train.eval.rollouts import PSNR_CAP, RealRollouts, Stream, over_seeds, position_error
+from train.eval.rollouts import EVENT, PSNR_CAP, RealRollouts, Stream, over_seeds, position_error
 from worldmodel.metrics import psnr
 
 AT_FRAME = ("player_exact", "player_err")     # read at frame h, over the rows alive there
 RATES = ("violation", "player_wrong", "entity_count", "walls_broken", "in_wall", "enemy_jump", "score_broken")
+DREAM_EVENTS = {"reward_f1_dream": ("reward_said", "reward_seen"),            # F1 of the model's outputs against the
+                "termination_f1_dream": ("termination_said", "termination_seen")}   # dream's own events
 CONTROL_HORIZONS = (4, 16)                    # frames at which the controllability ΔPSNR is read
 CONTROL_SEED = 0                              # seeds the random actions of the controllability rollout
 
@@ -37,6 +45,10 @@ class RuleScores:
     in_wall: np.ndarray         # bool an entity inside a wall cell or the score bar
     enemy_jump: np.ndarray      # bool the enemy moved more than one cell per frame since it was last seen
     score_broken: np.ndarray    # bool the score changed other than +1 on reaching the coin, or is unreadable
+    reward_said: np.ndarray     # bool the model's reward output is an event (> EVENT)
+    reward_seen: np.ndarray     # bool the dreamed player entered the previous dreamed frame's coin cell
+    termination_said: np.ndarray  # bool the model's termination probability > EVENT
+    termination_seen: np.ndarray  # bool the dreamed enemy is on the dreamed player, or they swapped cells
 
     @property
     def player_wrong(self) -> np.ndarray:
@@ -57,11 +69,12 @@ class Carry:
     score: np.ndarray           # (S,) int64, -1 unreadable
     enemy: np.ndarray           # (S, 2) int64, -1 never seen
     enemy_age: np.ndarray       # (S,) int64 frames since the enemy was seen
+    player: np.ndarray          # (S, 2) int64 the previous frame's player cell, -1 unseen
 
     @classmethod
     def start(cls, state: GameState) -> Carry:
         """From the last context frame's state."""
-        return cls(state.coin, state.score, state.enemy, np.ones(len(state.score), np.int64))
+        return cls(state.coin, state.score, state.enemy, np.ones(len(state.score), np.int64), state.player)
 
 
 def _seen(cells: np.ndarray) -> np.ndarray:
@@ -77,23 +90,41 @@ def enemy_jumps(state: GameState, before: Carry) -> np.ndarray:
 def score_broken(state: GameState, before: Carry) -> np.ndarray:
     """(S,) bool: the score is unreadable, or (from a readable score) it did not rise by exactly one on reaching
     the previous frame's coin cell, or did not stay otherwise (scores wrap modulo 10**SCORE_DIGITS)."""
-    reached = _seen(state.player) & (state.player == before.coin).all(1)
+    reached = reached_coin(state, before)
     delta = (state.score - before.score) % 10 ** SCORE_DIGITS
     judged = (state.score >= 0) & (before.score >= 0)
     return (state.score < 0) | (judged & (delta != reached.astype(np.int64)))
 
 
-def judge(state: GameState, true_player: np.ndarray, before: Carry) -> tuple[dict[str, np.ndarray], Carry]:
+def reached_coin(state: GameState, before: Carry) -> np.ndarray:
+    """(S,) bool: the player entered the previous frame's coin cell (a reward event)."""
+    return _seen(state.player) & (state.player == before.coin).all(1)
+
+
+def caught(state: GameState, before: Carry) -> np.ndarray:
+    """(S,) bool: the enemy is on the player, or the two swapped cells (a termination event)."""
+    both = _seen(state.player) & _seen(state.enemy)
+    swapped = (state.enemy == before.player).all(1) & (state.player == before.enemy).all(1)
+    return both & ((state.enemy == state.player).all(1) | swapped)
+
+
+def judge(state: GameState, true_player: np.ndarray, before: Carry, rewards: np.ndarray | None = None,
+          terminations: np.ndarray | None = None) -> tuple[dict[str, np.ndarray], Carry]:
     """One frame's rule columns ({field of RuleScores: (S,)}) and the carry for the next frame.
 
-    state: the frame's GameState (S rows); true_player (S, 2) the real game's player cell."""
-    columns = {"player_exact": (state.player == true_player).all(1),
+    state: the frame's GameState (S rows); true_player (S, 2) the real game's player cell; rewards,
+    terminations (S,): the model's outputs for the frame (None: no events said)."""
+    quiet = np.zeros(len(state.score), bool)
+    columns = {
+               "reward_said": quiet if rewards is None else rewards > EVENT, "reward_seen": reached_coin(state, before),
+               "termination_said": quiet if terminations is None else terminations > EVENT,
+               "termination_seen": caught(state, before),"player_exact": (state.player == true_player).all(1),
                "player_err": position_error(state.player, true_player),
                "entity_count": ~state.one_of_each, "walls_broken": ~state.walls_intact, "in_wall": state.entity_in_wall,
                "enemy_jump": enemy_jumps(state, before), "score_broken": score_broken(state, before)}
     seen = _seen(state.enemy)
     after = Carry(state.coin, state.score, np.where(seen[:, None], state.enemy, before.enemy),
-                  np.where(seen, 1, before.enemy_age + 1))
+                  np.where(seen, 1, before.enemy_age + 1), state.player)
     return columns, after
 
 
@@ -106,7 +137,7 @@ class RulesCheck:
         self.columns: dict[str, list[np.ndarray]] = {f.name: [] for f in fields(RuleScores)}
 
     def __call__(self, h: int, frames: np.ndarray, rewards: np.ndarray, terminations: np.ndarray) -> None:
-        columns, self.carry = judge(read_state(frames), self.real.players[:, h], self.carry)
+        columns, self.carry = judge(read_state(frames), self.real.players[:, h], self.carry, rewards, terminations)
         for key, value in columns.items():
             self.columns[key].append(value)
 
@@ -133,8 +164,17 @@ def summarise_rules(rules: RuleScores, real: RealRollouts, horizons: list[int]) 
         for k in RATES:
             rate = (getattr(rules, k)[:, :h] & window).sum(1) / window.sum(1)     # frame 1 is always live
             row[k] = over_seeds(rate, every, real.seeds)
+        for k, (said, seen) in DREAM_EVENTS.items():
+            row[k] = pooled_f1(getattr(rules, said)[:, :h][window], getattr(rules, seen)[:, :h][window])
         table[h] = row
     return table
+
+
+def pooled_f1(predicted: np.ndarray, true: np.ndarray) -> dict:
+    """F1 of bool predictions over pooled frames, as an over_seeds-like stat (std 0, n = true events)."""
+    tp, fp, fn = int((predicted & true).sum()), int((predicted & ~true).sum()), int((~predicted & true).sum())
+    value = float("nan") if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
+    return {"mean": value, "std": 0.0, "n": int(true.sum())}
 
 
 def with_random_actions(real: RealRollouts, frames: int, n_actions: int, seed: int = CONTROL_SEED) -> RealRollouts:

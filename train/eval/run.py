@@ -34,8 +34,8 @@ from train.eval.report import markdown, plot_horizons, plot_rules, write_videos
 from train.eval.rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, RealRollouts, Reader, Stream,
                                  concat_rows, copy_last_frames, dream_frames, over_seeds, real_frames, real_rollouts,
                                  score_rollout, take_rows)
-from train.eval.rules import (CONTROL_HORIZONS, RuleScores, RulesCheck, controllability, stream_psnr, summarise_rules,
-                              with_random_actions)
+from train.eval.rules import (CONTROL_HORIZONS, RuleScores, RulesCheck, controllability, pooled_f1, stream_psnr,
+                              summarise_rules, with_random_actions)
 from worldmodel.flow import sigma_schedule
 
 COPY_LAST, REAL = "copy-last-frame", "real game"
@@ -110,16 +110,10 @@ def summarise(scores: FrameScores, real: RealRollouts, horizons: list[int]) -> d
                for key, mask in (("psnr", live), ("ssim", live), ("pos_err", live), ("artifact", every))}
         row["score_violation"] = over_seeds(scores.score_violation[:, :h].mean(1), every, real.seeds)
         window = real.alive[:, :h]
-        row["reward_f1"] = _f1(scores.reward[:, :h][window] > EVENT, real.rewards[:, :h][window] > EVENT)
-        row["termination_f1"] = _f1(scores.termination[:, :h][window] > EVENT, real.terminated[:, :h][window])
+        row["reward_f1"] = pooled_f1(scores.reward[:, :h][window] > EVENT, real.rewards[:, :h][window] > EVENT)
+        row["termination_f1"] = pooled_f1(scores.termination[:, :h][window] > EVENT, real.terminated[:, :h][window])
         table[h] = row
     return table
-
-
-def _f1(predicted: np.ndarray, true: np.ndarray) -> dict:
-    tp, fp, fn = int((predicted & true).sum()), int((predicted & ~true).sum()), int((~predicted & true).sum())
-    value = float("nan") if tp + fp + fn == 0 else 2 * tp / (2 * tp + fp + fn)
-    return {"mean": value, "std": 0.0, "n": int(true.sum())}
 
 
 def _cache_key(path: str, cfg: EvalConfig, sampling: dict) -> str:

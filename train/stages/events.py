@@ -15,11 +15,12 @@ open-loop dream with lethal=False (the rules check) meets exactly that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.events import attach_events, label_episodes
@@ -28,7 +29,8 @@ from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state,
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode, load_episodes
-from worldmodel.events import EventModel, EventModelConfig, event_loss, save_event_model
+from worldmodel.dit import DiT
+from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, save_event_model
 
 
 @dataclass
@@ -43,6 +45,10 @@ class EventsStageConfig:
     lr_final: float = 0.05
     weight_decay: float = 0.01
     latent_noise: float = 0.1         # std of the noise on the previous latent in training
+    outcomes: bool = True             # also learn each step's reward (MSE) and termination (BCE) given the true next
+                                      #   cells, on the main recording only (an extra recording may not end at a catch)
+    outcome_weight: float = 1.0
+    outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
                                       #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
@@ -56,12 +62,18 @@ class Transitions:
     previous: torch.Tensor      # (N, C, h, w) float32 latent of the frame before
     actions: torch.Tensor       # (N,) int64
     cells: torch.Tensor         # (N, E) int64 entity cells of the next frame
+    rewards: torch.Tensor       # (N,) float32
+    terminations: torch.Tensor  # (N,) float32
+    outcome_weight: torch.Tensor   # (N,) float32: 1 where the reward / termination labels are trained on
 
 
-def transitions(episodes: list[Episode]) -> Transitions:
-    return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])),
-                       actions=torch.from_numpy(np.concatenate([e.actions for e in episodes])),
-                       cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])))
+def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
+    actions = torch.from_numpy(np.concatenate([e.actions for e in episodes]))
+    return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])), actions=actions,
+                       cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])),
+                       rewards=torch.from_numpy(np.concatenate([e.rewards for e in episodes]).astype(np.float32)),
+                       terminations=torch.from_numpy(np.concatenate([e.terminations for e in episodes]).astype(np.float32)),
+                       outcome_weight=torch.full(actions.shape, float(outcomes)))
 
 
 def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
@@ -76,7 +88,7 @@ def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
         encoded = [Episode(frames=encode_frames(autoencoder, e.frames), actions=e.actions, rewards=e.rewards,
                            terminations=e.terminations, truncations=e.truncations) for e in episodes]
         attach_events(encoded, torch.from_numpy(cells))
-        out.append(transitions(encoded))
+        out.append(transitions(encoded, outcomes=False))
     return out
 
 
@@ -86,7 +98,21 @@ def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfi
                          "stage with events=<reader> (e.g. events=coinchase) to add them")
     sample = latents.train[0].frames
     return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
-                            entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth)
+                            entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes)
+
+
+def outcome_loss(model: EventModel, tokens: torch.Tensor, data: Transitions, index: torch.Tensor,
+                 cfg: EventsStageConfig) -> torch.Tensor:
+    """Reward MSE + termination BCE given the true next cells, rare steps x outcome_event_weight, masked rows out."""
+    device = tokens.device
+    maps = cell_maps(data.cells[index].to(device), int(data.previous.shape[-1]))
+    logits = model.outcome_logits(tokens, maps)                                                # (n, 2)
+    rewards, terminations = data.rewards[index].to(device), data.terminations[index].to(device)
+    per_row = ((logits[:, 0] - rewards) ** 2
+               + F.binary_cross_entropy_with_logits(logits[:, 1], terminations, reduction="none"))
+    weight = data.outcome_weight[index].to(device) * (1.0 + (cfg.outcome_event_weight - 1.0)
+                                                      * ((rewards != 0) | (terminations > 0)).float())
+    return (per_row * weight).sum() / weight.sum().clamp_min(1.0)
 
 
 def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
@@ -99,7 +125,10 @@ def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> 
     previous = data.previous[index]
     previous = previous + cfg.latent_noise * torch.randn(previous.shape, generator=state.generator)
     device = cfg.loop.device
-    loss = event_loss(model(previous.to(device), data.actions[index].to(device)), data.cells[index].to(device))
+    tokens = model.tokens(previous.to(device), data.actions[index].to(device))
+    loss = event_loss(model.cell_logits(tokens), data.cells[index].to(device))
+    if cfg.outcomes:
+        loss = loss + cfg.outcome_weight * outcome_loss(model, tokens, data, index, cfg)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -109,30 +138,50 @@ def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> 
 
 @torch.no_grad()
 def evaluate(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
-    """Held-out cross-entropy per entity (clean latents, every held-out transition)."""
+    """Held-out cross-entropy per entity (clean latents, every held-out transition); with outcomes, the F1 of
+    rewards (> 0.5) and terminations (p > 0.5) given the true next cells."""
     model = state.modules["events"].eval()
     device = cfg.loop.device
-    losses = []
+    losses, outcomes = [], []
     for start in range(0, len(data.actions), 1024):
-        part = slice(start, start + 1024)
-        logits = model(data.previous[part].to(device), data.actions[part].to(device))         # (n, E, K)
-        losses.append(float(torch.nn.functional.cross_entropy(logits.transpose(1, 2), data.cells[part].to(device),
-                                                              reduction="sum")))
+        part = torch.arange(start, min(start + 1024, len(data.actions)))
+        tokens = model.tokens(data.previous[part].to(device), data.actions[part].to(device))
+        logits = model.cell_logits(tokens)                                                   # (n, E, K)
+        losses.append(float(F.cross_entropy(logits.transpose(1, 2), data.cells[part].to(device), reduction="sum")))
+        if cfg.outcomes:
+            maps = cell_maps(data.cells[part].to(device), int(data.previous.shape[-1]))
+            outcomes.append(model.outcome_logits(tokens, maps).cpu())
     model.train()
-    entities = data.cells.shape[1]
-    return {"val_ce": float(sum(losses)) / (len(data.actions) * entities)}
+    metrics = {"val_ce": float(sum(losses)) / (len(data.actions) * data.cells.shape[1])}
+    if outcomes:
+        out = torch.cat(outcomes)
+        metrics["val_reward_f1"] = f1(out[:, 0] > 0.5, data.rewards > 0.5)
+        metrics["val_termination_f1"] = f1(out[:, 1] > 0.0, data.terminations > 0.5)
+    return metrics
+
+
+def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
+    hits = float((predicted & actual).sum())
+    return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
 
 
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
     from worldmodel.events import load_event_model  # noqa: PLC0415
 
+    event_model = load_event_model(event_dir)
     for target in targets:
         model = checkpoint.load(target)
         if model.dit is None or model.dit.event_model is None:
             raise ValueError(f"{target} has no DiT with entity events (event_channels = 0): nothing to install into")
-        model.dit.event_model.load_state_dict(load_event_model(event_dir).state_dict())
-        checkpoint.save(target, model.config, model.autoencoder, model.dit, model.start_frames, model.start_actions)
+        dit = model.dit
+        if dit.config.event_outcomes != (event_model.outcome is not None):   # the head comes or goes with the model
+            model.config.dit = replace(dit.config, event_outcomes=event_model.outcome is not None)
+            dit = DiT(model.config.dit)
+            missing, unexpected = dit.load_state_dict(model.dit.state_dict(), strict=False)
+            assert all(k.startswith("event_model.") for k in missing + unexpected), (missing, unexpected)
+        dit.event_model.load_state_dict(event_model.state_dict())
+        checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
         print(f"[events] installed {event_dir} into {target}")
 
 
@@ -142,8 +191,7 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
     extra = extra_transitions(cfg)
     if extra:
-        train = Transitions(*(torch.cat([getattr(t, name) for t in [train, *extra]])
-                              for name in ("previous", "actions", "cells")))
+        train = Transitions(*(torch.cat([getattr(t, f.name) for t in [train, *extra]]) for f in fields(Transitions)))
     torch.manual_seed(cfg.loop.seed)
     model = EventModel.from_config(config).to(cfg.loop.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
