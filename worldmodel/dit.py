@@ -2,7 +2,9 @@
 
 Owns: patch embedding, per-frame conditioning (noise level + action) through adaLN-Zero, attention
 over (frames x tokens) with frame-level masks and an optional KV cache, rotary time positions,
-the velocity output and the reward / termination heads. Knows no env, trainer or screen.
+the velocity output and the reward / termination heads, and (with `event_channels`) the one-hot
+entity-event input channels and the event model that draws them (`worldmodel.events`). Knows no
+env, trainer or screen.
 
 Dimensions: B batch, T frames in this forward, N tokens per frame, D model width, H heads,
 Dh head width, C latent channels, h = w latent size, F cache frame slots.
