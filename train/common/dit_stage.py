@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -22,7 +22,7 @@ from worldmodel import checkpoint
 from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.dit import DiT, DiTOutput
-from worldmodel.events import cell_maps, load_event_model, read_event_config
+from worldmodel.events import EventModel, cell_maps, load_event_model, read_event_config
 from worldmodel.flow import add_noise
 from worldmodel.masks import previous_frames
 
@@ -93,7 +93,8 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
     if not 0.0 <= cfg.lr_final <= 1.0:
         raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {cfg.lr_final}")
     distributed.init(cfg.loop.device)
-    install_event_model(cfg, model)
+    if cfg.events_dir:
+        model = install_event_model(model, load_event_model(Path(cfg.events_dir) / "checkpoint"))
     model = model.to(cfg.loop.device)
     distributed.broadcast_parameters(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -103,15 +104,23 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
     return TrainState(modules=modules, optimizers={"model": optimizer}, generator=generator)
 
 
-def install_event_model(cfg: DiTStageConfig, model: DiT) -> None:
-    """Put the events stage's event model into `model`, frozen (the flow losses never train it)."""
-    if not cfg.events_dir:
-        return
-    if model.event_model is None:
-        raise ValueError(f"events_dir={cfg.events_dir} but the model has no entity events (event_channels = 0); "
-                         "its stage was trained without them")
-    model.event_model.load_state_dict(load_event_model(Path(cfg.events_dir) / "checkpoint").state_dict())
-    model.event_model.requires_grad_(False)
+def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
+    """`dit` carrying `event_model`, frozen (the flow losses never train it). The one way an event model gets into
+    a DiT: a stage's `events_dir` and `train.stages.events install=[...]`. When the two disagree on the reward /
+    termination head (`event_outcomes`), the DiT is rebuilt with the head as the event model has it, every other
+    weight kept."""
+    if dit.event_model is None:
+        raise ValueError("the model has no entity events (event_channels = 0): its stage was trained without them, "
+                         "there is no event model to replace")
+    outcomes = event_model.outcome is not None
+    if dit.config.event_outcomes != outcomes:
+        rebuilt = DiT(replace(dit.config, event_outcomes=outcomes)).to(next(dit.parameters()).device)
+        missing, unexpected = rebuilt.load_state_dict(dit.state_dict(), strict=False)
+        assert all(k.startswith("event_model.") for k in missing + unexpected), (missing, unexpected)
+        dit = rebuilt.train(dit.training)
+    dit.event_model.load_state_dict(event_model.state_dict())
+    dit.event_model.requires_grad_(False)
+    return dit
 
 
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
@@ -209,13 +218,21 @@ def head_loss(out: DiTOutput, batch: dict[str, torch.Tensor], event_weight: floa
     """Reward regression + termination BCE, read from a clean (sigma = 0) causal pass.
 
     Frames with an event (reward or termination) weigh `event_weight`; `weight` (B, T) masks frames."""
-    rewards, terminations = batch["rewards"], batch["terminations"]
-    frame = 1.0 + (event_weight - 1.0) * ((rewards != 0) | (terminations > 0)).float()           # (B, T)
+    return reward_termination_loss(out.reward, out.termination, batch["rewards"], batch["terminations"], event_weight,
+                                   weight)
+
+
+def reward_termination_loss(reward: torch.Tensor, termination: torch.Tensor, rewards: torch.Tensor,
+                            terminations: torch.Tensor, event_weight: float = 1.0,
+                            weight: torch.Tensor | None = None) -> torch.Tensor:
+    """Reward MSE + termination BCE of predictions (reward, termination logit) against the true rewards and
+    terminations (same shape, any); steps with an event weigh `event_weight`, `weight` masks steps."""
+    step = 1.0 + (event_weight - 1.0) * ((rewards != 0) | (terminations > 0)).float()
     if weight is not None:
-        frame = frame * weight
-    per_frame = ((out.reward.float() - rewards) ** 2
-                 + F.binary_cross_entropy_with_logits(out.termination.float(), terminations, reduction="none"))
-    return (per_frame * frame).sum() / frame.sum().clamp_min(1.0)
+        step = step * weight
+    per_step = ((reward.float() - rewards) ** 2
+                + F.binary_cross_entropy_with_logits(termination.float(), terminations, reduction="none"))
+    return (per_step * step).sum() / step.sum().clamp_min(1.0)
 
 
 def noisy_clip(batch: dict[str, torch.Tensor], sigma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:

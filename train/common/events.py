@@ -1,7 +1,7 @@
 """Entity-event labels of recorded frames: where each randomly moving entity is, per frame.
 
-The DiT stages train `worldmodel.events.EventModel` (the prior over the next frame's entity cells)
-on these labels and condition the generated frame on them. A label is a flat latent-cell index per
+The events stage trains `worldmodel.events.EventModel` (the prior over the next frame's entity cells)
+on these labels, and the DiT stages condition the generated frame on them. A label is a flat latent-cell index per
 entity, read from the real uint8 frames by a game's reader (named in the autoencoder stage's
 `events` field); the autoencoder stage writes them beside the latent cache, in the same episode
 order, as `events.safetensors`.

@@ -88,7 +88,6 @@ def save_latents(directory: Path, autoencoder: Autoencoder, train: list[Episode]
 
 
 def load_latents(directory: str | Path) -> LatentData:
-    """Read the latent cache the autoencoder stage wrote."""
     """Read the latent cache the autoencoder stage wrote, with its entity-event labels if it has them."""
     tensors = read_tensors(Path(directory) / LATENTS_FILE)
     data = LatentData(train=_unpack(tensors, "train"), val=_unpack(tensors, "val"), n_actions=int(tensors["n_actions"]),

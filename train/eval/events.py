@@ -47,14 +47,15 @@ def play(cfg: EventsEvalConfig, n_actions: int) -> tuple[np.ndarray, np.ndarray,
         obs, info = env.reset(seed=seed)
         for _ in range(cfg.steps):
             action = int(policy(obs, info))
+            dists = env.next_cell_probabilities(action)                                 # (enemy, coin)
             table = np.zeros((2, CELLS * CELLS))
-            for row, dist in enumerate(env.next_cell_probabilities(action)):
+            for row, dist in enumerate(dists):
                 for (r, c), p in dist.items():
                     table[row, r * CELLS + c] = p
             frames.append(obs)
             actions.append(action)
             exact.append(table)
-            respawn.append(len(env.next_cell_probabilities(action)[1]) > 1)
+            respawn.append(len(dists[1]) > 1)
             caught.append(env.enemy == env.player)
             obs, _, _, _, info = env.step(action)
     return np.stack(frames), np.array(actions), np.stack(exact), np.array(respawn), np.array(caught)

@@ -15,7 +15,7 @@ open-loop dream with lethal=False (the rules check) meets exactly that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,14 +23,14 @@ import torch
 import torch.nn.functional as F
 
 from train.common.cli import hydra_main
+from train.common.dit_stage import install_event_model, reward_termination_loss
 from train.common.events import attach_events, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode, load_episodes
-from worldmodel.dit import DiT
-from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, save_event_model
+from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, save_event_model
 
 
 @dataclass
@@ -107,12 +107,9 @@ def outcome_loss(model: EventModel, tokens: torch.Tensor, data: Transitions, ind
     device = tokens.device
     maps = cell_maps(data.cells[index].to(device), int(data.previous.shape[-1]))
     logits = model.outcome_logits(tokens, maps)                                                # (n, 2)
-    rewards, terminations = data.rewards[index].to(device), data.terminations[index].to(device)
-    per_row = ((logits[:, 0] - rewards) ** 2
-               + F.binary_cross_entropy_with_logits(logits[:, 1], terminations, reduction="none"))
-    weight = data.outcome_weight[index].to(device) * (1.0 + (cfg.outcome_event_weight - 1.0)
-                                                      * ((rewards != 0) | (terminations > 0)).float())
-    return (per_row * weight).sum() / weight.sum().clamp_min(1.0)
+    return reward_termination_loss(logits[:, 0], logits[:, 1], data.rewards[index].to(device),
+                                   data.terminations[index].to(device), cfg.outcome_event_weight,
+                                   data.outcome_weight[index].to(device))
 
 
 def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
@@ -167,20 +164,13 @@ def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
 
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
-    from worldmodel.events import load_event_model  # noqa: PLC0415
-
     event_model = load_event_model(event_dir)
     for target in targets:
         model = checkpoint.load(target)
-        if model.dit is None or model.dit.event_model is None:
-            raise ValueError(f"{target} has no DiT with entity events (event_channels = 0): nothing to install into")
-        dit = model.dit
-        if dit.config.event_outcomes != (event_model.outcome is not None):   # the head comes or goes with the model
-            model.config.dit = replace(dit.config, event_outcomes=event_model.outcome is not None)
-            dit = DiT(model.config.dit)
-            missing, unexpected = dit.load_state_dict(model.dit.state_dict(), strict=False)
-            assert all(k.startswith("event_model.") for k in missing + unexpected), (missing, unexpected)
-        dit.event_model.load_state_dict(event_model.state_dict())
+        if model.dit is None:
+            raise ValueError(f"{target} holds only an autoencoder: nothing to install the event model into")
+        dit = install_event_model(model.dit, event_model)
+        model.config.dit = dit.config
         checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
         print(f"[events] installed {event_dir} into {target}")
 

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from typing import Any
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -53,7 +53,9 @@ def record(cfg: RecordConfig) -> Path:
     """Record `cfg.episodes` episodes; returns the dataset path <root>/<dataset_id>."""
     if cfg.episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {cfg.episodes}")
-    kwargs = dict(cfg.env_kwargs) if cfg.max_episode_steps is None else {**cfg.env_kwargs, "max_episode_steps": cfg.max_episode_steps}
+    kwargs = dict(cfg.env_kwargs)
+    if cfg.max_episode_steps is not None:
+        kwargs["max_episode_steps"] = cfg.max_episode_steps
     env = make_env(cfg.env_id, **kwargs)
     try:
         check_recordable(env)
