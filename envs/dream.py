@@ -1,13 +1,19 @@
 """The batched dreaming core behind WorldModelEnv (batch 1) and WorldModelVectorEnv (batch N).
 
-Owns a loaded world model, one KV cache with a row per environment, a torch noise generator per
-row (so N rows reproduce N single envs), and the per-row start contexts. `step` is one call of
-`worldmodel.rollout.next_chunk` — the same code Self Forcing trains — plus decoding to uint8.
-Knows no Gymnasium API (the env classes own spaces, validation and episode bookkeeping).
+Owns a loaded world model, one KV cache with a row per environment, a seeded noise stream per
+row (`worldmodel.noise.RowNoise`: N rows reproduce N single envs), and the per-row start contexts.
+`step` is one call of `worldmodel.rollout.next_chunk` — the same code Self Forcing trains — plus
+decoding to uint8. On a CUDA device that whole step (events, denoising, cache write, decoding) is
+captured once per denoising-step count as a CUDA graph and replayed: a frame of this small model is
+hundreds of tiny kernels, and replaying them saves their launch costs; the eager step is the reference
+(`cuda_graph=False`). `compile=True` runs the device step through torch.compile (on CPU too). Knows no Gymnasium API (the env classes own spaces, validation and episode
+bookkeeping).
 """
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,7 @@ import torch
 
 import worldmodel
 from worldmodel.flow import sigma_schedule
+from worldmodel.noise import RowNoise
 from worldmodel.rollout import new_cache, next_chunk, prime
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "coinchase"
@@ -34,7 +41,7 @@ class DreamCore:
     """N dreamed environments sharing one batched forward."""
 
     def __init__(self, checkpoint: str | Path | None, num_envs: int, device: str = "cpu", dtype: str = "float32",
-                 denoise_steps: int | None = None):
+                 denoise_steps: int | None = None, cuda_graph: bool = True, compile: bool = False):
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
@@ -55,7 +62,17 @@ class DreamCore:
         self.sampler = self.model.config.sampler
         self.denoise_steps = denoise_steps or self.sampler.steps
         self.cache = new_cache(self.dit, num_envs, self.device, self.dtype)
-        self.generators = [torch.Generator(device=self.device) for _ in range(num_envs)]
+        self.noise = RowNoise(num_envs, self.device, self.dtype)
+        self.bank_cache = new_cache(self.dit, self.bank_size, self.device, self.dtype)   # primed bank contexts (memo)
+        self._bank_primed = np.zeros(self.bank_size, dtype=bool)
+        self.cuda_graph = cuda_graph and self.device.type == "cuda"   # replay the step as a CUDA graph
+        self._graphs: dict[int, _GraphedStep] = {}                    # denoising steps -> captured step
+        # torch.compile of the device step (fuses its elementwise chains): minutes of compiling at the first step of
+        # each denoising-step count, then measured 2x faster at batch 1 on CPU (README "Speed"); off by default.
+        if compile:    # every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8
+            torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
+        self._device_step = torch.compile(self._dream, dynamic=False) if compile else self._dream
+        self._actions = torch.zeros(num_envs, 1, dtype=torch.int64, device=self.device)   # (B, 1) the step's input
 
     # ------------------------------------------------------------------ facts from the checkpoint
     @property
@@ -81,40 +98,102 @@ class DreamCore:
         self._steps = int(steps)
 
     # ------------------------------------------------------------------ dreaming
-    def _noise(self, rows: np.ndarray):
-        def sample(shape: tuple[int, ...]) -> torch.Tensor:
-            parts = [torch.randn(shape[1:], generator=self.generators[r], device=self.device) for r in rows]
-            return torch.stack(parts).to(self.dtype)
-        return sample
-
     @torch.inference_mode()
-    def reset_rows(self, rows: np.ndarray, seeds: list[int], frames: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    def reset_rows(self, rows: np.ndarray, seeds: list[int], frames: np.ndarray, actions: np.ndarray,
+                   bank_indices: np.ndarray | None = None) -> np.ndarray:
         """Prime the given rows with real context frames (R, T, H, W, 3) uint8 and actions (R, T).
 
+        bank_indices (R,): which start-bank entry each row's context is (-1: not from the bank). A bank context
+        is primed once and memoised (`self.bank_cache`, one cache row per bank entry): later resets to it copy
+        that row's cache state instead of running the model over the context again — the same state, since
+        priming without context noise is deterministic. This is what makes an RL vector env's autoresets cheap.
         Returns the last context frame of each row as the first observation (R, H, W, 3)."""
         rows = np.asarray(rows, dtype=np.int64)
-        for row, seed in zip(rows, seeds, strict=True):
-            self.generators[row].manual_seed(int(seed))
+        if len(seeds) != len(rows):
+            raise ValueError(f"{len(seeds)} seeds for {len(rows)} rows")
+        self.noise.seed(rows, seeds)
+        index = np.full(len(rows), -1) if bank_indices is None or self.sampler.context_sigma > 0 else np.asarray(bank_indices)
+        fresh = index < 0
+        if fresh.any():
+            self._prime(self.cache, rows[fresh], frames[fresh], actions[fresh], self.noise.source(rows[fresh]))
+        if not fresh.all():
+            wanted = np.unique(index[~fresh])
+            missing = wanted[~self._bank_primed[wanted]]
+            if len(missing):
+                first = np.array([np.flatnonzero(index == i)[0] for i in missing])
+                self._prime(self.bank_cache, missing, frames[first], actions[first], None)
+                self._bank_primed[missing] = True
+            self.cache.copy_rows(rows[~fresh], self.bank_cache, index[~fresh])
+        return frames[:, -1]
+
+    def _prime(self, cache, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray, noise) -> None:
         r, t = actions.shape
         latents = self.autoencoder.encode(torch.from_numpy(frames.reshape(r * t, *frames.shape[2:])).to(self.device))
         latents = latents.view(r, t, *latents.shape[1:]).to(self.dtype)                    # (R, T, C, h, w)
-        prime(self.dit, self.cache, latents, torch.from_numpy(actions).to(self.device), rows,
-              self.sampler.context_sigma, self._noise(rows))
-        return frames[:, -1]
+        prime(self.dit, cache, latents, torch.from_numpy(actions).to(self.device), rows, self.sampler.context_sigma, noise)
 
     @torch.inference_mode()
     def step(self, actions: np.ndarray) -> DreamStep:
         """Advance every row by one frame under actions (B,) int."""
         start = time.perf_counter()
-        rows = np.arange(self.num_envs)
-        result = next_chunk(self.dit, self.cache, torch.from_numpy(actions.astype(np.int64)).to(self.device)[:, None],
-                            self._sigmas, self._noise(rows), context_sigma=self.sampler.context_sigma,
-                            solver=self.sampler.solver, event_min_prob=self.sampler.event_min_prob)
-        frames = self.autoencoder.decode(result.latents[:, 0].float()).cpu().numpy()
-        rewards = result.reward[:, 0].float().cpu().numpy()
-        terminations = torch.sigmoid(result.termination[:, 0].float()).cpu().numpy()
-        return DreamStep(frames, rewards, terminations, (time.perf_counter() - start) * 1e3)
+        self._actions.copy_(torch.from_numpy(np.asarray(actions, dtype=np.int64))[:, None])
+        if not self.cuda_graph:
+            frames, rewards, terminations = self._device_step()
+        else:
+            if self._steps not in self._graphs:
+                self._graphs[self._steps] = _GraphedStep(self._device_step)
+            frames, rewards, terminations = self._graphs[self._steps].replay()
+        return DreamStep(frames.cpu().numpy(), rewards.cpu().numpy(), terminations.cpu().numpy(),
+                         (time.perf_counter() - start) * 1e3)
+
+    @contextlib.contextmanager
+    def eager(self) -> Iterator[None]:
+        """Within the block, steps run eager PyTorch operators (no graph replay, no compiled code): what an
+        operator-level tool such as torch's FlopCounterMode needs to see."""
+        saved = self.cuda_graph, self._device_step
+        self.cuda_graph, self._device_step = False, self._dream
+        try:
+            yield
+        finally:
+            self.cuda_graph, self._device_step = saved
+
+    def _dream(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The step on the device, from self._actions: frames (B, H, W, 3) uint8, rewards (B,), termination
+        probabilities (B,). Device work only (no host copies), so it can be captured as a CUDA graph."""
+        result = next_chunk(self.dit, self.cache, self._actions, self._sigmas, self.noise.source(),
+                            context_sigma=self.sampler.context_sigma, solver=self.sampler.solver,
+                            event_min_prob=self.sampler.event_min_prob)
+        frames = self.autoencoder.decode(result.latents[:, 0].float())
+        return frames, result.reward[:, 0].float(), torch.sigmoid(result.termination[:, 0].float())
 
     def start_context(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """Bank entry `index`: frames (T, H, W, 3) uint8, actions (T,) int64."""
         return self.model.start_frames[index].numpy(), self.model.start_actions[index].numpy()
+
+
+class _GraphedStep:
+    """A device step captured as a CUDA graph on its first call, replayed after. The step must read its inputs
+    from, and keep its state in, tensors that outlive the graph (the cache, the noise counters, the action
+    buffer): a replay re-runs the same kernels on the same memory. The first call runs the step eagerly
+    (warming up lazy initialisation outside the capture), then captures; capturing runs nothing, so the
+    state is advanced once per call, as in the eager path."""
+
+    def __init__(self, step):
+        self.step = step
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.outputs: tuple[torch.Tensor, ...] = ()
+
+    def replay(self) -> tuple[torch.Tensor, ...]:
+        if self.graph is None:
+            stream = torch.cuda.Stream()
+            stream.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(stream):
+                eager = self.step()                  # this call's frame
+            torch.cuda.current_stream().wait_stream(stream)
+            eager = tuple(t.clone() for t in eager)
+            self.graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self.graph):
+                self.outputs = self.step()
+            return eager
+        self.graph.replay()
+        return self.outputs

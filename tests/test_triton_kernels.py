@@ -98,9 +98,9 @@ def _access(cache: KVCache, rows: np.ndarray, frames: int, write: bool) -> tuple
     """What worldmodel.rollout.cache_access builds, without a model."""
     base = cache.sink + cache.window
     valid, distance = cache.visible(rows, cache.frames_seen[rows])                   # (R, F) each
-    write_slots = torch.as_tensor(cache.slot_for(cache.advance(rows, frames))) if write else None
-    access = CacheAccess(layers=cache.layers, rows=torch.as_tensor(rows), valid=torch.as_tensor(valid),
-                         positions=torch.as_tensor(np.maximum(base - distance, 0)), write_slots=write_slots,
+    write_slots = cache.slot_for(cache.advance(rows, frames)) if write else None
+    access = CacheAccess(layers=cache.layers, rows=torch.as_tensor(rows), valid=valid,
+                         positions=(base - distance).clamp_min(0), write_slots=write_slots,
                          all_rows=len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all()))
     return access, torch.arange(base, base + frames)
 

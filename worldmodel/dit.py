@@ -20,7 +20,7 @@ from torch import nn
 
 from worldmodel import kernels
 from worldmodel.config import DiTConfig
-from worldmodel.events import EventModel, cell_maps, sample_cells
+from worldmodel.events import EventModel, cell_maps, one_hot, sample_cells
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
 
@@ -320,7 +320,7 @@ class DiT(nn.Module):
         if self.config.previous_frame:
             parts.append(previous.to(latents.dtype))
         if self.config.action_channels:
-            onehot = F.one_hot(actions, self.config.n_actions + 1).to(latents.dtype)            # (B, T, A+1)
+            onehot = one_hot(actions, self.config.n_actions + 1, latents.dtype)                 # (B, T, A+1)
             parts.append(onehot[..., None, None].expand(*onehot.shape, *latents.shape[-2:]))
         if self.config.event_channels:
             parts.append(events.to(latents.dtype))

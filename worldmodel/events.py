@@ -101,7 +101,7 @@ class EventModel(nn.Module):
     def tokens(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) previous latent, (B,) actions -> (B, K, dim) cell tokens."""
         previous = previous.to(self.cell_pos.dtype)
-        onehot = F.one_hot(actions, self.n_actions + 1).to(previous.dtype)[..., None, None]     # (B, A+1, 1, 1)
+        onehot = one_hot(actions, self.n_actions + 1, previous.dtype)[..., None, None]          # (B, A+1, 1, 1)
         stem_in = torch.cat([previous, onehot.expand(-1, -1, *previous.shape[-2:])], dim=1)
         tokens = self.stem(stem_in).flatten(2).transpose(1, 2)                                 # (B, K, dim)
         tokens = tokens + self.cell_pos + self.action_embed(actions)[:, None]
@@ -153,6 +153,13 @@ def sample_cells(logits: torch.Tensor, gaussian: torch.Tensor, min_prob: float =
     return (log_p - torch.log(-torch.log(uniform))).argmax(dim=-1)
 
 
+def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """(...) int64 -> (...) x classes one-hot in `dtype`. Unlike F.one_hot it does not check the range on the
+    host (a device-to-host sync on CUDA, which a CUDA graph cannot capture): an index outside [0, classes)
+    gives an all-zero row."""
+    return (index[..., None] == torch.arange(classes, device=index.device)).to(dtype)
+
+
 def cell_maps(cells: torch.Tensor, latent_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """One-hot maps of entity cells: (..., E) int64 flat cell indices -> (..., E, h, w)."""
-    return F.one_hot(cells, latent_size * latent_size).to(dtype).unflatten(-1, (latent_size, latent_size))
+    return one_hot(cells, latent_size * latent_size, dtype).unflatten(-1, (latent_size, latent_size))

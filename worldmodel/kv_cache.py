@@ -4,8 +4,10 @@ Slot layout per batch element: `sink` slots that keep the first frames of an epi
 then `window` ring slots for the most recent frames. Keys are stored *unrotated*; the attention
 rotates them by their distance to the query frame at read time, so positions stay inside the
 trained range at any horizon. Each element has its own frame counter, so one element can be reset
-(and re-primed) while the others keep their history. All bookkeeping is host numpy; the per-frame
-cost is constant in the horizon (fixed-size buffers, no concatenation).
+(and re-primed) while the others keep their history. The bookkeeping (which frame each slot holds,
+frames seen per element) is device tensors too, so a step needs no host round trip and can be
+replayed as a CUDA graph; the per-frame cost is constant in the horizon (fixed-size buffers, no
+concatenation).
 
 Besides keys and values, each element keeps its last written frame's latent (`previous`), which a
 model with previous-frame input reads as the frame before the next one (zeros after a reset).
@@ -55,45 +57,67 @@ class KVCache:
             raise ValueError(f"need window >= 1 and sink >= 0, got window={window}, sink={sink}")
         self.batch, self.window, self.sink = batch, window, sink
         self.tokens_per_frame = tokens_per_frame
+        self.device = torch.device(device)
         slots = sink + window
         shape = (batch, heads, slots, tokens_per_frame, head_dim)
         self.layers = [LayerKVCache(torch.zeros(shape, device=device, dtype=dtype),
                                     torch.zeros(shape, device=device, dtype=dtype)) for _ in range(layers)]
         self.previous = torch.zeros((batch, *latent_shape), device=device, dtype=dtype)   # (B, C, h, w) last frame
-        self.slot_time = np.full((batch, slots), EMPTY, dtype=np.int64)  # frame index held by each slot
-        self.frames_seen = np.zeros(batch, dtype=np.int64)               # next frame index per element
-        self.device = torch.device(device)
+        # Bookkeeping lives on the device too: a step reads and updates it without a host round trip (CUDA graphs).
+        self.slot_time = torch.full((batch, slots), EMPTY, dtype=torch.int64, device=device)  # frame index per slot
+        self.frames_seen = torch.zeros(batch, dtype=torch.int64, device=device)               # next frame index
+        self.all_rows = torch.arange(batch, device=device)                                    # (B,) index of every row
 
     @property
     def slots(self) -> int:
         return self.sink + self.window
 
-    def reset(self, rows: np.ndarray | list[int] | None = None) -> None:
+    def row_index(self, rows: np.ndarray | list[int] | torch.Tensor | None) -> torch.Tensor:
+        """Rows as a device index tensor (None: every row, without a host-to-device copy)."""
+        if rows is None:
+            return self.all_rows
+        return torch.as_tensor(np.asarray(rows, dtype=np.int64) if not torch.is_tensor(rows) else rows,
+                               device=self.device)
+
+    def reset(self, rows: np.ndarray | list[int] | torch.Tensor | None = None) -> None:
         """Forget the history of the given batch elements (all when None); the others are untouched."""
-        index = slice(None) if rows is None else np.asarray(rows, dtype=np.int64)
+        index = self.row_index(rows)
         self.slot_time[index] = EMPTY
         self.frames_seen[index] = 0
         if self.previous.dim() > 1:
-            self.previous[torch.as_tensor(np.arange(self.batch)[index], device=self.previous.device)] = 0.0
+            self.previous[index] = 0.0
 
-    def slot_for(self, frame: np.ndarray) -> np.ndarray:
+    def copy_rows(self, rows: np.ndarray | torch.Tensor, source: KVCache, source_rows: np.ndarray | torch.Tensor) -> None:
+        """Make `rows` of this cache hold exactly what `source_rows` of `source` hold (keys, values, previous frame,
+        slot bookkeeping): a primed row restored without running the model. Same shapes and layout required."""
+        dst, src = self.row_index(rows), source.row_index(source_rows)
+        if (source.slots, source.tokens_per_frame, len(source.layers)) != (self.slots, self.tokens_per_frame, len(self.layers)):
+            raise ValueError("copy_rows needs a cache of the same layers, slots and tokens per frame")
+        for mine, theirs in zip(self.layers, source.layers, strict=True):
+            mine.k[dst] = theirs.k[src]
+            mine.v[dst] = theirs.v[src]
+        self.previous[dst] = source.previous[src]
+        self.slot_time[dst] = source.slot_time[src]
+        self.frames_seen[dst] = source.frames_seen[src]
+
+    def slot_for(self, frame: torch.Tensor) -> torch.Tensor:
         """Slot that frame index `frame` (per element) is written to."""
         ring = self.sink + (frame - self.sink) % self.window
-        return np.where(frame < self.sink, frame, ring)
+        return torch.where(frame < self.sink, frame, ring)
 
-    def visible(self, rows: np.ndarray, chunk_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def visible(self, rows: np.ndarray | torch.Tensor, chunk_start: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """For queries whose chunk starts at frame `chunk_start` (R,): which slots they may read and
-        each slot's distance (in frames) to the chunk start. Returns valid (R, F) bool, distance (R, F) int."""
-        times = self.slot_time[rows]                       # (R, F)
+        each slot's distance (in frames) to the chunk start. Returns valid (R, F) bool, distance (R, F) int64."""
+        times = self.slot_time[self.row_index(rows)]       # (R, F)
         distance = chunk_start[:, None] - times            # (R, F)
         valid = (times != EMPTY) & (distance >= 1)
-        return valid, np.where(valid, distance, 0)
+        return valid, torch.where(valid, distance, 0)
 
-    def advance(self, rows: np.ndarray, frames: int) -> np.ndarray:
+    def advance(self, rows: np.ndarray | torch.Tensor, frames: int) -> torch.Tensor:
         """Reserve the next `frames` frame indices for each row; returns them (R, frames) and marks their slots."""
+        rows = self.row_index(rows)
         start = self.frames_seen[rows]
-        times = start[:, None] + np.arange(frames)[None, :]          # (R, frames)
-        slots = self.slot_for(times)
-        self.slot_time[rows[:, None], slots] = times
+        times = start[:, None] + torch.arange(frames, device=self.device)[None, :]      # (R, frames)
+        self.slot_time[rows[:, None], self.slot_for(times)] = times
         self.frames_seen[rows] = start + frames
         return times

@@ -42,30 +42,30 @@ def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype:
                    latent_shape=(cfg.latent_channels, cfg.latent_size, cfg.latent_size))
 
 
-def _rows(cache: KVCache, rows: np.ndarray | None) -> np.ndarray:
-    return np.arange(cache.batch) if rows is None else np.asarray(rows, dtype=np.int64)
+def _rows(cache: KVCache, rows: np.ndarray | None) -> np.ndarray | None:
+    """rows as int64 numpy, or None for every row of the cache (the step of a whole batch: no index copy)."""
+    if rows is None:
+        return None
+    rows = np.asarray(rows, dtype=np.int64)
+    return None if len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all()) else rows
 
 
-def cache_access(model: DiT, cache: KVCache, rows: np.ndarray, frames: int, write: bool) -> tuple[CacheAccess, torch.Tensor]:
-    """Read (and optionally reserve write slots) for the next `frames` frames of each row.
+def cache_access(model: DiT, cache: KVCache, rows: np.ndarray | None, frames: int, write: bool
+                 ) -> tuple[CacheAccess, torch.Tensor]:
+    """Read (and optionally reserve write slots) for the next `frames` frames of each row (rows None: every row).
 
     Positions: the current chunk sits at base + i with base = sink + window; a cached frame at
     distance d (frames before the chunk start) sits at base - d, clamped at 0 for old sink frames.
     So every position is in [0, config.max_position] at any horizon. Returns the access and the
-    current frames' positions (frames,).
+    current frames' positions (frames,). For every row it is device work only (capturable in a CUDA graph).
     """
     cfg = model.config
     base = cfg.sink + cfg.window
-    valid, distance = cache.visible(rows, cache.frames_seen[rows])                  # (R, F) each
-    slot_positions = np.maximum(base - distance, 0)
-    write_slots = None
-    if write:
-        write_slots = torch.as_tensor(cache.slot_for(cache.advance(rows, frames)), device=cache.device)  # (R, frames)
-    all_rows = len(rows) == cache.batch and bool((rows == np.arange(cache.batch)).all())
-    row_index = torch.as_tensor(rows, device=cache.device)
-    access = CacheAccess(layers=cache.layers, rows=row_index,
-                         valid=torch.as_tensor(valid, device=cache.device),
-                         positions=torch.as_tensor(slot_positions, device=cache.device),
+    all_rows = _rows(cache, rows) is None
+    row_index = cache.row_index(None if all_rows else rows)
+    valid, distance = cache.visible(row_index, cache.frames_seen[row_index])                # (R, F) each
+    write_slots = cache.slot_for(cache.advance(row_index, frames)) if write else None      # (R, frames)
+    access = CacheAccess(layers=cache.layers, rows=row_index, valid=valid, positions=(base - distance).clamp_min(0),
                          write_slots=write_slots, all_rows=all_rows,
                          previous=cache.previous if all_rows else cache.previous[row_index])
     return access, torch.arange(base, base + frames, device=cache.device)

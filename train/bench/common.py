@@ -26,6 +26,8 @@ STAGES = ("teacher", "tf", "df", "ode_init", "self_forcing")
 @dataclass
 class BenchConfig:
     device: str = "cpu"                 # torch device of the model and training figures ("cuda" on a GPU)
+    cuda_graph: bool = True             # on CUDA, the env step replays a captured CUDA graph (False: eager kernels)
+    compile: bool = False               # torch.compile the env step (minutes of compiling per batch size first)
     threads: int = 1                    # torch CPU threads, the peer's too (1 is stable on a shared machine)
     quick: bool = False                 # replace the loop counts by QUICK_LOOPS (tiny models): < 60 s, for tests
     seed: int = 0
@@ -37,6 +39,7 @@ class BenchConfig:
     peer: bool = True
     training: bool = True
     kernels: bool = True                # e. the Triton kernels vs the PyTorch path (figures on CUDA only)
+    profile: bool = True                # f. per-operator profile of the env step (where batched time goes)
     # a. game
     game_steps: int = 20_000            # CoinChase steps timed single-threaded (goal >= 5,000 steps/s)
     record_steps: int = 5_000           # steps recorded through RecordMinari into a temp dir
@@ -56,6 +59,10 @@ class BenchConfig:
     vector_frames: int = 10             # timed VectorEnv steps per size
     matmul_size: int = 2048             # n of the timed n x n fp32 matmul
     matmul_repeats: int = 10
+    # f. profile
+    profile_batches: list[int] = field(default_factory=lambda: [1, 16, 64])
+    profile_frames: int = 5             # profiled steps per batch size (after warmup_frames)
+    profile_top: int = 12               # operators listed per batch size
     # c. peer
     peer_script: str = "../shared/peers/diamond_speed.py"   # relative to the repo root; needs env DIAMOND_SRC
     peer_steps: int = 3                 # denoising steps of the peer; ours are timed with as many
@@ -88,7 +95,7 @@ class BenchConfig:
 # What quick=true puts in place of the full run's loop counts and model sizes.
 QUICK_LOOPS = dict(game_steps=500, record_steps=200, untrained_size="tiny", untrained_widths=[8, 8, 8],
                    warmup_frames=1, timed_frames=2, horizon=60, horizon_early=20, horizon_window=10,
-                   vector_frames=2, matmul_size=256, matmul_repeats=2, train_size="tiny", train_batch=2,
+                   vector_frames=2, profile_batches=[1, 2], profile_frames=1, matmul_size=256, matmul_repeats=2, train_size="tiny", train_batch=2,
                    train_warmup_iters=1, train_iters=1, critic_ratio=2, critic_reuse=[1, 2])
 
 

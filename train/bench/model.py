@@ -35,7 +35,7 @@ def model_checkpoint(cfg: BenchConfig, tmp: Path) -> Path:
 
 def primed_core(path: Path, batch: int, steps: int, cfg: BenchConfig) -> DreamCore:
     """A DreamCore of `batch` rows primed with the checkpoint's real start contexts."""
-    core = DreamCore(path, batch, cfg.device, denoise_steps=steps)
+    core = DreamCore(path, batch, cfg.device, denoise_steps=steps, cuda_graph=cfg.cuda_graph, compile=cfg.compile)
     rows = np.arange(batch)
     contexts = [core.start_context(int(r) % core.bank_size) for r in rows]
     core.reset_rows(rows, [cfg.seed + int(r) for r in rows], np.stack([c[0] for c in contexts]),
@@ -86,8 +86,9 @@ def flop_counter() -> FlopCounterMode:
 
 
 def frame_flops(core: DreamCore, rng: np.random.Generator) -> dict[str, float]:
-    """FLOPs per frame of one batched step (its count ÷ batch): the DiT forwards and, the rest, decoding."""
-    with flop_counter() as counter:
+    """FLOPs per frame of one batched step (its count ÷ batch): the DiT forwards and, the rest, decoding.
+    Counted on an eager step (a CUDA graph replay or compiled code dispatches no operator the counter could see)."""
+    with core.eager(), flop_counter() as counter:
         core.step(rng.integers(core.n_actions, size=core.num_envs))
     per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
     dit, total = float(per_module.get(DIT_MODULE, 0)), float(counter.get_total_flops())
@@ -111,7 +112,7 @@ def horizon_drift(path: Path, cfg: BenchConfig, rng: np.random.Generator) -> dic
 
 def vector_fps(path: Path, num_envs: int, cfg: BenchConfig, rng: np.random.Generator) -> float:
     """Frames/s of WorldModelVectorEnv with `num_envs` envs (env_denoise_steps, random actions)."""
-    env = WorldModelVectorEnv(num_envs, path, cfg.env_denoise_steps, device=cfg.device)
+    env = WorldModelVectorEnv(num_envs, path, cfg.env_denoise_steps, device=cfg.device, cuda_graph=cfg.cuda_graph, compile=cfg.compile)
     env.reset(seed=cfg.seed)
     for _ in range(cfg.warmup_frames):
         env.step(rng.integers(env.single_action_space.n, size=num_envs))

@@ -6,7 +6,8 @@ batch 1 and 16, keypress→frame latency, frame time ÷ FLOP-bound limit, frame 
 time and memory, VectorEnv frames/s) — model.py; c. a peer world model (DIAMOND) timed as a
 subprocess on the same machine and thread count — peer.py; d. training iterations/s of every stage
 on synthetic latents, Self Forcing ÷ teacher forcing — training.py; e. the Triton kernels against the
-PyTorch path (on CUDA; elsewhere the report says why not) — kernels.py. Absolute figures carry the
+PyTorch path (on CUDA; elsewhere the report says why not) — kernels.py; f. a per-operator profile of
+the env step at N = 1, 16, 64 — profile.py. Absolute figures carry the
 device they were measured on. This module runs them and prints the markdown report (ratios first)
 and writes it with a JSON twin.
 
@@ -32,6 +33,7 @@ from train.bench.common import BenchConfig, device_label, effective, matmul_flop
 from train.bench.game import game_markdown, game_speed
 from train.bench.kernels import kernel_speed
 from train.bench.model import HORIZON_GOAL, model_checkpoint, model_markdown, model_speed, primed_core, timed_point
+from train.bench.profile import profile_markdown, step_profile
 from train.bench.peer import PEER_BATCHES, peer_markdown, peer_speed
 from train.bench.training import training_markdown, training_speed
 
@@ -78,7 +80,8 @@ def report(fig: dict[str, Any]) -> str:
              "## Ratios", "", *headline(fig)]
     sections = (("game", "a. Game", game_markdown), ("model", "b. Model", model_markdown),
                 ("peer", "c. Peer", peer_markdown), ("training", "d. Training speed", training_markdown),
-                ("kernels", "e. Triton kernels", kernels_markdown))
+                ("kernels", "e. Triton kernels", kernels_markdown),
+                ("profile", "f. Where a step's time goes", lambda f: profile_markdown(f, fig["device"].startswith("cuda"))))
     for key, title, render in sections:
         if key in fig:
             lines += ["", f"## {title} ({fig['device']})", "", *render(fig[key])]
@@ -105,9 +108,11 @@ def _run(cfg: BenchConfig) -> dict[str, Any]:
     if cfg.game:
         fig["game"] = game_speed(cfg)
     with tempfile.TemporaryDirectory(prefix="dreamgym-bench-model-") as tmp:
-        path = model_checkpoint(cfg, Path(tmp)) if cfg.model or cfg.peer else None
+        path = model_checkpoint(cfg, Path(tmp)) if cfg.model or cfg.peer or cfg.profile else None
         if cfg.model:
             fig["model"] = model_speed(cfg, path, matmul)
+        if cfg.profile:
+            fig["profile"] = step_profile(path, cfg)
         if cfg.peer:
             fig["peer"] = peer_speed(cfg, lambda: ours_at_peer_steps(cfg, path, fig.get("model")))
     if cfg.training:

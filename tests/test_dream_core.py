@@ -1,0 +1,47 @@
+"""The dreaming core's resets: a bank context is primed once, later resets copy its cache state."""
+import numpy as np
+import torch
+
+from envs.dream import DreamCore
+from worldmodel.kv_cache import KVCache
+
+
+def test_copy_rows_makes_rows_hold_the_source_rows_state():
+    source = KVCache(batch=2, layers=2, heads=1, head_dim=2, tokens_per_frame=1, window=3, latent_shape=(1, 2, 2))
+    for layer in source.layers:
+        layer.k.normal_(), layer.v.normal_()
+    source.previous.normal_()
+    source.advance(np.array([1]), 2)
+    target = KVCache(batch=3, layers=2, heads=1, head_dim=2, tokens_per_frame=1, window=3, latent_shape=(1, 2, 2))
+    target.copy_rows(np.array([0, 2]), source, np.array([1, 1]))
+    for mine, theirs in zip(target.layers, source.layers, strict=True):
+        assert torch.equal(mine.k[0], theirs.k[1]) and torch.equal(mine.v[2], theirs.v[1])
+        assert not mine.k[1].any()
+    assert torch.equal(target.previous[2], source.previous[1])
+    assert target.frames_seen.tolist() == [2, 0, 2]
+    assert torch.equal(target.slot_time[0], source.slot_time[1])
+
+
+def _core(checkpoint, rows: int) -> DreamCore:
+    return DreamCore(checkpoint, rows, "cpu", denoise_steps=2)
+
+
+def test_a_bank_reset_restores_the_primed_state_without_running_the_model_again(untrained_checkpoint, monkeypatch):
+    memo, plain = _core(untrained_checkpoint, 2), _core(untrained_checkpoint, 2)
+    frames, actions = zip(*(memo.start_context(i) for i in (1, 1)))
+    frames, actions = np.stack(frames), np.stack(actions)
+    memo.reset_rows(np.arange(2), [5, 6], frames, actions, bank_indices=np.array([1, 1]))
+    plain.reset_rows(np.arange(2), [5, 6], frames, actions)
+    for mine, theirs in zip(memo.cache.layers, plain.cache.layers, strict=True):
+        torch.testing.assert_close(mine.k, theirs.k, atol=1e-5, rtol=1e-5)
+    assert torch.equal(memo.cache.slot_time, plain.cache.slot_time)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        actions_now = rng.integers(memo.n_actions, size=2)
+        a, b = memo.step(actions_now), plain.step(actions_now)
+        assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+    calls = []
+    monkeypatch.setattr(memo, "_prime", lambda *args: calls.append(args))
+    memo.reset_rows(np.array([0]), [7], frames[:1], actions[:1], bank_indices=np.array([1]))
+    assert calls == [], "a bank context already primed must be copied, not primed again"
+    assert memo.cache.frames_seen.tolist()[0] == len(actions[0])

@@ -1,0 +1,82 @@
+"""Per-row reproducible Gaussian noise for batched rollouts, made on the device in one batched pass.
+
+`RowNoise` is the rollout's noise source (`worldmodel.rollout.NoiseSource`) for a batch of
+independent dreams. Each row has a seed and a draw counter; a draw of shape (R, ...) gives row r
+the values of a counter-based generator at (seed_r, counter_r, element index), then advances the
+row's counter. So a row's noise depends only on its own seed and how many draws it has made: N
+batched dreams reproduce N single ones, whatever else shares the batch or is reset beside them.
+
+Why not one torch.Generator per row (the earlier design): that is one kernel launch per row per
+draw, 5 draws per frame, so a batch of 64 launched 320 tiny kernels per frame on a GPU; and a
+torch.Generator's state lives on the host, so a step that draws from it cannot be replayed as a
+CUDA graph. Here every draw is a few elementwise kernels over the whole batch, and seeds and
+counters are device tensors updated in place: the env step can be captured and replayed.
+
+The generator: a 32-bit integer hash (xor-shift / multiply rounds, multipliers below 2**31 so the
+products stay inside int64 on every backend) of (seed, counter, index), 24 bits of it as a uniform
+in (0, 1), mapped to a standard normal by the inverse error function.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+_MASK = 0xFFFFFFFF
+_MULTIPLIERS = (0x7FEB352D, 0x5BD1E995, 0x2C1B3C6D)   # odd, < 2**31
+
+
+def _mix(x: torch.Tensor) -> torch.Tensor:
+    """A 32-bit avalanche hash of int64 tensors holding values in [0, 2**32)."""
+    for multiplier in _MULTIPLIERS:
+        x = x ^ (x >> 16)
+        x = (x * multiplier) & _MASK
+    return x ^ (x >> 15)
+
+
+def hashed_normal(seeds: torch.Tensor, counters: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Standard-normal float32 noise (R, *shape) from int64 seeds (R,) and counters (R,): a pure function of
+    (seed, counter, element index)."""
+    size = math.prod(shape)
+    index = torch.arange(size, device=seeds.device, dtype=torch.int64)                     # (S,)
+    key = _mix((seeds & _MASK) ^ _mix((seeds >> 32) & _MASK))                              # (R,)
+    key = _mix(key ^ _mix(counters & _MASK))                                                # (R,)
+    bits = _mix(key[:, None] ^ index[None, :])                                              # (R, S)
+    uniform = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))                   # (0, 1)
+    return (math.sqrt(2.0) * torch.erfinv(2.0 * uniform - 1.0)).view(len(seeds), *shape)
+
+
+class RowNoise:
+    """Seeds and draw counters of `batch` rows on `device`; `source(rows)` is a NoiseSource for those rows.
+
+    A source called with shape (R, ...) returns (R, ...) noise in `dtype` for its R rows and advances their
+    counters. rows None = every row (no index tensor: a call makes no host-to-device copy, so it can be
+    captured in a CUDA graph)."""
+
+    def __init__(self, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+        self.seeds = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.counters = torch.zeros(batch, dtype=torch.int64, device=device)
+        self.dtype = dtype
+
+    def seed(self, rows: np.ndarray, seeds: list[int]) -> None:
+        """Restart the given rows' streams from these seeds (any Python ints; taken modulo 2**63)."""
+        index = torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.seeds.device)
+        values = torch.as_tensor([int(s) % (1 << 63) for s in seeds], dtype=torch.int64)
+        self.seeds[index] = values.to(self.seeds.device)
+        self.counters[index] = 0
+
+    def source(self, rows: np.ndarray | None = None):
+        index = None if rows is None else torch.as_tensor(np.asarray(rows, dtype=np.int64), device=self.seeds.device)
+
+        def sample(shape: tuple[int, ...]) -> torch.Tensor:
+            if index is None:
+                out = hashed_normal(self.seeds, self.counters, tuple(shape[1:]))
+                self.counters.add_(1)
+            else:
+                out = hashed_normal(self.seeds[index], self.counters[index], tuple(shape[1:]))
+                self.counters[index] += 1
+            if out.shape[0] != shape[0]:
+                raise ValueError(f"noise for {out.shape[0]} rows asked with shape {tuple(shape)}")
+            return out.to(self.dtype)
+        return sample
