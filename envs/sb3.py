@@ -134,10 +134,11 @@ class StepClock(VecEnvWrapper):
 
 def make_vec_env(kind: str, n_envs: int, checkpoint: str | Path | None = None, seed: int | None = None,
                  max_episode_steps: int = 1000, device: str = "cpu", dtype: str = "float32",
-                 denoise_steps: int | None = None) -> VecEnv:
+                 denoise_steps: int | None = None, compile: bool = False) -> VecEnv:
     """`n_envs` CoinChase games for SB3: kind "real" (the game) or "dream" (the world model at `checkpoint`,
     None = the bundled one). Episodes truncate after `max_episode_steps` steps. `seed` seeds the first reset
-    (env i gets seed + i). The dream-only arguments are ignored for the real game."""
+    (env i gets seed + i). The dream-only arguments (device, dtype, denoise_steps, compile: torch.compile the
+    dream's step) are ignored for the real game."""
     if kind not in ENV_KINDS:
         raise ValueError(f"env must be one of {ENV_KINDS}, got {kind!r}")
     if n_envs < 1:
@@ -146,7 +147,8 @@ def make_vec_env(kind: str, n_envs: int, checkpoint: str | Path | None = None, s
         env: VecEnv = DummyVecEnv([lambda: CoinChaseEnv(horizon=max_episode_steps) for _ in range(n_envs)])
     else:
         env = DreamVecEnv(WorldModelVectorEnv(n_envs, checkpoint, denoise_steps, device, dtype,
-                                              max_episode_steps=max_episode_steps, render_mode="rgb_array"))
+                                              max_episode_steps=max_episode_steps, render_mode="rgb_array",
+                                              compile=compile))
     if seed is not None:
         env.seed(seed)
     return env

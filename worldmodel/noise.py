@@ -12,9 +12,11 @@ torch.Generator's state lives on the host, so a step that draws from it cannot b
 CUDA graph. Here every draw is a few elementwise kernels over the whole batch, and seeds and
 counters are device tensors updated in place: the env step can be captured and replayed.
 
-The generator: a 32-bit integer hash (xor-shift / multiply rounds, multipliers below 2**31 so the
-products stay inside int64 on every backend) of (seed, counter, index), 24 bits of it as a uniform
-in (0, 1), mapped to a standard normal by the inverse error function.
+The generator: a 32-bit integer hash (xor-shift / multiply rounds, multipliers below 2**31 and
+every product masked to 32 bits, so nothing overflows int64 on any backend) of (seed, counter,
+index), 24 bits of it as a uniform in (0, 1), mapped to a standard normal by the inverse error
+function. About 20 operators per draw (0.08 ms for a 512-value draw on one CPU thread, against
+0.003 ms for torch.randn: ~0.4 ms of a 13 ms batch-1 CPU frame).
 """
 from __future__ import annotations
 
@@ -25,26 +27,34 @@ import torch
 
 _MASK = 0xFFFFFFFF
 _MULTIPLIERS = (0x7FEB352D, 0x5BD1E995, 0x2C1B3C6D)   # odd, < 2**31
+_ROW_WEIGHTS = (0x2545F491, 0x4F6CDD1D, 0x6A09E667)   # odd, < 2**31: seed low / high word and counter into one key
+_indices: dict[tuple[int, str], torch.Tensor] = {}    # (size, device) -> pre-mixed element indices
 
 
-def _mix(x: torch.Tensor) -> torch.Tensor:
+def _mix(x: torch.Tensor, rounds: int = 3) -> torch.Tensor:
     """A 32-bit avalanche hash of int64 tensors holding values in [0, 2**32)."""
-    for multiplier in _MULTIPLIERS:
+    for multiplier in _MULTIPLIERS[:rounds]:
         x = x ^ (x >> 16)
         x = (x * multiplier) & _MASK
     return x ^ (x >> 15)
 
 
+def _mixed_indices(size: int, device: torch.device) -> torch.Tensor:
+    key = (size, str(device))
+    if key not in _indices:
+        _indices[key] = _mix(torch.arange(size, device=device, dtype=torch.int64))
+    return _indices[key]
+
+
 def hashed_normal(seeds: torch.Tensor, counters: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Standard-normal float32 noise (R, *shape) from int64 seeds (R,) and counters (R,): a pure function of
-    (seed, counter, element index)."""
-    size = math.prod(shape)
-    index = torch.arange(size, device=seeds.device, dtype=torch.int64)                     # (S,)
-    key = _mix((seeds & _MASK) ^ _mix((seeds >> 32) & _MASK))                              # (R,)
-    key = _mix(key ^ _mix(counters & _MASK))                                                # (R,)
-    bits = _mix(key[:, None] ^ index[None, :])                                              # (R, S)
-    uniform = ((bits >> 8).to(torch.float32) + 0.5) * (1.0 / (1 << 24))                   # (0, 1)
-    return (math.sqrt(2.0) * torch.erfinv(2.0 * uniform - 1.0)).view(len(seeds), *shape)
+    (seed, counter, element index). Few operators per call (a CPU frame draws five times)."""
+    words = ((((seeds & _MASK) * _ROW_WEIGHTS[0]) & _MASK) + ((((seeds >> 32) & _MASK) * _ROW_WEIGHTS[1]) & _MASK)
+             + (((counters & _MASK) * _ROW_WEIGHTS[2]) & _MASK))                            # (R,) < 3 * 2**32
+    key = _mix((words & _MASK) ^ (words >> 32))                                             # (R,)
+    bits = _mix(key[:, None] ^ _mixed_indices(math.prod(shape), seeds.device)[None, :], rounds=2)   # (R, S)
+    uniform = ((bits >> 8).to(torch.float32) + 0.5) * (2.0 / (1 << 24)) - 1.0            # (-1, 1)
+    return (math.sqrt(2.0) * torch.erfinv(uniform)).view(len(seeds), *shape)
 
 
 class RowNoise:
