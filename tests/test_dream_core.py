@@ -1,5 +1,7 @@
-"""The dreaming core's resets: a bank context is primed once, later resets copy its cache state."""
+"""The dreaming core: a bank context is primed once and later resets copy its cache state; the compiled step
+dreams the eager frames."""
 import numpy as np
+import pytest
 import torch
 
 from envs.dream import DreamCore
@@ -45,3 +47,18 @@ def test_a_bank_reset_restores_the_primed_state_without_running_the_model_again(
     memo.reset_rows(np.array([0]), [7], frames[:1], actions[:1], bank_indices=np.array([1]))
     assert calls == [], "a bank context already primed must be copied, not primed again"
     assert memo.cache.frames_seen.tolist()[0] == len(actions[0])
+
+
+@pytest.mark.slow   # a torch.compile of the whole step: ~2 minutes on 2 CPU cores
+def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
+    eager, compiled = _core(untrained_checkpoint, 2), DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2,
+                                                                compile=True)
+    frames, actions = zip(*(eager.start_context(i) for i in (0, 1)))
+    for core in (eager, compiled):
+        core.reset_rows(np.arange(2), [1, 2], np.stack(frames), np.stack(actions), bank_indices=np.array([0, 1]))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        actions_now = rng.integers(eager.n_actions, size=2)
+        a, b = eager.step(actions_now), compiled.step(actions_now)
+        assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
+        np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-4)
