@@ -2,7 +2,7 @@
 import numpy as np
 import torch
 
-from worldmodel.noise import RowNoise, hashed_normal
+from worldmodel.noise import RowNoise, bits_to_normal, hashed_normal
 
 
 def test_draws_are_standard_normal_and_uncorrelated_across_rows_and_draws():
@@ -49,3 +49,10 @@ def test_a_draw_of_the_wrong_batch_size_is_refused():
         assert "2 rows" in str(error)
     else:
         raise AssertionError("a (3, 4) draw from a 2-row source must fail")
+
+
+def test_every_hash_value_maps_to_a_finite_normal_even_the_extremes():
+    extremes = torch.tensor([0, 1, 511, 512, 2 ** 31, 2 ** 32 - 513, 2 ** 32 - 512, 2 ** 32 - 2, 2 ** 32 - 1])
+    z = bits_to_normal(extremes)
+    assert torch.isfinite(z).all() and float(z.abs().max()) < 6.0
+    assert float(z[0]) < -5.0 and float(z[-1]) > 5.0 and float(z[0]) == -float(z[-1])   # symmetric tails

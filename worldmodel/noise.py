@@ -14,7 +14,7 @@ counters are device tensors updated in place: the env step can be captured and r
 
 The generator: a 32-bit integer hash (xor-shift / multiply rounds, multipliers below 2**31 and
 every product masked to 32 bits, so nothing overflows int64 on any backend) of (seed, counter,
-index), 24 bits of it as a uniform in (0, 1), mapped to a standard normal by the inverse error
+index), 23 bits of it as a uniform in (0, 1), mapped to a standard normal by the inverse error
 function. About 20 operators per draw (0.08 ms for a 512-value draw on one CPU thread, against
 0.003 ms for torch.randn: ~0.4 ms of a 13 ms batch-1 CPU frame).
 """
@@ -53,8 +53,15 @@ def hashed_normal(seeds: torch.Tensor, counters: torch.Tensor, shape: tuple[int,
              + (((counters & _MASK) * _ROW_WEIGHTS[2]) & _MASK))                            # (R,) < 3 * 2**32
     key = _mix((words & _MASK) ^ (words >> 32))                                             # (R,)
     bits = _mix(key[:, None] ^ _mixed_indices(math.prod(shape), seeds.device)[None, :], rounds=2)   # (R, S)
-    uniform = ((bits >> 8).to(torch.float32) + 0.5) * (2.0 / (1 << 24)) - 1.0            # (-1, 1)
-    return (math.sqrt(2.0) * torch.erfinv(uniform)).view(len(seeds), *shape)
+    return bits_to_normal(bits).view(len(seeds), *shape)
+
+
+def bits_to_normal(bits: torch.Tensor) -> torch.Tensor:
+    """32-bit hashes (int64 in [0, 2**32)) -> standard normals (float32), finite for every input: the top 23 bits
+    k give u = (k + 0.5) / 2**22 - 1 in (-1, 1), exact in float32 (24 bits would round the largest k + 0.5 up to
+    2**24, u to 1, and the inverse error function to inf), then sqrt(2) erfinv(u): |z| <= 5.3."""
+    uniform = ((bits >> 9).to(torch.float32) + 0.5) * (1.0 / (1 << 22)) - 1.0           # (-1, 1)
+    return math.sqrt(2.0) * torch.erfinv(uniform)
 
 
 class RowNoise:
