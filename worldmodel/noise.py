@@ -25,6 +25,7 @@ import math
 import numpy as np
 import torch
 
+STREAM_VERSION = 2    # bumped whenever a seed's noise values change (1: one torch.Generator per row); eval caches key on it
 _MASK = 0xFFFFFFFF
 _MULTIPLIERS = (0x7FEB352D, 0x5BD1E995, 0x2C1B3C6D)   # odd, < 2**31
 _ROW_WEIGHTS = (0x2545F491, 0x4F6CDD1D, 0x6A09E667)   # odd, < 2**31: seed low / high word and counter into one key

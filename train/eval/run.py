@@ -12,7 +12,7 @@ frame-metric tables into a learned train.probe). Means are over seeds (each seed
 rows) with the spread (std) across seeds; n counts the rows. Each model's sampling (denoising steps,
 sigmas, its checkpoint's sampler) is printed and reported. Writes results.md, results.json, plots
 (rules and error vs horizon) and side-by-side mp4s (real | models) to `out`. A model's scores are
-cached under out/cache keyed by its weights, its sampling and the config, so a killed or extended
+cached under out/cache keyed by its weights, its sampling, the config and the noise stream version, so a killed or extended
 evaluation resumes.
 
     python -m train.eval "checkpoints=[runs/coinchase/tf/checkpoint,runs/coinchase/self_forcing/checkpoint]"
@@ -37,6 +37,7 @@ from train.eval.rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, 
 from train.eval.rules import (CONTROL_HORIZONS, RuleScores, RulesCheck, controllability, pooled_f1, stream_psnr,
                               summarise_rules, with_random_actions)
 from worldmodel.flow import sigma_schedule
+from worldmodel.noise import STREAM_VERSION as NOISE_STREAM
 
 COPY_LAST, REAL = "copy-last-frame", "real game"
 SHARED = ("psnr", "artifact", "reward_f1", "termination_f1")   # frame-metric columns the rules table repeats
@@ -119,7 +120,7 @@ def summarise(scores: FrameScores, real: RealRollouts, horizons: list[int]) -> d
 def _cache_key(path: str, cfg: EvalConfig, sampling: dict) -> str:
     weights = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in Path(path).glob("*.safetensors"))
     scored = {k: v for k, v in asdict(cfg).items() if k not in NOT_SCORED}
-    blob = json.dumps([str(Path(path).resolve()), weights, scored, sampling], sort_keys=True, default=str)
+    blob = json.dumps([str(Path(path).resolve()), weights, scored, sampling, NOISE_STREAM], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
