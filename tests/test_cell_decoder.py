@@ -1,8 +1,10 @@
 """The cell decoder (AutoencoderConfig.decoder="cell") as a specification: what it outputs, which pixels a
 latent cell draws, how configs choose it, how the decoder stage trains one from scratch behind a frozen
 encoder, and how train.bundle swaps it into a world-model checkpoint."""
+import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -164,3 +166,59 @@ def test_bundle_swaps_in_an_autoencoder_with_the_same_encoder_and_refuses_anothe
     checkpoint.save(tmp_path / "other", WorldModelConfig(autoencoder=cell.config), cell)
     with pytest.raises(ValueError, match="encoder or latent scale is not the source's"):
         bundle(BundleConfig(src=str(src), dst=str(tmp_path / "dst2"), autoencoder=str(tmp_path / "other")))
+
+
+def test_the_hud_weight_weighs_the_changing_hud_pixels_lit_or_not_and_leaves_the_maze_alone():
+    frames = np.zeros((5, 64, 64, 3), np.uint8)
+    frames[:3, 2, 52] = 250                       # a digit pixel, lit in 3 of 5 frames (so lit in the median frame)
+    frames[4, 3, 53] = 250                        # another, lit in 1
+    frames[:, 30, 30] = 200                       # a maze pixel that changes: not the HUD's
+    frames[0, 30, 30] = 0
+    hud = decoder.hud_pixels(frames, hud_rows=8)
+    assert hud.shape == (1, 1, 64, 64) and hud.sum() == 2 and hud[0, 0, 2, 52] and hud[0, 0, 3, 53]
+    assert not decoder.hud_pixels(frames, hud_rows=0).any()
+    images = Autoencoder.to_float(torch.from_numpy(frames))
+    background = Autoencoder.to_float(torch.from_numpy(np.median(frames, axis=0).astype(np.uint8))[None])
+    plain = decoder.loss_weight(images, background, hud, decoder.DecoderStageConfig(sprite_weight=10.0))
+    weighted = decoder.loss_weight(images, background, hud,
+                                   decoder.DecoderStageConfig(sprite_weight=10.0, hud_rows=8, hud_weight=30.0))
+    assert plain.shape == (5, 1, 64, 64)
+    # sprite_weight alone: a digit pixel weighs 10 only in the frames where it is off the median (here: unlit)
+    assert plain[:, 0, 2, 52].tolist() == [1.0, 1.0, 1.0, 10.0, 10.0]
+    assert weighted[:, 0, 2, 52].tolist() == [30.0] * 5 and weighted[:, 0, 3, 53].tolist() == [30.0] * 5
+    outside = ~hud.expand_as(plain)
+    assert torch.equal(weighted[outside], plain[outside])                     # the bar's background and the maze
+
+
+@pytest.mark.parametrize("hud_rows, quiet_rows", [(8, 1), (4, 1), (9, 2)])
+def test_hud_latent_noise_replaces_the_latent_noise_on_the_latent_rows_under_the_hud(hud_rows, quiet_rows):
+    latents = torch.zeros(16, 4, 8, 8)
+    cfg = decoder.DecoderStageConfig(latent_noise=0.2, hud_rows=hud_rows, hud_latent_noise=0.0)
+    noised = decoder.noise_latents(latents, cfg, 64, torch.Generator().manual_seed(0))
+    assert torch.equal(noised[:, :, :quiet_rows], latents[:, :, :quiet_rows])                 # rows drawing the HUD: clean
+    assert (noised[:, :, quiet_rows:] != 0).float().mean() > 0.99                              # the rest: noised
+    assert float(noised.abs().max()) < 0.2 * 6
+    small = decoder.noise_latents(latents, dataclasses.replace(cfg, hud_latent_noise=0.02), 64, torch.Generator().manual_seed(0))
+    assert 0 < float(small[:, :, :quiet_rows].std()) < float(small[:, :, quiet_rows:].std()) / 5
+    same = decoder.noise_latents(latents, decoder.DecoderStageConfig(latent_noise=0.2), 64, torch.Generator().manual_seed(0))
+    unset = decoder.noise_latents(latents, decoder.DecoderStageConfig(latent_noise=0.2, hud_rows=8), 64,
+                                  torch.Generator().manual_seed(0))
+    assert torch.equal(same, unset) and (same[:, :, 0] != 0).all()                              # None: latent_noise everywhere
+    assert torch.equal(decoder.noise_latents(latents, decoder.DecoderStageConfig(), 64, torch.Generator()), latents)
+
+
+def test_hud_options_need_hud_rows_and_sane_values():
+    for bad in (dict(hud_weight=5.0), dict(hud_latent_noise=0.0), dict(hud_rows=8, hud_weight=0.5),
+                dict(hud_rows=8, hud_latent_noise=-0.1), dict(hud_rows=-1)):
+        with pytest.raises(ValueError, match="hud"):
+            decoder.DecoderStageConfig(**bad)
+
+
+def test_decoder_stage_trains_with_a_weighted_and_quiet_hud(tiny_autoencoder):
+    root = tiny_autoencoder
+    metrics = decoder.main(compose("decoder", decoder.DecoderStageConfig, [
+        "decoder=cell", "cell_width=8", f"autoencoder_dir={root / 'ae'}", f"out_dir={root / 'cell_hud'}",
+        f"run_dir={root / 'cell_hud_run'}", f"data_root={root / 'data'}", "dataset_id=test/cell-v0", "batch_size=4",
+        "eval_frames=8", "latent_noise=0.2", "hud_rows=8", "hud_weight=10", "hud_latent_noise=0",
+        "loop.max_steps=2", "loop.eval_every=2", "loop.progress=false"]))
+    assert "eval/psnr" in metrics and load(root / "cell_hud").config.autoencoder.decoder == "cell"

@@ -7,7 +7,7 @@ import torch
 import worldmodel
 from envs.world_model_env import WorldModelEnv
 from train.common.cli import compose
-from train.pipeline import PipelineConfig, run
+from train.pipeline import PipelineConfig, run, stage_overrides
 from worldmodel.events import load_event_model
 
 
@@ -57,3 +57,10 @@ def test_a_game_without_an_entity_reader_trains_without_events(tmp_path):
 def test_unknown_stage_is_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="unknown stages"):
         run(tiny(tmp_path, stages="[record,distill]"))
+
+
+def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not(tmp_path):
+    coinchase = stage_overrides(tiny(tmp_path), "decoder")
+    assert {"hud_rows=8", "hud_weight=20", "sprite_weight=20"} <= set(coinchase)
+    other = stage_overrides(tiny(tmp_path, game="pong", env_id="ALE/Pong-v5"), "decoder")
+    assert not [o for o in other if o.startswith(("hud_", "sprite_weight"))]

@@ -40,6 +40,11 @@ FLOW_SAMPLER = ["sampler.solver=renoise", "sampler.steps=8", "sampler.max_steps=
 # reaches it: the event model without it put 77 % of the enemy's mass on unreachable cells there; docs/ablation.md).
 EVENT_RECORDINGS: dict[str, list[str]] = {"coinchase": ["+env_kwargs.lethal=false"]}
 
+# Game -> its decoder stage's HUD: CoinChase's score bar is the top 8 pixel rows; its changing pixels (the digits)
+# weigh 20 whether lit or not, sprites 20 (session 9, docs/ablation.md: real frames' score read back 75 % vs 39 %,
+# violations per frame of the bundled model's dream 0.447 vs 0.490 at h <= 1000)
+DECODER_HUD: dict[str, list[str]] = {"coinchase": ["sprite_weight=20", "hud_rows=8", "hud_weight=20"]}
+
 # preset -> per-stage overrides; "small" is the bundled checkpoint's recipe on 2 CPU cores
 PRESETS: dict[str, dict[str, list[str]]] = {
     "small": {
@@ -133,7 +138,7 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
     elif stage in ("autoencoder", "decoder"):
         wiring = [f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"run_dir={cfg.run_dir(stage)}"]
         if stage == "decoder":
-            wiring.append(f"autoencoder_dir={cfg.run_dir('autoencoder')}")
+            wiring += [f"autoencoder_dir={cfg.run_dir('autoencoder')}", *DECODER_HUD.get(cfg.game, [])]
         else:
             wiring.append(f"events={cfg.entity_reader}")
     else:

@@ -6,6 +6,9 @@ every "caught" frame) decode as a blend the game never draws, so even a perfect 
 show them wrong. This stage trains the decoder alone, with `sprite_weight` on the pixels that differ
 from the per-pixel median of the training frames (the static background), on the latent cache the
 autoencoder stage wrote (`<autoencoder_dir>/latents`, checked against the frozen encoder at the start).
+A HUD (`hud_rows`: CoinChase's score bar) gets its own weight on its changing pixels, lit or not
+(`hud_weight`: the sprite weight alone drew the score's digits 2, 5, 6, 8, 9 as one blend), and may get
+its own latent noise (`hud_latent_noise`).
 The encoder, the latent scale, the latent cache and the start bank are unchanged, so the DiT stages
 need no retraining; they save the autoencoder they read into their checkpoints, and `train.bundle
 autoencoder=...` swaps it into a finished world-model checkpoint.
@@ -58,6 +61,15 @@ class DecoderStageConfig:
     l1_weight: float = 0.5            # loss = weighted (mse + l1_weight * l1), on [-1, 1] pixels
     latent_noise: float = 0.0         # training latents get Gaussian noise of std U(0, latent_noise) per frame (unit-scale
                                       #   latents): the decoder learns to draw a world model's imperfect latents as real ones
+    hud_rows: int = 0                 # pixel rows at the top of the frame that show a HUD (CoinChase's score bar: 8); 0: none
+    hud_weight: float = 1.0           # loss weight of the HUD pixels that change across the training frames (the score's
+                                      #   digits), lit or not, in place of sprite_weight: that weighs a pixel only where it is
+                                      #   off the median frame, whose last digit is an 8, so where the latents leave digits in
+                                      #   doubt the decoder draws the off-median value at 10:1 and 2, 5, 6, 8, 9 come out as one blend
+    hud_latent_noise: float | None = None   # latent_noise on the latent rows under the HUD (None: latent_noise). The frozen
+                                      #   encoder keeps those digits only ~0.1-0.3 apart in latent units: noise of std up to 0.2
+                                      #   erases them, and the decoder learns to draw their blend, which reads as no digit. 0 draws
+                                      #   every digit of real frames, but a world model's wobble too (docs/ablation.md, session 9)
     val_fraction: float = 0.1         # as the autoencoder stage split the episodes (same held-out frames)
     split_seed: int = 0
     eval_frames: int = 512
@@ -67,6 +79,12 @@ class DecoderStageConfig:
             raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {self.sprite_weight}")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise is a standard deviation, >= 0, got {self.latent_noise}")
+        if self.hud_rows < 0 or self.hud_weight < 1.0:
+            raise ValueError(f"hud_rows must be >= 0 and hud_weight >= 1, got {self.hud_rows} and {self.hud_weight}")
+        if self.hud_latent_noise is not None and self.hud_latent_noise < 0:
+            raise ValueError(f"hud_latent_noise is a standard deviation, >= 0, got {self.hud_latent_noise}")
+        if self.hud_rows == 0 and (self.hud_weight != 1.0 or self.hud_latent_noise is not None):
+            raise ValueError("hud_weight and hud_latent_noise act on the HUD: set hud_rows (CoinChase: 8) as well")
         if not 0.0 <= self.lr_final <= 1.0:
             raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {self.lr_final}")
         if self.decoder is None and (self.cell_width is not None or self.cell_blocks is not None):
@@ -76,6 +94,37 @@ class DecoderStageConfig:
 def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) float images -> (B, 1, H, W) bool: pixels whose colour is not the background's."""
     return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
+
+
+def hud_pixels(frames: np.ndarray, hud_rows: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 training frames -> (1, 1, H, W) bool: the pixels of the top hud_rows rows whose colour is
+    off its median over the frames in some frame (as `sprite_pixels` judges), i.e. the HUD's changing pixels."""
+    mask = torch.zeros(1, 1, *frames.shape[1:3], dtype=torch.bool)
+    if hud_rows > 0:
+        hud = torch.from_numpy(frames[:, :hud_rows])
+        median = Autoencoder.to_float(torch.from_numpy(np.median(frames[:, :hud_rows], axis=0).astype(np.uint8))[None])
+        mask[:, :, :hud_rows] = sprite_pixels(Autoencoder.to_float(hud), median).any(0, keepdim=True)
+    return mask
+
+
+def loss_weight(images: torch.Tensor, background: torch.Tensor, hud: torch.Tensor, cfg: DecoderStageConfig) -> torch.Tensor:
+    """(B, 3, H, W) target images -> (B, 1, H, W) per-pixel loss weight: sprite_weight off the background (1 on it),
+    and hud_weight on the `hud` (1, 1, H, W) pixels whatever their colour."""
+    weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, background).float()
+    return torch.where(hud, torch.full_like(weight, cfg.hud_weight), weight) if cfg.hud_weight != 1.0 else weight
+
+
+def noise_latents(latents: torch.Tensor, cfg: DecoderStageConfig, frame_height: int, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, h, w) training latents plus Gaussian noise of std U(0, 1) x (latent_noise; hud_latent_noise on the latent
+    rows that draw any of the top hud_rows pixel rows), one U(0, 1) per frame."""
+    hud = cfg.latent_noise if cfg.hud_latent_noise is None else cfg.hud_latent_noise
+    if cfg.latent_noise == 0 and hud == 0:
+        return latents
+    scale = torch.full((1, 1, latents.shape[2], 1), cfg.latent_noise)
+    cell = frame_height // latents.shape[2]                                       # pixel rows per latent row
+    scale[:, :, :-(-cfg.hud_rows // cell)] = hud
+    std = scale * torch.rand(len(latents), 1, 1, 1, generator=generator)
+    return latents + std * torch.randn(latents.shape, generator=generator)
 
 
 def decoder_model(cfg: DecoderStageConfig, source: Autoencoder) -> Autoencoder:
@@ -114,7 +163,8 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
     background = Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
-                      scratch={"background": background.to(cfg.loop.device), "latents": cached_latents(cfg, data, model)})
+                      scratch={"background": background.to(cfg.loop.device), "latents": cached_latents(cfg, data, model),
+                               "hud": hud_pixels(sample, cfg.hud_rows).to(cfg.loop.device)})
 
 
 def set_lr(state: TrainState, cfg: DecoderStageConfig) -> float:
@@ -132,14 +182,10 @@ def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[s
     index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator).numpy()
     images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index]).to(cfg.loop.device))   # (B, 3, H, W)
     latents = torch.from_numpy(state.scratch["latents"][index])                                     # (B, C, h, w)
-    if cfg.latent_noise > 0:
-        std = cfg.latent_noise * torch.rand(len(index), 1, 1, 1, generator=state.generator)
-        latents = latents + std * torch.randn(latents.shape, generator=state.generator)
-    latents = latents.to(cfg.loop.device)
+    latents = noise_latents(latents, cfg, images.shape[2], state.generator).to(cfg.loop.device)
     with autocast(cfg.loop):
         recon = model.decode_float(latents).float()                                                 # (B, 3, H, W)
-    weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, state.scratch["background"]).float()
-    loss = pixel_loss(recon, images, cfg.l1_weight, weight)
+    loss = pixel_loss(recon, images, cfg.l1_weight, loss_weight(images, state.scratch["background"], state.scratch["hud"], cfg))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), 1.0)
