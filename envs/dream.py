@@ -117,13 +117,14 @@ class DreamCore:
         if fresh.any():
             self._prime(self.cache, rows[fresh], frames[fresh], actions[fresh], self.noise.source(rows[fresh]))
         if not fresh.all():
-            wanted = np.unique(index[~fresh])
-            missing = wanted[~self._bank_primed[wanted]]
-            if len(missing):
-                first = np.array([np.flatnonzero(index == i)[0] for i in missing])
-                self._prime(self.bank_cache, missing, frames[first], actions[first], None)
-                self._bank_primed[missing] = True
-            self.cache.copy_rows(rows[~fresh], self.bank_cache, index[~fresh])
+            banked = np.flatnonzero(~fresh)
+            wanted, first = np.unique(index[banked], return_index=True)         # each bank entry once, where first asked
+            missing = ~self._bank_primed[wanted]
+            if missing.any():
+                at = banked[first[missing]]
+                self._prime(self.bank_cache, wanted[missing], frames[at], actions[at], None)
+                self._bank_primed[wanted[missing]] = True
+            self.cache.copy_rows(rows[banked], self.bank_cache, index[banked])
         return frames[:, -1]
 
     def _prime(self, cache, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray, noise) -> None:

@@ -174,11 +174,11 @@ def test_the_hud_weight_weighs_the_changing_hud_pixels_lit_or_not_and_leaves_the
     frames[4, 3, 53] = 250                        # another, lit in 1
     frames[:, 30, 30] = 200                       # a maze pixel that changes: not the HUD's
     frames[0, 30, 30] = 0
-    hud = decoder.hud_pixels(frames, hud_rows=8)
-    assert hud.shape == (1, 1, 64, 64) and hud.sum() == 2 and hud[0, 0, 2, 52] and hud[0, 0, 3, 53]
-    assert not decoder.hud_pixels(frames, hud_rows=0).any()
     images = Autoencoder.to_float(torch.from_numpy(frames))
     background = Autoencoder.to_float(torch.from_numpy(np.median(frames, axis=0).astype(np.uint8))[None])
+    hud = decoder.hud_pixels(frames, background, hud_rows=8)
+    assert hud.shape == (1, 1, 64, 64) and hud.sum() == 2 and hud[0, 0, 2, 52] and hud[0, 0, 3, 53]
+    assert not decoder.hud_pixels(frames, background, hud_rows=0).any()
     plain = decoder.loss_weight(images, background, hud, decoder.DecoderStageConfig(sprite_weight=10.0))
     weighted = decoder.loss_weight(images, background, hud,
                                    decoder.DecoderStageConfig(sprite_weight=10.0, hud_rows=8, hud_weight=30.0))

@@ -96,14 +96,14 @@ def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tenso
     return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
 
 
-def hud_pixels(frames: np.ndarray, hud_rows: int) -> torch.Tensor:
-    """(N, H, W, 3) uint8 training frames -> (1, 1, H, W) bool: the pixels of the top hud_rows rows whose colour is
-    off its median over the frames in some frame (as `sprite_pixels` judges), i.e. the HUD's changing pixels."""
+def hud_pixels(frames: np.ndarray, background: torch.Tensor, hud_rows: int) -> torch.Tensor:
+    """(N, H, W, 3) uint8 training frames and their median `background` (1, 3, H, W) -> (1, 1, H, W) bool: the pixels
+    of the top hud_rows rows whose colour is off the median in some frame (as `sprite_pixels` judges), i.e. the HUD's
+    changing pixels."""
     mask = torch.zeros(1, 1, *frames.shape[1:3], dtype=torch.bool)
     if hud_rows > 0:
-        hud = torch.from_numpy(frames[:, :hud_rows])
-        median = Autoencoder.to_float(torch.from_numpy(np.median(frames[:, :hud_rows], axis=0).astype(np.uint8))[None])
-        mask[:, :, :hud_rows] = sprite_pixels(Autoencoder.to_float(hud), median).any(0, keepdim=True)
+        hud = Autoencoder.to_float(torch.from_numpy(frames[:, :hud_rows]))
+        mask[:, :, :hud_rows] = sprite_pixels(hud, background[:, :, :hud_rows]).any(0, keepdim=True)
     return mask
 
 
@@ -164,7 +164,7 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
                       scratch={"background": background.to(cfg.loop.device), "latents": cached_latents(cfg, data, model),
-                               "hud": hud_pixels(sample, cfg.hud_rows).to(cfg.loop.device)})
+                               "hud": hud_pixels(sample, background, cfg.hud_rows).to(cfg.loop.device)})
 
 
 def set_lr(state: TrainState, cfg: DecoderStageConfig) -> float:
