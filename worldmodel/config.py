@@ -67,6 +67,11 @@ class DiTConfig:
     event_depth: int = 3
     event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
                                     #   the rollout then reports those instead of the clean pass's heads
+    score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
+                                    #   generated frame's bar rows are painted with the previous frame's score plus
+                                    #   the step's reward; 0 = the DiT draws the bar like any pixels
+    score_rows: int = 1             # latent rows from the top that hold the score bar
+    score_dim: int = 128            # width of the score bar's painter / reader MLPs
 
     @property
     def tokens_per_frame(self) -> int:
@@ -88,6 +93,9 @@ class DiTConfig:
             raise ValueError("event_channels: the event model reads the previous frame; set previous_frame")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
+        if self.score_digits and not self.event_outcomes:
+            raise ValueError("score_digits: the bar's score rises by the step's reward, which must be known before the "
+                             "frame is written; install an event model with outcomes (event_outcomes)")
         if self.window < self.chunk:
             raise ValueError(f"window ({self.window} frames) must hold at least one chunk ({self.chunk})")
 

@@ -3,8 +3,8 @@
 Owns: patch embedding, per-frame conditioning (noise level + action) through adaLN-Zero, attention
 over (frames x tokens) with frame-level masks and an optional KV cache, rotary time positions,
 the velocity output and the reward / termination heads, and (with `event_channels`) the one-hot
-entity-event input channels and the event model that draws them (`worldmodel.events`). Knows no
-env, trainer or screen.
+entity-event input channels and the event model that draws them (`worldmodel.events`), and (with
+`score_digits`) the score bar carried as state (`worldmodel.score_bar`). Knows no env, trainer or screen.
 
 Dimensions: B batch, T frames in this forward, N tokens per frame, D model width, H heads,
 Dh head width, C latent channels, h = w latent size, F cache frame slots.
@@ -21,6 +21,7 @@ from torch import nn
 from worldmodel import kernels
 from worldmodel.config import DiTConfig
 from worldmodel.events import EventModel, cell_maps, one_hot, sample_cells
+from worldmodel.score_bar import ScoreBar
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
 
@@ -267,6 +268,8 @@ class DiT(nn.Module):
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
                                        config.event_depth, outcomes=config.event_outcomes) if config.event_channels else None)
+        self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim)
+                          .requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
 
     def initialize_weights(self) -> None:
         """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).

@@ -5,7 +5,8 @@ there is no train-test gap in the code itself. Per chunk: few-step denoising fro
 reading the cache (one chosen exit step may keep gradients, the others run under no_grad), then a
 no-grad clean pass over the result that writes the cache and reads the reward / termination heads.
 A model with entity events (`DiTConfig.event_channels`) first draws the next frame's entity cells
-from its event model on the cache's last frame, then denoises given them.
+from its event model on the cache's last frame, then denoises given them. A model with a score bar
+(`DiTConfig.score_digits`) then paints the bar rows: the last frame's score plus the step's reward.
 
 Dimensions: B batch (the rows of the cache this call serves), c frames per chunk, T frames,
 C latent channels, h = w latent size.
@@ -149,6 +150,8 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
             x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
         elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
+    if cfg.score_digits:              # the bar shows the previous frame's score plus this step's reward
+        x0 = model.score_bar.advance(read.previous, x0[:, 0], outcomes[:, 0])[:, None]
     written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise, maps)
     if outcomes is not None:      # the event model's reward and termination of this step, given its draw
         return ChunkResult(latents=x0, reward=outcomes[:, None, 0], termination=outcomes[:, None, 1], events=cells)

@@ -32,12 +32,13 @@ import numpy as np
 import torch
 
 from train.common.cli import hydra_main
-from train.common.latents import load_latents
+from train.common.latents import encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, autocast, cosine_factor, load_state, run_loop
 from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data, pixel_loss
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig
+from worldmodel.data import load_episodes
 
 CACHE_CHECK_FRAMES = 16    # training frames re-encoded at the start to check the latent cache against the encoder
 CACHE_TOLERANCE = 1e-3     # largest |cached - encoded| latent difference accepted (unit-scale latents)
@@ -70,6 +71,10 @@ class DecoderStageConfig:
                                       #   encoder keeps those digits only ~0.1-0.3 apart in latent units: noise of std up to 0.2
                                       #   erases them, and the decoder learns to draw their blend, which reads as no digit. 0 draws
                                       #   every digit of real frames, but a world model's wobble too (docs/ablation.md, session 9)
+    extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) whose frames
+                                      #   join the training frames, encoded here: e.g. long coin-seeker play that
+                                      #   shows scores the main recording never reaches (a digit never seen in a
+                                      #   place is never drawn there)
     val_fraction: float = 0.1         # as the autoencoder stage split the episodes (same held-out frames)
     split_seed: int = 0
     eval_frames: int = 512
@@ -156,14 +161,25 @@ def cached_latents(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> n
     return latents
 
 
+def add_extra_frames(cfg: DecoderStageConfig, data: Data, model: Autoencoder, latents: np.ndarray) -> np.ndarray:
+    """Append the extra datasets' frames to data.train_frames; returns `latents` with theirs appended."""
+    for dataset_id in cfg.extra_datasets:
+        episodes, _ = load_episodes(dataset_id, cfg.data_root)
+        frames = np.concatenate([e.frames for e in episodes])
+        data.train_frames = np.concatenate([data.train_frames, frames])
+        latents = np.concatenate([latents, encode_frames(model.eval(), frames)])
+    return latents
+
+
 def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState:
     model.encoder.requires_grad_(False)
+    latents = add_extra_frames(cfg, data, model, cached_latents(cfg, data, model))
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1, min(4096, len(data.train_frames))).astype(int)]
     background = Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
-                      scratch={"background": background.to(cfg.loop.device), "latents": cached_latents(cfg, data, model),
+                      scratch={"background": background.to(cfg.loop.device), "latents": latents,
                                "hud": hud_pixels(sample, background, cfg.hud_rows).to(cfg.loop.device)})
 
 
