@@ -165,6 +165,8 @@ class DreamCore:
                             context_sigma=self.sampler.context_sigma, solver=self.sampler.solver,
                             event_min_prob=self.sampler.event_min_prob)
         frames = self.autoencoder.decode(result.latents[:, 0].float())
+        if result.score is not None and self.dit.score_bar.bar_pixels:     # the score bar draws its own pixels
+            frames = self.dit.score_bar.draw(frames, result.score[:, 0])
         return frames, result.reward[:, 0].float(), torch.sigmoid(result.termination[:, 0].float())
 
     def start_context(self, index: int) -> tuple[np.ndarray, np.ndarray]:

@@ -72,6 +72,7 @@ class DiTConfig:
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels
     score_rows: int = 1             # latent rows from the top that hold the score bar
     score_dim: int = 128            # width of the score bar's painter / reader MLPs
+    score_pixels: int = 0           # pixel rows of the bar the score bar draws itself (0: the decoder draws them)
 
     @property
     def tokens_per_frame(self) -> int:

@@ -268,8 +268,8 @@ class DiT(nn.Module):
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
                                        config.event_depth, outcomes=config.event_outcomes) if config.event_channels else None)
-        self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim)
-                          .requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
+        self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
+                                   config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
 
     def initialize_weights(self) -> None:
         """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).

@@ -32,6 +32,7 @@ class ChunkResult:
     reward: torch.Tensor       # (B, c) from the clean cache-writing pass (or the event model's, with event_outcomes)
     termination: torch.Tensor  # (B, c) logits, same source
     events: torch.Tensor | None = None   # (B, c, E) int64 sampled entity cells (flat latent cell index), if the model has them
+    score: torch.Tensor | None = None    # (B, c) int64 the score the frames' bar shows, if the model carries it (score_digits)
 
 
 def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
@@ -150,11 +151,15 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
             x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
         elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
+    score = None
     if cfg.score_digits:              # the bar shows the previous frame's score plus this step's reward
-        x0 = model.score_bar.advance(read.previous, x0[:, 0], outcomes[:, 0])[:, None]
+        score = model.score_bar.next_score(read.previous, outcomes[:, 0])
+        x0 = model.score_bar.paint(x0[:, 0], score)[:, None]
+        score = score[:, None]
     written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise, maps)
     if outcomes is not None:      # the event model's reward and termination of this step, given its draw
-        return ChunkResult(latents=x0, reward=outcomes[:, None, 0], termination=outcomes[:, None, 1], events=cells)
+        return ChunkResult(latents=x0, reward=outcomes[:, None, 0], termination=outcomes[:, None, 1], events=cells,
+                           score=score)
     return ChunkResult(latents=x0, reward=written.reward, termination=written.termination, events=cells)
 
 
@@ -186,6 +191,7 @@ def unroll(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float
 
 def _concat(results: list[ChunkResult]) -> ChunkResult:
     events = None if results[0].events is None else torch.cat([r.events for r in results], dim=1)
+    score = None if results[0].score is None else torch.cat([r.score for r in results], dim=1)
     return ChunkResult(latents=torch.cat([r.latents for r in results], dim=1),
                        reward=torch.cat([r.reward for r in results], dim=1),
-                       termination=torch.cat([r.termination for r in results], dim=1), events=events)
+                       termination=torch.cat([r.termination for r in results], dim=1), events=events, score=score)

@@ -12,11 +12,16 @@ world model carries it as state, the way the event model carries where the rando
   of real frames (the bar's look is fixed by the score; the rest of the frame does not enter).
 - `read`: the bar's latent rows -> each digit's class, trained on real latents (so a real start frame
   reads right) and on painted ones (so a dreamed frame reads back exactly what was painted).
+- `draw` (with `bar_pixels`): digits -> the bar's pixels, regressed on real frames' bars, replacing
+  what the decoder draws there. Measured (docs/ablation.md, session 10): no decoder drew every score
+  from the encoder's latents (the digits lie 0.11 apart there; the best decoder read back 58-66 % of
+  painted scores 0..162, and 0 % of real scores ending in 8), while the bar is a deterministic function
+  of the score, which a regression learns exactly.
 
 Labels need no game reader: a frame's score is the sum of the episode's rewards before it (the
-train.stages.score_bar stage). Both are small MLPs, frozen inside the DiT (`DiTConfig.score_digits`).
+train.stages.score_bar stage). All three are small MLPs, frozen inside the DiT (`DiTConfig.score_digits`).
 
-Dimensions: B batch, C latent channels, R bar rows, w latent width, D digits.
+Dimensions: B batch, C latent channels, R bar rows, w latent width, D digits, P bar pixel rows, W frame width.
 """
 from __future__ import annotations
 
@@ -35,19 +40,23 @@ SCORE_CONFIG_FILE = "score_bar.json"
 
 
 class ScoreBar(nn.Module):
-    """Paint a score into the top `rows` latent rows, and read it back; scores are taken modulo 10**digits."""
+    """Paint a score into the top `rows` latent rows, read it back, and (bar_pixels > 0) draw its top `bar_pixels`
+    pixel rows; scores are taken modulo 10**digits."""
 
-    def __init__(self, latent_channels: int, latent_size: int, digits: int, rows: int = 1, dim: int = 128):
+    def __init__(self, latent_channels: int, latent_size: int, digits: int, rows: int = 1, dim: int = 128,
+                 bar_pixels: int = 0):
         super().__init__()
         if digits < 1 or not 0 < rows < latent_size:
             raise ValueError(f"a score bar needs digits >= 1 and 0 < rows < latent_size, got digits={digits} rows={rows}")
-        self.digits, self.rows = digits, rows
+        if bar_pixels % rows:
+            raise ValueError(f"bar_pixels ({bar_pixels}) must be whole latent rows ({rows} rows)")
+        self.digits, self.rows, self.bar_pixels = digits, rows, bar_pixels
         self.bar_shape = (latent_channels, rows, latent_size)
+        self.pixel_shape = (3, bar_pixels, latent_size * bar_pixels // rows)                     # (3, P, W)
         flat = latent_channels * rows * latent_size
-        self.painter = nn.Sequential(nn.Linear(10 * digits, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(),
-                                     nn.Linear(dim, flat))
-        self.reader = nn.Sequential(nn.Linear(flat, dim), nn.GELU(), nn.Linear(dim, dim), nn.GELU(),
-                                    nn.Linear(dim, 10 * digits))
+        self.painter = mlp(10 * digits, dim, flat)
+        self.reader = mlp(flat, dim, 10 * digits)
+        self.glyphs = mlp(10 * digits, dim, 3 * bar_pixels * self.pixel_shape[2]) if bar_pixels else None
         self.register_buffer("place", 10 ** torch.arange(digits - 1, -1, -1), persistent=False)   # (D,) 100, 10, 1
 
     @property
@@ -58,10 +67,19 @@ class ScoreBar(nn.Module):
         """(B,) int64 scores -> (B, D) digits, most significant first (modulo 10**D, as the bar shows it)."""
         return torch.div(score.remainder(self.modulus)[:, None], self.place, rounding_mode="floor").remainder(10)
 
+    def code(self, score: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 -> (B, 10 D) the digits one-hot."""
+        return one_hot(self.to_digits(score), 10, self.painter[0].weight.dtype).flatten(1)
+
     def bar(self, score: torch.Tensor) -> torch.Tensor:
         """(B,) int64 -> the bar's latent rows (B, C, R, w)."""
-        code = one_hot(self.to_digits(score), 10, self.painter[0].weight.dtype).flatten(1)     # (B, 10 D)
-        return self.painter(code).view(-1, *self.bar_shape)
+        return self.painter(self.code(score)).view(-1, *self.bar_shape)
+
+    def bar_image(self, score: torch.Tensor) -> torch.Tensor:
+        """(B,) int64 -> the bar's pixels (B, 3, P, W), float in [-1, 1] as the decoder draws."""
+        if self.glyphs is None:
+            raise ValueError("this score bar draws no pixels (bar_pixels=0): the decoder draws the bar")
+        return self.glyphs(self.code(score)).view(-1, *self.pixel_shape)
 
     def digit_logits(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) latent frames -> (B, D, 10) logits of each digit of the bar they show."""
@@ -76,11 +94,19 @@ class ScoreBar(nn.Module):
         """(B, C, h, w) frames with their bar rows replaced by `score`'s (B,) (the rest keeps its gradient)."""
         return torch.cat([self.bar(score).to(latents.dtype), latents[:, :, self.rows:]], dim=2)
 
-    def advance(self, previous: torch.Tensor, frame: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
-        """The next frame (B, C, h, w) with the bar showing the previous frame's score plus the step's reward (B,),
+    def draw(self, frames: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
+        """(B, H, W, 3) uint8 decoded frames with their top bar_pixels rows drawn from `score` (B,)."""
+        bar = self.bar_image(score).float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
+        return torch.cat([bar.permute(0, 2, 3, 1), frames[:, self.bar_pixels:]], dim=1)
+
+    def next_score(self, previous: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
+        """(B,) the score of the frame after `previous` (B, C, h, w): the score it shows plus the step's reward (B,),
         rounded as the env rounds it."""
-        score = self.read(previous) + torch.round(reward.float()).long()
-        return self.paint(frame, score)
+        return self.read(previous) + torch.round(reward.float()).long()
+
+
+def mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, outputs))
 
 
 @dataclass
@@ -91,9 +117,10 @@ class ScoreBarConfig:
     digits: int = 3
     rows: int = 1
     dim: int = 128
+    bar_pixels: int = 0       # pixel rows the bar draws itself (0: the decoder draws them)
 
     def build(self) -> ScoreBar:
-        return ScoreBar(self.latent_channels, self.latent_size, self.digits, self.rows, self.dim)
+        return ScoreBar(self.latent_channels, self.latent_size, self.digits, self.rows, self.dim, self.bar_pixels)
 
 
 def save_score_bar(directory: Path, bar: ScoreBar, config: ScoreBarConfig) -> None:
