@@ -32,6 +32,11 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
         assert dit.config.event_channels == 2
         for name, value in event_model.state_dict().items():
             assert torch.equal(dit.event_model.state_dict()[name], value), (stage, name)
+    # and CoinChase shows a score: the causal models carry it as state (the score bar, trained on a long recording too)
+    assert (tmp_path / "data/coinchase/score-v0").is_dir()
+    assert worldmodel.load(outputs["teacher"]).dit.config.score_digits == 0
+    for stage in ("ode_init", "self_forcing", "tf", "df"):
+        assert worldmodel.load(outputs[stage]).dit.config.score_digits == 3
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)

@@ -1,4 +1,5 @@
-"""The whole chain in one command: record -> autoencoder -> decoder -> events -> teacher -> ode_init -> self_forcing (+ tf, df).
+"""The whole chain in one command: record -> autoencoder -> decoder -> events -> score_bar -> teacher -> ode_init ->
+self_forcing (+ tf, df).
 
 Each stage is the same code as its own `python -m train.stages.<stage>` entry, composed from its YAML with
 the overrides below, and each resumes where it stopped (a finished stage is a no-op that rewrites
@@ -18,7 +19,8 @@ from pathlib import Path
 
 from train.common.cli import compose, hydra_main
 
-STAGES = ("record", "autoencoder", "decoder", "events", "teacher", "ode_init", "self_forcing", "tf", "df")
+STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "self_forcing", "tf", "df")
+SCORED = ("ode_init", "self_forcing", "tf", "df")   # the causal stages whose checkpoints get the score bar at the end
 
 # Shapes and optimiser of every DiT stage in the "small" recipe (measured in docs/ablation.md): the game is
 # Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 learns the rules several times faster
@@ -40,6 +42,10 @@ FLOW_SAMPLER = ["sampler.solver=renoise", "sampler.steps=8", "sampler.max_steps=
 # reaches it: the event model without it put 77 % of the enemy's mass on unreachable cells there; docs/ablation.md).
 EVENT_RECORDINGS: dict[str, list[str]] = {"coinchase": ["+env_kwargs.lethal=false"]}
 
+# Game -> the recording its score bar stage also trains on (worldmodel.score_bar): long coin-seeker play that goes on
+# after a catch counts past 100, where the main recording stops at 33 (a digit never seen in a place is never drawn).
+SCORE_RECORDINGS: dict[str, list[str]] = {"coinchase": ["policy=seeker", "+env_kwargs.lethal=false"]}
+
 # Game -> its decoder stage's HUD: CoinChase's score bar is the top 8 pixel rows; its changing pixels (the digits)
 # weigh 20 whether lit or not, sprites 20 (session 9, docs/ablation.md: real frames' score read back 75 % vs 39 %,
 # violations per frame of the bundled model's dream 0.447 vs 0.490 at h <= 1000)
@@ -56,6 +62,8 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         # bundled model's dream, walls broken in 1.0 % of frames to h = 128 (conv 8.5 %, cell without noise 23 %)
         "decoder": ["decoder=cell", "latent_noise=0.2", "lr=2e-3", "lr_final=0.05", "loop.max_steps=10000"],
         "events": ["loop.max_steps=3000"],
+        "record_score": ["episodes=40", "max_episode_steps=1000", "seed=11"],
+        "score_bar": ["loop.max_steps=10000"],
         "teacher": ["size=small", *SHAPES, *LONG, *SPRITE_WEIGHT, "loop.max_steps=3000", "clean_prefix_prob=1.0",
                     "shared_sigma_prob=0.5", *FLOW_SAMPLER],
         "ode_init": ["size=small", *SHAPES, *SPRITE_WEIGHT, "lr=5e-4", "loop.max_steps=400", "trajectories=1024"],
@@ -72,6 +80,8 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         "decoder": ["decoder=cell", "latent_noise=0.2", "loop.max_steps=4", "batch_size=8", "eval_frames=16",
                     "loop.eval_every=0"],
         "events": ["loop.max_steps=10", "batch_size=16", "loop.eval_every=0", "dim=16", "depth=1"],
+        "record_score": ["episodes=2", "max_episode_steps=30", "seed=11"],
+        "score_bar": ["loop.max_steps=10", "batch_size=16", "loop.eval_every=0", "dim=16"],
         "teacher": ["size=tiny", "loop.max_steps=10", "batch_size=4", "loop.eval_every=0"],
         "ode_init": ["size=tiny", "loop.max_steps=5", "batch_size=4", "trajectories=8", "euler_steps=8",
                      "sample_batch=8"],
@@ -91,8 +101,8 @@ class PipelineConfig:
     data_root: str = "data/minari"            # Minari datasets root
     preset: str = "small"                     # small | tiny (see PRESETS)
     baselines: bool = False                   # also train the TF and DF baselines
-    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "events", "teacher", "ode_init",
-                                                                    "self_forcing"])
+    stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "events", "score_bar", "teacher",
+                                                                    "ode_init", "self_forcing"])
     events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
                                               #   "auto": the game's own reader if there is one (coinchase), "" = none
     device: str = "cpu"
@@ -110,6 +120,11 @@ class PipelineConfig:
         return f"{self.game}/{self.policy}-events-v0" if self.entity_reader in EVENT_RECORDINGS else ""
 
     @property
+    def score_dataset_id(self) -> str:
+        """The extra recording of the score bar stage (SCORE_RECORDINGS)."""
+        return f"{self.game}/score-v0"
+
+    @property
     def entity_reader(self) -> str:
         from train.common.events import READERS  # noqa: PLC0415
 
@@ -124,17 +139,23 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     if unknown or cfg.preset not in PRESETS:
         raise ValueError(f"unknown stages {unknown} or preset {cfg.preset!r}; stages: {STAGES}, presets: {sorted(PRESETS)}")
     wanted = list(cfg.stages) + (["tf", "df"] if cfg.baselines else [])
-    return [s for s in STAGES if s in wanted and (s != "events" or cfg.entity_reader)]   # no reader: no entity events
+    # no reader: no entity events; the score bar rises by the event model's reward and needs the game's recording
+    return [s for s in STAGES if s in wanted and (s != "events" or cfg.entity_reader)
+            and (s != "score_bar" or (cfg.entity_reader and cfg.game in SCORE_RECORDINGS))]
 
 
 def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
     """The hydra overrides that wire `stage` to the earlier stages' outputs."""
     common = [f"loop.device={cfg.device}", f"loop.progress={cfg.progress}"]
-    if stage in ("record", "record_events"):
-        dataset_id = cfg.dataset_id if stage == "record" else cfg.events_dataset_id
-        wiring = [f"env_id={cfg.env_id}", f"policy={cfg.policy}", f"dataset_id={dataset_id}", f"root={cfg.data_root}",
-                  f"progress={cfg.progress}"] + ([] if stage == "record" else EVENT_RECORDINGS[cfg.entity_reader])
+    if stage in ("record", "record_events", "record_score"):
+        dataset_id = {"record": cfg.dataset_id, "record_events": cfg.events_dataset_id, "record_score": cfg.score_dataset_id}[stage]
+        wiring = [f"env_id={cfg.env_id}", f"dataset_id={dataset_id}", f"root={cfg.data_root}", f"progress={cfg.progress}"]
+        wiring += {"record": [f"policy={cfg.policy}"], "record_events": [f"policy={cfg.policy}", *EVENT_RECORDINGS.get(cfg.entity_reader, [])],
+                   "record_score": SCORE_RECORDINGS.get(cfg.game, [])}[stage]
         common = []
+    elif stage == "score_bar":
+        wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder={Path(cfg.run_dir('autoencoder')) / 'checkpoint'}",
+                  f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"extra_datasets=[{cfg.score_dataset_id}]"]
     elif stage in ("autoencoder", "decoder"):
         wiring = [f"dataset_id={cfg.dataset_id}", f"data_root={cfg.data_root}", f"run_dir={cfg.run_dir(stage)}"]
         if stage == "decoder":
@@ -165,6 +186,8 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
     "autoencoder": ("autoencoder", "AutoencoderStageConfig", "main"),
     "decoder": ("decoder", "DecoderStageConfig", "main"),
     "events": ("events", "EventsStageConfig", "main"),
+    "record_score": ("record", "RecordConfig", "record"),
+    "score_bar": ("score_bar", "ScoreBarStageConfig", "main"),
     "teacher": ("teacher", "TeacherConfig", "main"),
     "ode_init": ("ode_init", "ODEInitConfig", "main"),
     "self_forcing": ("self_forcing", "SelfForcingConfig", "main"),
@@ -176,11 +199,13 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
 def run_stage(cfg: PipelineConfig, stage: str) -> None:
     if stage == "events" and cfg.events_dataset_id:     # the events stage's extra recording first
         run_stage(cfg, "record_events")
+    if stage == "score_bar":                            # and the score bar's
+        run_stage(cfg, "record_score")
     overrides = stage_overrides(cfg, stage)
-    if stage in ("record", "record_events"):
+    if stage in ("record", "record_events", "record_score"):
         from envs.recording import dataset_path
 
-        dataset_id = cfg.dataset_id if stage == "record" else cfg.events_dataset_id
+        dataset_id = {"record": cfg.dataset_id, "record_events": cfg.events_dataset_id, "record_score": cfg.score_dataset_id}[stage]
         if dataset_path(dataset_id, cfg.data_root).exists():   # datasets appear only when complete
             print(f"[pipeline] record: {dataset_id} exists, kept")
             return
@@ -197,8 +222,12 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
     for index, stage in enumerate(stages, 1):
         print(f"[pipeline] stage {index}/{len(stages)}: {stage}  ({time.perf_counter() - start:.0f} s elapsed)", flush=True)
         run_stage(cfg, stage)
-        if stage not in ("record", "decoder", "events"):   # decoder: rewrites the autoencoder checkpoint; events: no world model
-            outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"
+        if stage not in ("record", "decoder", "events", "score_bar"):   # decoder: rewrites the autoencoder checkpoint;
+            outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"      # events, score bar: installed into the models
+    if "score_bar" in stages:
+        from train.stages.score_bar import install  # noqa: PLC0415
+
+        install(Path(cfg.run_dir("score_bar")) / "checkpoint", [str(outputs[s]) for s in SCORED if s in outputs])
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)
     return outputs
