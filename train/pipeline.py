@@ -21,6 +21,7 @@ from train.common.cli import compose, hydra_main
 
 STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "self_forcing", "tf", "df")
 SCORED = ("ode_init", "self_forcing", "tf", "df")   # the causal stages whose checkpoints get the score bar at the end
+RECORDINGS = ("record", "record_events", "record_score")   # the main recording, the events' and the score bar's extra ones
 
 # Shapes and optimiser of every DiT stage in the "small" recipe (measured in docs/ablation.md): the game is
 # Markov in one frame, so a 3-frame window and 4-frame clips; lr 2e-3 learns the rules several times faster
@@ -124,6 +125,17 @@ class PipelineConfig:
         """The extra recording of the score bar stage (SCORE_RECORDINGS)."""
         return f"{self.game}/score-v0"
 
+    def recording_id(self, stage: str) -> str:
+        """The Minari dataset a recording stage (RECORDINGS) writes."""
+        return {"record": self.dataset_id, "record_events": self.events_dataset_id, "record_score": self.score_dataset_id}[stage]
+
+    def recording_overrides(self, stage: str) -> list[str]:
+        """The policy and env settings of a recording stage: the main recording's policy, with the events' extra
+        env settings; the score bar's own policy and settings."""
+        if stage == "record_score":
+            return SCORE_RECORDINGS.get(self.game, [])
+        return [f"policy={self.policy}", *(EVENT_RECORDINGS.get(self.entity_reader, []) if stage == "record_events" else [])]
+
     @property
     def entity_reader(self) -> str:
         from train.common.events import READERS  # noqa: PLC0415
@@ -147,11 +159,9 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
 def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
     """The hydra overrides that wire `stage` to the earlier stages' outputs."""
     common = [f"loop.device={cfg.device}", f"loop.progress={cfg.progress}"]
-    if stage in ("record", "record_events", "record_score"):
-        dataset_id = {"record": cfg.dataset_id, "record_events": cfg.events_dataset_id, "record_score": cfg.score_dataset_id}[stage]
-        wiring = [f"env_id={cfg.env_id}", f"dataset_id={dataset_id}", f"root={cfg.data_root}", f"progress={cfg.progress}"]
-        wiring += {"record": [f"policy={cfg.policy}"], "record_events": [f"policy={cfg.policy}", *EVENT_RECORDINGS.get(cfg.entity_reader, [])],
-                   "record_score": SCORE_RECORDINGS.get(cfg.game, [])}[stage]
+    if stage in RECORDINGS:
+        wiring = [f"env_id={cfg.env_id}", f"dataset_id={cfg.recording_id(stage)}", f"root={cfg.data_root}",
+                  f"progress={cfg.progress}", *cfg.recording_overrides(stage)]
         common = []
     elif stage == "score_bar":
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder={Path(cfg.run_dir('autoencoder')) / 'checkpoint'}",
@@ -202,10 +212,10 @@ def run_stage(cfg: PipelineConfig, stage: str) -> None:
     if stage == "score_bar":                            # and the score bar's
         run_stage(cfg, "record_score")
     overrides = stage_overrides(cfg, stage)
-    if stage in ("record", "record_events", "record_score"):
+    if stage in RECORDINGS:
         from envs.recording import dataset_path
 
-        dataset_id = {"record": cfg.dataset_id, "record_events": cfg.events_dataset_id, "record_score": cfg.score_dataset_id}[stage]
+        dataset_id = cfg.recording_id(stage)
         if dataset_path(dataset_id, cfg.data_root).exists():   # datasets appear only when complete
             print(f"[pipeline] record: {dataset_id} exists, kept")
             return

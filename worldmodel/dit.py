@@ -21,9 +21,9 @@ from torch import nn
 from worldmodel import kernels
 from worldmodel.config import DiTConfig
 from worldmodel.events import EventModel, cell_maps, one_hot, sample_cells
-from worldmodel.score_bar import ScoreBar
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
+from worldmodel.score_bar import ScoreBar
 
 
 # ------------------------------------------------------------------ attention context
