@@ -69,6 +69,21 @@ def test_decoder_stage_trains_the_decoder_only_and_rewrites_the_autoencoder_in_p
     assert any(not torch.equal(old[k], new[k]) for k in old if k.startswith("decoder."))
 
 
+def test_decoder_stage_extra_datasets_join_the_training_frames_encoded(runs):
+    cfg = compose("decoder", decoder.DecoderStageConfig, [
+        f"autoencoder_dir={runs / 'ae'}", f"data_root={runs / 'data'}", "dataset_id=test/stages-v0",
+        "extra_datasets=[test/stages-v0]"])
+    model = load(runs / "ae" / "checkpoint").autoencoder.eval()
+    data = autoencoder.load_data(autoencoder.AutoencoderStageConfig(dataset_id=cfg.dataset_id, data_root=cfg.data_root))
+    main_frames = len(data.train_frames)
+    latents = decoder.add_extra_frames(cfg, data, model, decoder.cached_latents(cfg, data, model))
+    all_frames = main_frames + sum(len(e.frames) for e in data.split[0] + data.split[1])   # the extra: every episode
+    assert len(data.train_frames) == len(latents) == all_frames
+    with torch.no_grad():
+        assert torch.allclose(model.encode(torch.from_numpy(data.train_frames[-3:])), torch.from_numpy(latents[-3:]),
+                              atol=1e-5)
+
+
 @pytest.mark.parametrize("mode", ["tf", "df"])
 def test_forcing_baselines_learn_a_causal_model(runs, mode):
     run_dir = runs / mode
