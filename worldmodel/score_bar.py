@@ -33,6 +33,7 @@ import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from worldmodel.autoencoder import Autoencoder
 from worldmodel.events import one_hot
 
 SCORE_BAR_FILE = "score_bar.safetensors"
@@ -96,8 +97,7 @@ class ScoreBar(nn.Module):
 
     def draw(self, frames: torch.Tensor, score: torch.Tensor) -> torch.Tensor:
         """(B, H, W, 3) uint8 decoded frames with their top bar_pixels rows drawn from `score` (B,)."""
-        bar = self.bar_image(score).float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
-        return torch.cat([bar.permute(0, 2, 3, 1), frames[:, self.bar_pixels:]], dim=1)
+        return torch.cat([Autoencoder.to_uint8(self.bar_image(score)), frames[:, self.bar_pixels:]], dim=1)
 
     def next_score(self, previous: torch.Tensor, reward: torch.Tensor) -> torch.Tensor:
         """(B,) the score of the frame after `previous` (B, C, h, w): the score it shows plus the step's reward (B,),

@@ -114,13 +114,32 @@ def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
                          "there is no event model to replace")
     outcomes = event_model.outcome is not None
     if dit.config.event_outcomes != outcomes:
-        rebuilt = DiT(replace(dit.config, event_outcomes=outcomes)).to(next(dit.parameters()).device)
-        missing, unexpected = rebuilt.load_state_dict(dit.state_dict(), strict=False)
-        assert all(k.startswith("event_model.") for k in missing + unexpected), (missing, unexpected)
-        dit = rebuilt.train(dit.training)
+        dit = rebuild_dit(dit, "event_model", event_outcomes=outcomes)
     dit.event_model.load_state_dict(event_model.state_dict())
     dit.event_model.requires_grad_(False)
     return dit
+
+
+def rebuild_dit(dit: DiT, part: str, **changes) -> DiT:
+    """`dit` rebuilt with `changes` to its config (same device and mode), every weight kept but those of the submodule
+    `part`, which the changes add, drop or reshape (the caller fills it)."""
+    rebuilt = DiT(replace(dit.config, **changes)).to(next(dit.parameters()).device)
+    missing, unexpected = rebuilt.load_state_dict(dit.state_dict(), strict=False)
+    assert all(k.startswith(part + ".") for k in missing + unexpected), (missing, unexpected)
+    return rebuilt.train(dit.training)
+
+
+def install_into(targets: list[str], transform: Callable[[DiT], DiT], what: str, source: Path, stage: str) -> None:
+    """Rewrite each world-model checkpoint dir of `targets` with its DiT passed through `transform` (which installs
+    `what`, read from `source` by `stage`, into it); the autoencoder, start bank and the rest of the config are kept."""
+    for target in targets:
+        model = checkpoint.load(target)
+        if model.dit is None:
+            raise ValueError(f"{target} holds only an autoencoder: nothing to install {what} into")
+        dit = transform(model.dit)
+        model.config.dit = dit.config
+        checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
+        print(f"[{stage}] installed {source} into {target}")
 
 
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import install_event_model, reward_termination_loss
+from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
 from train.common.events import attach_events, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
@@ -165,14 +165,7 @@ def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
     event_model = load_event_model(event_dir)
-    for target in targets:
-        model = checkpoint.load(target)
-        if model.dit is None:
-            raise ValueError(f"{target} holds only an autoencoder: nothing to install the event model into")
-        dit = install_event_model(model.dit, event_model)
-        model.config.dit = dit.config
-        checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
-        print(f"[events] installed {event_dir} into {target}")
+    install_into(targets, lambda dit: install_event_model(dit, event_model), "the event model", event_dir, "events")
 
 
 def main(cfg: EventsStageConfig) -> dict[str, float]:

@@ -25,7 +25,7 @@ world-model checkpoints (their DiT needs an event model with outcomes: the bar r
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from train.common.cli import hydra_main
+from train.common.dit_stage import install_into, rebuild_dit
 from train.common.latents import encode_frames
 from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
 from train.stages.autoencoder import pixel_loss
@@ -158,29 +159,21 @@ def evaluate(state: TrainState, data: ScoredFrames, max_score: int, cfg: ScoreBa
 
 
 def install_score_bar(dit: DiT, bar: ScoreBar, config: ScoreBarConfig) -> DiT:
-    """`dit` rebuilt to carry `bar` (a DiT never trains its score bar), every other weight kept (the one way a score bar gets into a DiT)."""
+    """`dit` rebuilt to carry `bar` (a DiT never trains its score bar), every other weight kept (the one way a score bar
+    gets into a DiT)."""
     if (config.latent_channels, config.latent_size) != (dit.config.latent_channels, dit.config.latent_size):
         raise ValueError(f"the score bar is for {config.latent_channels}x{config.latent_size}^2 latents, the model's are "
                          f"{dit.config.latent_channels}x{dit.config.latent_size}^2")
-    rebuilt = DiT(replace(dit.config, score_digits=config.digits, score_rows=config.rows, score_dim=config.dim,
-                          score_pixels=config.bar_pixels))
-    missing, unexpected = rebuilt.load_state_dict(dit.state_dict(), strict=False)
-    assert all(k.startswith("score_bar.") for k in missing + unexpected), (missing, unexpected)
+    rebuilt = rebuild_dit(dit, "score_bar", score_digits=config.digits, score_rows=config.rows, score_dim=config.dim,
+                          score_pixels=config.bar_pixels)
     rebuilt.score_bar.load_state_dict(bar.state_dict())
-    return rebuilt.to(next(dit.parameters()).device).train(dit.training)
+    return rebuilt
 
 
 def install(bar_dir: Path, targets: list[str]) -> None:
     """Write this score bar into each world-model checkpoint dir of `targets`."""
     bar, config = load_score_bar(bar_dir)
-    for target in targets:
-        model = checkpoint.load(target)
-        if model.dit is None:
-            raise ValueError(f"{target} holds only an autoencoder: nothing to install the score bar into")
-        dit = install_score_bar(model.dit, bar, config)
-        model.config.dit = dit.config
-        checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
-        print(f"[score_bar] installed {bar_dir} into {target}")
+    install_into(targets, lambda dit: install_score_bar(dit, bar, config), "the score bar", bar_dir, "score_bar")
 
 
 def main(cfg: ScoreBarStageConfig) -> dict[str, float]:
