@@ -40,6 +40,11 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)
+    # training Self Forcing longer resumes it, though its student (ode_init) got the score bar installed since
+    longer = tiny(tmp_path, stages="[score_bar,self_forcing]", **{"overrides.self_forcing": "['loop.max_steps=5']"})
+    run(longer)
+    assert json.loads((tmp_path / "runs/coinchase/self_forcing/train_state/state.json").read_text())["step"] == 5
+    assert worldmodel.load(outputs["self_forcing"]).dit.config.score_digits == 3
 
 
 def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
@@ -69,3 +74,4 @@ def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not
     assert {"hud_rows=8", "hud_weight=20", "sprite_weight=20"} <= set(coinchase)
     other = stage_overrides(tiny(tmp_path, game="pong", env_id="ALE/Pong-v5"), "decoder")
     assert not [o for o in other if o.startswith(("hud_", "sprite_weight"))]
+

@@ -9,14 +9,17 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from train.stages import autoencoder, decoder, forcing, ode_init, self_forcing, teacher
 from train.common.cli import compose
+from train.common.latents import load_latents
 from train.common.loop import NonFiniteLoss, STATE_DIR
 from train.stages.record import RecordConfig, record
 from worldmodel import load
+from worldmodel.data import load_episodes
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["model.widths=[8,16,32]", "model.latent_channels=4", "batch_size=8", "warmup_steps=1", "lr=3e-3",
@@ -159,3 +162,24 @@ def test_the_fast_rules_probe_scores_a_causal_model_and_a_teachers_samples(runs)
     rates = [*result["one_step"].values(), *result["teacher_samples"].values(), *result["teacher_context"].values()]
     assert set(result["teacher_context"]) == {"player", "coin", "enemy"}
     assert all(0.0 <= r <= 1.0 or r != r for r in rates)      # rates (nan where a split is empty)
+
+
+def test_a_finished_autoencoder_stage_re_encodes_its_cache_for_other_datasets_and_keeps_its_checkpoint(runs):
+    shutil.copytree(runs / "ae", runs / "ae_cache")
+    record(RecordConfig(episodes=2, seed=5, dataset_id="test/extra-v0", root=str(runs / "data"), progress=False))
+    checkpoint_bytes = (runs / "ae_cache" / "checkpoint" / "autoencoder.safetensors").read_bytes()
+    cfg = compose("autoencoder", autoencoder.AutoencoderStageConfig,
+                  TINY_AE + [f"data_root={runs / 'data'}", "dataset_id=test/stages-v0", f"run_dir={runs / 'ae_cache'}",
+                             "loop.max_steps=60", "cache_datasets=[test/extra-v0]"])
+    before = load_latents(runs / "ae_cache" / "latents")
+    autoencoder.main(cfg)
+    after = load_latents(runs / "ae_cache" / "latents")
+    extra, _ = load_episodes("test/extra-v0", runs / "data")
+    assert len(after.train) + len(after.val) == len(before.train) + len(before.val) + len(extra)
+    for old, new in zip(before.train, after.train):          # the main recording's latents first, unchanged
+        assert np.allclose(old.frames, new.frames, atol=1e-5)
+    assert torch.equal(after.start_frames, before.start_frames)     # the start bank stays the main recording's
+    assert (runs / "ae_cache" / "checkpoint" / "autoencoder.safetensors").read_bytes() == checkpoint_bytes
+    mtime = (runs / "ae_cache" / "latents" / "latents.safetensors").stat().st_mtime_ns
+    autoencoder.main(cfg)                                     # current now: nothing is re-encoded
+    assert (runs / "ae_cache" / "latents" / "latents.safetensors").stat().st_mtime_ns == mtime

@@ -3,12 +3,16 @@
 Reads a Minari dataset (train.stages.record); trains `worldmodel.autoencoder.Autoencoder` with an
 L2 + L1 pixel loss on random frames; reports PSNR on held-out episodes. At the end it fixes the
 latent scale (unit variance over training frames), writes an autoencoder-only world-model
-checkpoint to <run_dir>/checkpoint and the encoded dataset to <run_dir>/latents.
+checkpoint to <run_dir>/checkpoint and the encoded dataset to <run_dir>/latents. `cache_datasets`
+adds more recordings to the latent cache only (the DiT stages train on them; the autoencoder, its
+latent scale and the start bank do not); a finished stage whose cache holds other datasets
+re-encodes the cache alone and keeps its checkpoint (a later decoder stage may have rewritten it).
 
     python -m train.stages.autoencoder dataset_id=coinchase/random-v0 loop.max_steps=3000
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +29,8 @@ from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, WorldModelConfig
 from worldmodel.data import load_episodes, split_by_episode
 from worldmodel.metrics import psnr
+
+CACHE_DATASETS_FILE = "datasets.json"       # beside the latent cache: the dataset ids it holds, in order
 
 
 @dataclass
@@ -46,14 +52,22 @@ class AutoencoderStageConfig:
     events: str = ""                          # entity reader (train.common.events.READERS, e.g. "coinchase") whose
                                               #   per-frame cells of the random entities go beside the latent cache;
                                               #   "" = none (the DiT stages then train without entity events)
+    cache_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) encoded into
+                                              #   the latent cache beside dataset_id, split by episode the same way:
+                                              #   e.g. CoinChase play that goes on after a catch (the main recording ends
+                                              #   there, so the DiT never sees the enemy on the player as context).
+                                              #   An events stage reading this cache trains its outcome heads on every
+                                              #   cached step: cache there only recordings whose rewards and terminations
+                                              #   are the game's (lethal=False play has no termination at a catch)
 
 
 @dataclass
 class Data:
     train_frames: np.ndarray    # (M, H, W, 3) uint8, all training frames
     val_frames: np.ndarray      # (V, H, W, 3) uint8
-    split: tuple[list, list]    # train / val episodes
+    split: tuple[list, list]    # train / val episodes of dataset_id
     n_actions: int
+    cache: tuple[list, list] = ((), ())   # train / val episodes of cache_datasets (the latent cache only)
 
 
 def load_data(cfg: AutoencoderStageConfig) -> Data:
@@ -62,8 +76,17 @@ def load_data(cfg: AutoencoderStageConfig) -> Data:
     frame_size = episodes[0].frames.shape[1]
     if frame_size != cfg.model.frame_size:
         raise ValueError(f"dataset frames are {frame_size}px but model.frame_size is {cfg.model.frame_size}")
+    cache_train, cache_val = [], []
+    for dataset_id in cfg.cache_datasets:
+        extra, extra_actions = load_episodes(dataset_id, cfg.data_root)
+        if extra_actions != n_actions or extra[0].frames.shape[1:] != episodes[0].frames.shape[1:]:
+            raise ValueError(f"cache dataset {dataset_id!r} has {extra_actions} actions and {extra[0].frames.shape[1:]} "
+                             f"frames; {cfg.dataset_id!r} has {n_actions} and {episodes[0].frames.shape[1:]}")
+        extra_train, extra_val = split_by_episode(extra, cfg.val_fraction, cfg.split_seed)
+        cache_train += extra_train
+        cache_val += extra_val
     return Data(np.concatenate([e.frames for e in train]), np.concatenate([e.frames for e in val or train]),
-                (train, val), n_actions)
+                (train, val), n_actions, (cache_train, cache_val))
 
 
 def build(cfg: AutoencoderStageConfig) -> TrainState:
@@ -131,11 +154,41 @@ def finalize(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> Path
     config = WorldModelConfig(autoencoder=cfg.model, latent_scale=scale, stage="autoencoder")
     config.dit.n_actions = data.n_actions
     config.dit.latent_channels, config.dit.latent_size = cfg.model.latent_channels, cfg.model.latent_size
-    bank_frames, bank_actions = start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context,
-                                           cfg.start_bank_size, cfg.split_seed)
+    bank_frames, bank_actions = bank(data, cfg)
     checkpoint.save(run_dir / "checkpoint", config, model, start_frames=bank_frames, start_actions=bank_actions)
-    save_latents(run_dir / "latents", model, data.split[0], data.split[1], data.n_actions, bank_frames, bank_actions)
+    write_cache(run_dir / "latents", model, data, cfg)
     return run_dir / "checkpoint"
+
+
+def bank(data: Data, cfg: AutoencoderStageConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The start bank: real contexts from dataset_id's held-out episodes (its training ones if none are held out)."""
+    return start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context, cfg.start_bank_size,
+                      cfg.split_seed)
+
+
+def cache_episodes(data: Data) -> tuple[list, list]:
+    """The latent cache's train / val episodes: dataset_id's, then cache_datasets'."""
+    return data.split[0] + list(data.cache[0]), data.split[1] + list(data.cache[1])
+
+
+def write_cache(directory: Path, model: Autoencoder, data: Data, cfg: AutoencoderStageConfig) -> None:
+    """Encode the cache's episodes (the start bank as the checkpoint's) and record which datasets it holds."""
+    train, val = cache_episodes(data)
+    save_latents(directory, model.eval(), train, val, data.n_actions, *bank(data, cfg))
+    (directory / CACHE_DATASETS_FILE).write_text(json.dumps(cached_ids(cfg)))
+
+
+def cached_ids(cfg: AutoencoderStageConfig) -> list[str]:
+    return [cfg.dataset_id, *cfg.cache_datasets]
+
+
+def cache_is_current(directory: Path, cfg: AutoencoderStageConfig) -> bool:
+    """The latent cache exists and holds exactly the configured datasets (a cache from before cache_datasets
+    existed holds dataset_id alone)."""
+    if not (directory / LATENTS_FILE).exists():
+        return False
+    listed = directory / CACHE_DATASETS_FILE
+    return (json.loads(listed.read_text()) if listed.exists() else [cfg.dataset_id]) == cached_ids(cfg)
 
 
 def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
@@ -143,13 +196,17 @@ def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
     data = load_data(cfg)
     state = build(cfg)
     load_state(run_dir, state)
-    finished = state.step >= cfg.loop.max_steps and (run_dir / "latents" / LATENTS_FILE).exists()
-    metrics = {} if finished else run_loop("autoencoder", cfg.loop, run_dir, state,
-                                           lambda s: train_step(s, data, cfg), lambda s: evaluate(s, data, cfg))
-    if not finished:
+    trained = state.step >= cfg.loop.max_steps and (run_dir / "latents" / LATENTS_FILE).exists()
+    finished = trained and cache_is_current(run_dir / "latents", cfg)
+    metrics = {} if trained else run_loop("autoencoder", cfg.loop, run_dir, state,
+                                          lambda s: train_step(s, data, cfg), lambda s: evaluate(s, data, cfg))
+    if not trained:
         finalize(state, data, cfg)
+    elif not finished:     # other cache datasets: re-encode with the checkpoint's encoder (its latent scale), keep it
+        print(f"[autoencoder] re-encoding the latent cache for {cached_ids(cfg)}", flush=True)
+        write_cache(run_dir / "latents", checkpoint.load(run_dir / "checkpoint", cfg.loop.device).autoencoder, data, cfg)
     if cfg.events and (not finished or not (run_dir / "latents" / EVENTS_FILE).exists()):
-        save_events(run_dir / "latents", data.split[0], data.split[1], cfg.events)   # also labels an older cache
+        save_events(run_dir / "latents", *cache_episodes(data), cfg.events)   # also labels an older cache
     return metrics
 
 

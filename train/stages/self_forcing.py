@@ -24,7 +24,8 @@ import torch
 from train.common import distributed
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DistillStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
-                                    load_prefixed_clip_data, optimizer_step, sample_clips, save_world_model, set_lr)
+                                    load_prefixed_clip_data, optimizer_step, rebuild_dit, sample_clips, save_world_model,
+                                    set_lr)
 from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                                  gan_generator_loss, sid_loss)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
@@ -214,6 +215,9 @@ def build(cfg: SelfForcingConfig, latents) -> TrainState:
         raise ValueError(f"critic_ratio and critic_reuse must be >= 1, got {cfg.critic_ratio} and {cfg.critic_reuse}")
     teacher = checkpoint.load(Path(cfg.teacher_dir) / "checkpoint", cfg.loop.device).dit.requires_grad_(False)
     student = checkpoint.load(Path(cfg.student_dir) / "checkpoint", cfg.loop.device).dit
+    if student.config.score_digits:   # trained without the score bar, installed after (the pipeline installs one into the
+        # student's checkpoint too, at its end): so a resumed run builds the same model as the run that wrote its state
+        student = rebuild_dit(student, "score_bar", score_digits=0, score_pixels=0)
     if not student.config.causal or teacher.config.causal:
         raise ValueError("self forcing needs a causal student (ode_init / tf / df) and a bidirectional teacher")
     stored, stage = (student.config.chunk, student.config.window, student.config.sink), (cfg.chunk, cfg.window, cfg.sink)
