@@ -1,7 +1,8 @@
-"""The loss weights the DiT stages share: frames without a known previous frame, changed cells, rare events."""
+"""The loss weights the DiT stages share: frames without a known previous frame, frames that end an episode by
+termination, changed cells, rare events."""
 import torch
 
-from train.common.dit_stage import change_weights, flow_loss, head_loss, known_previous
+from train.common.dit_stage import change_weights, flow_loss, flow_weights, head_loss, known_previous
 from worldmodel.dit import DiTOutput
 
 NULL = 5
@@ -53,3 +54,10 @@ def test_rare_events_weigh_more_in_the_head_loss():
     wrong_elsewhere = DiTOutput(None, torch.tensor([[1.0, 1.0]]), torch.full((1, 2), -20.0), None)
     assert head_loss(wrong_on_event, batch, 1.0) == head_loss(wrong_elsewhere, batch, 1.0)
     assert head_loss(wrong_on_event, batch, 10.0) > head_loss(wrong_elsewhere, batch, 10.0)
+
+
+def test_a_frame_that_ends_its_episode_by_termination_weighs_termination_weight_in_the_flow_loss():
+    batch = {"actions": torch.tensor([[NULL, 1, 2], [3, 1, 2]]),
+             "terminations": torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])}
+    assert torch.equal(flow_weights(batch, NULL, 10.0), torch.tensor([[1.0, 1.0, 10.0], [0.0, 10.0, 1.0]]))
+    assert torch.equal(flow_weights(batch, NULL, 1.0), known_previous(batch["actions"], NULL))

@@ -162,6 +162,10 @@ def test_the_fast_rules_probe_scores_a_causal_model_and_a_teachers_samples(runs)
     rates = [*result["one_step"].values(), *result["teacher_samples"].values(), *result["teacher_context"].values()]
     assert set(result["teacher_context"]) == {"player", "coin", "enemy"}
     assert all(0.0 <= r <= 1.0 or r != r for r in rates)      # rates (nan where a split is empty)
+    held_out = load_latents(runs / "ae" / "latents")
+    ending = [e for e in (held_out.val or held_out.train) if len(e) >= 4 and e.terminations[-1]]
+    assert result["terminal_exact"].get("clips", 0) == len(ending)      # one clip per episode ended by a catch
+    assert all(0.0 <= result["terminal_exact"][k] <= 1.0 for k in ("both", "player", "enemy") if ending)
 
 
 def test_a_finished_autoencoder_stage_re_encodes_its_cache_for_other_datasets_and_keeps_its_checkpoint(runs):
@@ -183,3 +187,17 @@ def test_a_finished_autoencoder_stage_re_encodes_its_cache_for_other_datasets_an
     mtime = (runs / "ae_cache" / "latents" / "latents.safetensors").stat().st_mtime_ns
     autoencoder.main(cfg)                                     # current now: nothing is re-encoded
     assert (runs / "ae_cache" / "latents" / "latents.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_a_stage_knows_it_already_trained_from_its_saved_step_and_output_alone(tmp_path):
+    from train.common.loop import LoopConfig, already_trained
+
+    output = tmp_path / "checkpoint"
+    (tmp_path / STATE_DIR).mkdir()
+    (tmp_path / STATE_DIR / "state.json").write_text(json.dumps({"step": 10}))
+    assert not already_trained(tmp_path, LoopConfig(max_steps=10), output)        # no output yet
+    output.mkdir()
+    assert already_trained(tmp_path, LoopConfig(max_steps=10), output)
+    assert not already_trained(tmp_path, LoopConfig(max_steps=11), output)        # asked to train longer
+    (tmp_path / STATE_DIR / "state.json").write_text("{")
+    assert not already_trained(tmp_path, LoopConfig(max_steps=10), output)        # unreadable: train (load_state says why)

@@ -112,6 +112,16 @@ def save_state(run_dir: Path, state: TrainState) -> None:
     write_dir_atomically(run_dir / STATE_DIR, fill)
 
 
+def already_trained(run_dir: Path, loop: LoopConfig, output: Path) -> bool:
+    """Whether run_dir's saved state reached loop.max_steps and the stage's `output` exists: a rerun has nothing to
+    train (a stage whose model is built from its data can then skip loading the data)."""
+    meta = Path(run_dir) / STATE_DIR / "state.json"
+    try:
+        return Path(output).exists() and int(json.loads(meta.read_text())["step"]) >= loop.max_steps
+    except (OSError, json.JSONDecodeError, KeyError, ValueError):
+        return False
+
+
 def load_state(run_dir: Path, state: TrainState) -> bool:
     """Restore `state` in place from run_dir/train_state if it exists; returns whether it did."""
     directory = run_dir / STATE_DIR

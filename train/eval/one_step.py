@@ -5,6 +5,9 @@ Two numbers that say whether a model puts the player where the keys say, without
   teacher-forcing forward (real previous frames as clean context) at noise level `sigma` for the
   next frame; its x0 prediction decoded and read with `envs.coinchase_reader`. Split by whether the
   real player moved (a blocked move or a no-op is "stayed").
+- *terminal exact*: the same forward on held-out clips that end where their episode ends by a termination
+  (CoinChase: the catch, the enemy drawn over the player); how often the predicted last frame shows the
+  player and the enemy on the real frame's cells (given the true events, the frame is determined).
 - *rollout player exact* at each horizon: open-loop rollouts of the checkpoint (its own sampler)
   from held-out real starts under random-persistent keys, against the real game; and the rate of
   generated frames 1..h that show exactly one player, one coin and one enemy.
@@ -79,21 +82,53 @@ def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, count: int
     return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], events, generator
 
 
-@torch.no_grad()
-def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
-    dit, autoencoder, clean, actions, events, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
+def teacher_forced_x0(dit, clean: torch.Tensor, actions: torch.Tensor, events: torch.Tensor | None, sigma: float,
+                      generator: torch.Generator) -> torch.Tensor:
+    """The causal model's x0 prediction (B, T, C, h, w) of every frame of clips clean (B, T, C, h, w) noised to `sigma`,
+    each from the clean real frames before it (its teacher-forcing forward), given the true events."""
     b, t = actions.shape
-    sigma = torch.full((b, t), cfg.sigma)
-    noisy = (1 - cfg.sigma) * clean + cfg.sigma * torch.randn(clean.shape, generator=generator)
-    out = dit(torch.cat([clean, noisy], 1), torch.cat([torch.zeros_like(sigma), sigma], 1), actions.repeat(1, 2),
+    sigmas = torch.full((b, t), sigma)
+    noisy = (1 - sigma) * clean + sigma * torch.randn(clean.shape, generator=generator)
+    out = dit(torch.cat([clean, noisy], 1), torch.cat([torch.zeros_like(sigmas), sigmas], 1), actions.repeat(1, 2),
               teacher_forcing_mask(t, dit.config.chunk), torch.arange(t).repeat(2),
               previous=teacher_forcing_previous(clean, noisy, dit.config.chunk),
               events=None if events is None else events.repeat(1, 2, 1, 1, 1))
-    predicted = noisy - cfg.sigma * out.velocity[:, t:]
+    return noisy - sigma * out.velocity[:, t:]
+
+
+@torch.no_grad()
+def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
+    dit, autoencoder, clean, actions, events, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
+    predicted = teacher_forced_x0(dit, clean, actions, events, cfg.sigma, generator)
     truth, got = players(autoencoder, clean), players(autoencoder, predicted)              # (B, T, 2) each
     exact = (truth == got).all(-1)[:, 1:]                                                   # frame 0 has no previous
     moved = (truth[:, 1:] != truth[:, :-1]).any(-1)
     return {"exact": float(exact.mean()), "moved": float(exact[moved].mean()), "stayed": float(exact[~moved].mean())}
+
+
+@torch.no_grad()
+def terminal_exact(cfg: OneStepConfig) -> dict[str, float]:
+    """Of held-out clips ending on a frame that ends its episode by a termination: the predicted frame's player and
+    enemy cells both the real ones (`both`), and each alone. Empty if the held-out episodes never terminate."""
+    model = worldmodel.load(cfg.checkpoint)
+    data = load_latents(Path(cfg.latents))
+    ending = [e for e in (data.val or data.train) if len(e) >= cfg.clip_frames and e.terminations[-1]][:cfg.clips]
+    if not ending:
+        return {}
+    clips = ClipDataset(ending, cfg.clip_frames, data.n_actions)
+    last = [i for i in range(len(clips)) if clips.window_start[i] + cfg.clip_frames == len(ending[clips.window_episode[i]])]
+    items = [clips[i] for i in last]
+    clean = torch.stack([item["frames"] for item in items]).float()                        # (B, T, C, h, w)
+    actions = torch.stack([item["actions"] for item in items])                              # (B, T)
+    dit = model.dit.eval()
+    events = (cell_maps(torch.stack([item["event_cells"] for item in items]), dit.config.latent_size)
+              if dit.config.event_channels else None)
+    predicted = teacher_forced_x0(dit, clean, actions, events, cfg.sigma, torch.Generator().manual_seed(cfg.seed))
+    decode = model.autoencoder.decode
+    got, real = read_state(decode(predicted[:, -1].float()).numpy()), read_state(decode(clean[:, -1]).numpy())
+    player, enemy = (got.player == real.player).all(1), (got.enemy == real.enemy).all(1)
+    return {"clips": len(items), "both": float((player & enemy).mean()), "player": float(player.mean()),
+            "enemy": float(enemy.mean())}
 
 
 def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
@@ -148,7 +183,7 @@ def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[st
 
 def main(cfg: OneStepConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
-              "rollout_exact": rollout_exact(cfg)}
+              "terminal_exact": terminal_exact(cfg), "rollout_exact": rollout_exact(cfg)}
     if cfg.teacher:
         teacher = worldmodel.load(cfg.teacher)
         result["teacher_samples"] = teacher_one_of_each(cfg, teacher)

@@ -26,7 +26,7 @@ from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
 from train.common.events import attach_events, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
-from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode, load_episodes
@@ -169,6 +169,10 @@ def install(event_dir: Path, targets: list[str]) -> None:
 
 
 def main(cfg: EventsStageConfig) -> dict[str, float]:
+    out = Path(cfg.run_dir) / "checkpoint"
+    if already_trained(Path(cfg.run_dir), cfg.loop, out):       # a rerun: no transitions to load and encode
+        install(out, list(cfg.install))
+        return {}
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     config = model_config(cfg, latents)
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
@@ -182,7 +186,6 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
                        generator=torch.Generator().manual_seed(cfg.loop.seed))
     run_dir = Path(cfg.run_dir)
     load_state(run_dir, state)
-    out = run_dir / "checkpoint"
     metrics = run_loop("events", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
                        lambda s: evaluate(s, val, cfg),
                        lambda s: write_dir_atomically(out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))

@@ -19,7 +19,8 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, check_clip_fits, evaluate_flow,
-                                    flow_loss, head_loss, known_previous, load_clip_data, noisy_clip, sample_clips, save_world_model)
+                                    flow_loss, flow_weights, head_loss, known_previous, load_clip_data, noisy_clip, sample_clips,
+                                    save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -51,7 +52,7 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
     weight = known_previous(actions, model.null_action)
     cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
-    return (flow_loss(out.velocity[:, t:], latents, noise, weight, cells)
+    return (flow_loss(out.velocity[:, t:], latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
             + cfg.head_weight * head_loss(clean_heads, batch, cfg.event_weight, weight))
 
 
@@ -66,7 +67,8 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
     weight = known_previous(actions, model.null_action)
     cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
-    return flow_loss(out.velocity, latents, noise, weight, cells) + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight)
+    return (flow_loss(out.velocity, latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
+            + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight))
 
 
 def train_step(state: TrainState, dataset, cfg: ForcingConfig) -> dict[str, float]:

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_into, rebuild_dit
 from train.common.latents import encode_frames
-from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from train.stages.autoencoder import pixel_loss
 from train.stages.decoder import hud_pixels
 from worldmodel import checkpoint
@@ -177,6 +177,10 @@ def install(bar_dir: Path, targets: list[str]) -> None:
 
 
 def main(cfg: ScoreBarStageConfig) -> dict[str, float]:
+    out = Path(cfg.run_dir) / "checkpoint"
+    if already_trained(Path(cfg.run_dir), cfg.loop, out):       # a rerun: no frames to encode
+        install(out, list(cfg.install))
+        return {}
     autoencoder = checkpoint.load(cfg.autoencoder, cfg.loop.device).autoencoder.eval().requires_grad_(False)
     train, val = load_frames(cfg, autoencoder)
     max_score = int(train.scores.max())
@@ -192,7 +196,6 @@ def main(cfg: ScoreBarStageConfig) -> dict[str, float]:
                                 "hud": hud_pixels(train.bars[::97].numpy(), background, train.bars.shape[1]).to(cfg.loop.device)})
     run_dir = Path(cfg.run_dir)
     load_state(run_dir, state)
-    out = run_dir / "checkpoint"
     metrics = run_loop("score_bar", cfg.loop, run_dir, state, lambda s: train_step(s, train, max_score, cfg),
                        lambda s: evaluate(s, val, max_score, cfg),
                        lambda s: write_dir_atomically(out, lambda tmp: save_score_bar(tmp, s.modules["score_bar"], config)))

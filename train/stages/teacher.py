@@ -16,7 +16,7 @@ import torch
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, evaluate_flow, flow_loss,
-                                    known_previous, load_clip_data, noisy_clip, sample_clips, save_world_model)
+                                    flow_weights, load_clip_data, noisy_clip, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -50,7 +50,7 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
     sigma = torch.where(in_prefix, torch.zeros_like(sigma), sigma)
     drop = torch.rand(b, 1, generator=g) < cfg.action_dropout
     device = cfg.loop.device
-    first_known = known_previous(batch["actions"], null_action)                          # before the dropout
+    first_known = flow_weights(batch, null_action, cfg.termination_weight)               # before the dropout
     batch["actions"] = torch.where(drop.to(device), torch.full_like(batch["actions"], null_action), batch["actions"])
     batch["sigma"] = sigma.to(device)
     batch["weight"] = (~in_prefix).float().to(device) * first_known
