@@ -16,7 +16,7 @@ Two numbers that say whether a model puts the player where the keys say, without
   prefix of `prefix` frames, as ODE init samples it; the rate of generated frames showing exactly one
   player, one coin and one enemy (what ODE init and the DMD real score inherit); and the teacher's
   *context use*: its x0 prediction of a clip's last frame at noise level `sigma` from the clean real
-  frames before it, and how often the player, coin and enemy cells equal the real ones.
+  frames before it, and how often the player, coin and enemy cells equal the real ones; and its terminal exact.
 Prints one JSON line.
 """
 from __future__ import annotations
@@ -106,11 +106,24 @@ def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
     return {"exact": float(exact.mean()), "moved": float(exact[moved].mean()), "stayed": float(exact[~moved].mean())}
 
 
+def last_frame_x0(dit, clean: torch.Tensor, actions: torch.Tensor, events: torch.Tensor | None, sigma: float,
+                  guidance: float, generator: torch.Generator) -> torch.Tensor:
+    """x0 prediction (B, C, h, w) of each clip's last frame noised to `sigma`, from the clean real frames before it:
+    a causal model's teacher-forcing forward, or a bidirectional teacher's (guided) forward over the whole clip."""
+    if dit.config.causal:
+        return teacher_forced_x0(dit, clean, actions, events, sigma, generator)[:, -1]
+    b, t = actions.shape
+    noisy = clean.clone()
+    noisy[:, -1] = (1 - sigma) * clean[:, -1] + sigma * torch.randn(clean[:, -1].shape, generator=generator)
+    sigmas = torch.zeros(b, t)
+    sigmas[:, -1] = sigma
+    return noisy[:, -1] - sigma * dit.guided_velocity(noisy, sigmas, actions, guidance, events=events)[:, -1].float()
+
+
 @torch.no_grad()
-def terminal_exact(cfg: OneStepConfig) -> dict[str, float]:
+def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
     """Of held-out clips ending on a frame that ends its episode by a termination: the predicted frame's player and
     enemy cells both the real ones (`both`), and each alone. Empty if the held-out episodes never terminate."""
-    model = worldmodel.load(cfg.checkpoint)
     data = load_latents(Path(cfg.latents))
     ending = [e for e in (data.val or data.train) if len(e) >= cfg.clip_frames and e.terminations[-1]][:cfg.clips]
     if not ending:
@@ -123,9 +136,9 @@ def terminal_exact(cfg: OneStepConfig) -> dict[str, float]:
     dit = model.dit.eval()
     events = (cell_maps(torch.stack([item["event_cells"] for item in items]), dit.config.latent_size)
               if dit.config.event_channels else None)
-    predicted = teacher_forced_x0(dit, clean, actions, events, cfg.sigma, torch.Generator().manual_seed(cfg.seed))
+    predicted = last_frame_x0(dit, clean, actions, events, cfg.sigma, cfg.guidance, torch.Generator().manual_seed(cfg.seed))
     decode = model.autoencoder.decode
-    got, real = read_state(decode(predicted[:, -1].float()).numpy()), read_state(decode(clean[:, -1]).numpy())
+    got, real = read_state(decode(predicted.float()).numpy()), read_state(decode(clean[:, -1]).numpy())
     player, enemy = (got.player == real.player).all(1), (got.enemy == real.enemy).all(1)
     return {"clips": len(items), "both": float((player & enemy).mean()), "player": float(player.mean()),
             "enemy": float(enemy.mean())}
@@ -170,24 +183,20 @@ def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dic
 def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
     """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
     teacher, autoencoder, clean, actions, events, generator = model_and_clips(cfg, model, cfg.clips)
-    b, t = actions.shape
-    noisy = clean.clone()
-    noisy[:, -1] = (1 - cfg.sigma) * clean[:, -1] + cfg.sigma * torch.randn(clean[:, -1].shape, generator=generator)
-    sigma = torch.zeros(b, t)
-    sigma[:, -1] = cfg.sigma
-    velocity = teacher.guided_velocity(noisy, sigma, actions, cfg.guidance, events=events)[:, -1].float()
-    got = read_state(autoencoder.decode(noisy[:, -1] - cfg.sigma * velocity).numpy())
+    got = read_state(autoencoder.decode(last_frame_x0(teacher, clean, actions, events, cfg.sigma, cfg.guidance,
+                                                      generator)).numpy())
     real = read_state(autoencoder.decode(clean[:, -1]).numpy())
     return {name: float((getattr(got, name) == getattr(real, name)).all(1).mean()) for name in ("player", "coin", "enemy")}
 
 
 def main(cfg: OneStepConfig) -> dict:
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
-              "terminal_exact": terminal_exact(cfg), "rollout_exact": rollout_exact(cfg)}
+              "terminal_exact": terminal_exact(cfg, worldmodel.load(cfg.checkpoint)), "rollout_exact": rollout_exact(cfg)}
     if cfg.teacher:
         teacher = worldmodel.load(cfg.teacher)
         result["teacher_samples"] = teacher_one_of_each(cfg, teacher)
         result["teacher_context"] = teacher_context(cfg, teacher)
+        result["teacher_terminal_exact"] = terminal_exact(cfg, teacher)
     print(json.dumps(result))
     return result
 
