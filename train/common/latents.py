@@ -76,15 +76,21 @@ def _unpack(tensors: dict[str, torch.Tensor], prefix: str) -> list[Episode]:
 
 
 def save_latents(directory: Path, autoencoder: Autoencoder, train: list[Episode], val: list[Episode], n_actions: int,
-                 start_frames: torch.Tensor, start_actions: torch.Tensor) -> None:
-    """Encode train/val episodes and write directory/latents.safetensors atomically."""
+                 start_frames: torch.Tensor, start_actions: torch.Tensor, notes: dict[str, str] | None = None) -> None:
+    """Encode train/val episodes and write directory/latents.safetensors atomically, with `notes` ({file name: text})
+    written in the same atomic step."""
     def encoded(episodes: list[Episode]) -> list[Episode]:
         return [Episode(frames=encode_frames(autoencoder, e.frames), actions=e.actions, rewards=e.rewards,
                         terminations=e.terminations, truncations=e.truncations, infos={}) for e in episodes]
 
     tensors = {**_pack(encoded(train), "train"), **_pack(encoded(val), "val"),
                "n_actions": torch.tensor(n_actions), "start/frames": start_frames, "start/actions": start_actions}
-    write_dir_atomically(directory, lambda tmp: save_file(tensors, str(tmp / LATENTS_FILE)))
+    def fill(tmp: Path) -> None:
+        save_file(tensors, str(tmp / LATENTS_FILE))
+        for name, text in (notes or {}).items():
+            (tmp / name).write_text(text)
+
+    write_dir_atomically(directory, fill)
 
 
 def load_latents(directory: str | Path) -> LatentData:

@@ -174,8 +174,8 @@ def cache_episodes(data: Data) -> tuple[list, list]:
 def write_cache(directory: Path, model: Autoencoder, data: Data, cfg: AutoencoderStageConfig) -> None:
     """Encode the cache's episodes (the start bank as the checkpoint's) and record which datasets it holds."""
     train, val = cache_episodes(data)
-    save_latents(directory, model.eval(), train, val, data.n_actions, *bank(data, cfg))
-    (directory / CACHE_DATASETS_FILE).write_text(json.dumps(cached_ids(cfg)))
+    save_latents(directory, model.eval(), train, val, data.n_actions, *bank(data, cfg),
+                 notes={CACHE_DATASETS_FILE: json.dumps(cached_ids(cfg))})
 
 
 def cached_ids(cfg: AutoencoderStageConfig) -> list[str]:
