@@ -1,6 +1,6 @@
 """`python -m train.eval.one_step checkpoint=DIR`: the fast rules probe used by the ablations (docs/ablation.md).
 
-Two numbers that say whether a model puts the player where the keys say, without a full eval:
+Numbers that say whether a model puts the player (and the enemy) where the rules say, without a full eval:
 - *one-step player exact*: held-out clips of the autoencoder stage's latent cache; the causal model's
   teacher-forcing forward (real previous frames as clean context) at noise level `sigma` for the
   next frame; its x0 prediction decoded and read with `envs.coinchase_reader`. Split by whether the
