@@ -30,7 +30,7 @@ import torch
 
 import worldmodel
 from envs.coinchase_reader import read_state
-from train.common.latents import load_latents
+from train.common.latents import LatentData, load_latents
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.events import cell_maps
@@ -63,19 +63,18 @@ def players(autoencoder, latents: torch.Tensor) -> np.ndarray:
     return read_state(frames).player.reshape(*lead, 2)
 
 
-def held_out_clips(cfg: OneStepConfig, count: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
+def held_out_clips(cfg: OneStepConfig, data: LatentData, count: int) -> tuple[dict[str, torch.Tensor], torch.Generator]:
     """`count` clips of the latent cache's validation episodes, and the seeded generator that drew them."""
-    data = load_latents(Path(cfg.latents))
     clips = ClipDataset(data.val or data.train, cfg.clip_frames, data.n_actions)
     generator = torch.Generator().manual_seed(cfg.seed)
     return sample_batch(clips, count, generator), generator
 
 
-def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, count: int) -> tuple:
+def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, data: LatentData, count: int) -> tuple:
     """The DiT (eval) and autoencoder of `model`, `count` held-out clips' latents (B, T, C, h, w), actions
     (B, T) and true entity-event maps (B, T, E, h, w; None for a model without events), and the generator
     that drew them (for the noise). These probes measure the denoiser given the true events."""
-    batch, generator = held_out_clips(cfg, count)
+    batch, generator = held_out_clips(cfg, data, count)
     events = None
     if model.dit.config.event_channels:
         events = cell_maps(batch["event_cells"], model.dit.config.latent_size)
@@ -97,8 +96,8 @@ def teacher_forced_x0(dit, clean: torch.Tensor, actions: torch.Tensor, events: t
 
 
 @torch.no_grad()
-def one_step_exact(cfg: OneStepConfig) -> dict[str, float]:
-    dit, autoencoder, clean, actions, events, generator = model_and_clips(cfg, worldmodel.load(cfg.checkpoint), cfg.clips)
+def one_step_exact(cfg: OneStepConfig, model: worldmodel.WorldModel, data: LatentData) -> dict[str, float]:
+    dit, autoencoder, clean, actions, events, generator = model_and_clips(cfg, model, data, cfg.clips)
     predicted = teacher_forced_x0(dit, clean, actions, events, cfg.sigma, generator)
     truth, got = players(autoencoder, clean), players(autoencoder, predicted)              # (B, T, 2) each
     exact = (truth == got).all(-1)[:, 1:]                                                   # frame 0 has no previous
@@ -121,10 +120,9 @@ def last_frame_x0(dit, clean: torch.Tensor, actions: torch.Tensor, events: torch
 
 
 @torch.no_grad()
-def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
+def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel, data: LatentData) -> dict[str, float]:
     """Of held-out clips ending on a frame that ends its episode by a termination: the predicted frame's player and
     enemy cells both the real ones (`both`), and each alone. Empty if the held-out episodes never terminate."""
-    data = load_latents(Path(cfg.latents))
     ending = [e for e in (data.val or data.train) if len(e) >= cfg.clip_frames and e.terminations[-1]][:cfg.clips]
     if not ending:
         return {}
@@ -144,11 +142,10 @@ def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str
             "enemy": float(enemy.mean())}
 
 
-def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
+def rollout_exact(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, dict[int, float]]:
     """Player exact at frame h, and the rate of frames 1..h showing exactly one player, coin and enemy."""
     if not cfg.seeds or cfg.starts < 1:
         return {}
-    model = worldmodel.load(cfg.checkpoint)
     real = real_rollouts("policy", list(cfg.seeds), cfg.starts, model.start_frames.shape[1], model.dit.config.n_actions,
                          max(cfg.horizons), chase_prob=0.5, lethal=False)
     exact, one_of_each = [], []
@@ -162,8 +159,8 @@ def rollout_exact(cfg: OneStepConfig) -> dict[str, dict[int, float]]:
 
 
 @torch.no_grad()
-def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
-    teacher, autoencoder, clips, actions, events, generator = model_and_clips(cfg, model, cfg.teacher_clips)
+def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel, data: LatentData) -> dict[str, float]:
+    teacher, autoencoder, clips, actions, events, generator = model_and_clips(cfg, model, data, cfg.teacher_clips)
     prefix = clips[:, :cfg.prefix]
     b, t = actions.shape
 
@@ -180,9 +177,9 @@ def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dic
 
 
 @torch.no_grad()
-def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[str, float]:
+def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel, data: LatentData) -> dict[str, float]:
     """Teacher x0 of the last frame at `sigma` after clean real frames: entity cells equal to the real ones."""
-    teacher, autoencoder, clean, actions, events, generator = model_and_clips(cfg, model, cfg.clips)
+    teacher, autoencoder, clean, actions, events, generator = model_and_clips(cfg, model, data, cfg.clips)
     got = read_state(autoencoder.decode(last_frame_x0(teacher, clean, actions, events, cfg.sigma, cfg.guidance,
                                                       generator)).numpy())
     real = read_state(autoencoder.decode(clean[:, -1]).numpy())
@@ -190,13 +187,14 @@ def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel) -> dict[st
 
 
 def main(cfg: OneStepConfig) -> dict:
-    result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg),
-              "terminal_exact": terminal_exact(cfg, worldmodel.load(cfg.checkpoint)), "rollout_exact": rollout_exact(cfg)}
+    model, data = worldmodel.load(cfg.checkpoint), load_latents(Path(cfg.latents))     # each read once
+    result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg, model, data),
+              "terminal_exact": terminal_exact(cfg, model, data), "rollout_exact": rollout_exact(cfg, model)}
     if cfg.teacher:
         teacher = worldmodel.load(cfg.teacher)
-        result["teacher_samples"] = teacher_one_of_each(cfg, teacher)
-        result["teacher_context"] = teacher_context(cfg, teacher)
-        result["teacher_terminal_exact"] = terminal_exact(cfg, teacher)
+        result["teacher_samples"] = teacher_one_of_each(cfg, teacher, data)
+        result["teacher_context"] = teacher_context(cfg, teacher, data)
+        result["teacher_terminal_exact"] = terminal_exact(cfg, teacher, data)
     print(json.dumps(result))
     return result
 
