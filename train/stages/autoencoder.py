@@ -154,16 +154,11 @@ def finalize(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> Path
     config = WorldModelConfig(autoencoder=cfg.model, latent_scale=scale, stage="autoencoder")
     config.dit.n_actions = data.n_actions
     config.dit.latent_channels, config.dit.latent_size = cfg.model.latent_channels, cfg.model.latent_size
-    bank_frames, bank_actions = bank(data, cfg)
+    bank_frames, bank_actions = start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context,
+                                           cfg.start_bank_size, cfg.split_seed)
     checkpoint.save(run_dir / "checkpoint", config, model, start_frames=bank_frames, start_actions=bank_actions)
-    write_cache(run_dir / "latents", model, data, cfg)
+    write_cache(run_dir / "latents", model, data, cfg, (bank_frames, bank_actions))
     return run_dir / "checkpoint"
-
-
-def bank(data: Data, cfg: AutoencoderStageConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The start bank: real contexts from dataset_id's held-out episodes (its training ones if none are held out)."""
-    return start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context, cfg.start_bank_size,
-                      cfg.split_seed)
 
 
 def cache_episodes(data: Data) -> tuple[list, list]:
@@ -171,10 +166,12 @@ def cache_episodes(data: Data) -> tuple[list, list]:
     return data.split[0] + list(data.cache[0]), data.split[1] + list(data.cache[1])
 
 
-def write_cache(directory: Path, model: Autoencoder, data: Data, cfg: AutoencoderStageConfig) -> None:
-    """Encode the cache's episodes (the start bank as the checkpoint's) and record which datasets it holds."""
+def write_cache(directory: Path, model: Autoencoder, data: Data, cfg: AutoencoderStageConfig,
+                starts: tuple[torch.Tensor, torch.Tensor]) -> None:
+    """Encode the cache's episodes with the start bank `starts` (the checkpoint's: frames, actions) and record which
+    datasets it holds."""
     train, val = cache_episodes(data)
-    save_latents(directory, model.eval(), train, val, data.n_actions, *bank(data, cfg),
+    save_latents(directory, model.eval(), train, val, data.n_actions, *starts,
                  notes={CACHE_DATASETS_FILE: json.dumps(cached_ids(cfg))})
 
 
@@ -204,7 +201,8 @@ def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
         finalize(state, data, cfg)
     elif not finished:     # other cache datasets: re-encode with the checkpoint's encoder (its latent scale), keep it
         print(f"[autoencoder] re-encoding the latent cache for {cached_ids(cfg)}", flush=True)
-        write_cache(run_dir / "latents", checkpoint.load(run_dir / "checkpoint", cfg.loop.device).autoencoder, data, cfg)
+        kept = checkpoint.load(run_dir / "checkpoint", cfg.loop.device)
+        write_cache(run_dir / "latents", kept.autoencoder, data, cfg, (kept.start_frames, kept.start_actions))
     if cfg.events and (not finished or not (run_dir / "latents" / EVENTS_FILE).exists()):
         save_events(run_dir / "latents", *cache_episodes(data), cfg.events)   # also labels an older cache
     return metrics
