@@ -51,13 +51,13 @@ class DiTStageConfig:
     change_weight: float = 20.0               # flow-loss weight of the cells around the previous frame's sprites
     change_reach: int = 1                     # ... this many cells around them (where a sprite can go in a frame)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
+                                              #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
     termination_weight: float = 1.0           # flow-loss weight of a frame that ends its episode by a termination (CoinChase:
                                               #   the catch, the only frames with the enemy on the player, ~2 %; unweighted,
                                               #   every model drew the player alone there, given the enemy's cell: README
                                               #   "Session 11"). Neutral where the termination follows from what the model
                                               #   is given (CoinChase: the drawn enemy cell and the keys), as a weight of the
                                               #   inputs moves no optimum; elsewhere it leans towards terminal frames
-                                              #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
     events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
                                               #   by its event model (installed frozen) and given to the generated frame
                                               #   (worldmodel.events; the latent cache needs the labels); "" = none
