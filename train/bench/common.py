@@ -28,6 +28,8 @@ class BenchConfig:
     device: str = "cpu"                 # torch device of the model and training figures ("cuda" on a GPU)
     cuda_graph: bool = True             # on CUDA, the env step replays a captured CUDA graph (False: eager kernels)
     compile: bool = False               # torch.compile the env step (minutes of compiling per batch size first)
+    matmul_precision: str = "highest"   # torch.set_float32_matmul_precision for the run: "high" lets CUDA run fp32
+                                        #   matmuls as TF32 (the matmul throughput of the limits is measured so too)
     threads: int = 1                    # torch CPU threads, the peer's too (1 is stable on a shared machine)
     quick: bool = False                 # replace the loop counts by QUICK_LOOPS (tiny models): < 60 s, for tests
     seed: int = 0

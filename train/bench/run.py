@@ -36,6 +36,7 @@ from train.bench.model import HORIZON_GOAL, model_checkpoint, model_markdown, mo
 from train.bench.profile import profile_markdown, step_profile
 from train.bench.peer import PEER_BATCHES, peer_markdown, peer_speed
 from train.bench.training import training_markdown, training_speed
+from worldmodel import kernels
 
 
 # ------------------------------------------------------------------ the report
@@ -74,9 +75,12 @@ def kernels_markdown(section: dict[str, Any]) -> list[str]:
 
 
 def report(fig: dict[str, Any]) -> str:
+    cfg = fig["config"]
     lines = ["# dreamgym speed benchmark", "",
              f"Device: **{fig['device']}**. Mode: {'quick (shrunk loops, tiny models)' if fig['quick'] else 'full'}. "
              f"Measured {fig['date']} in {fig['seconds']:.0f} s; every figure comes from this one run.", "",
+             f"Step path: cuda_graph={cfg['cuda_graph']}, compile={cfg['compile']}, fp32 matmul precision "
+             f"{cfg.get('matmul_precision', 'highest')!r}, Triton kernels {'on' if fig.get('triton_kernels') else 'off'}.", "",
              "## Ratios", "", *headline(fig)]
     sections = (("game", "a. Game", game_markdown), ("model", "b. Model", model_markdown),
                 ("peer", "c. Peer", peer_markdown), ("training", "d. Training speed", training_markdown),
@@ -91,19 +95,21 @@ def report(fig: dict[str, Any]) -> str:
 def run(cfg: BenchConfig) -> dict[str, Any]:
     """Measure every enabled section with cfg.threads torch threads; returns the figures (what the JSON file holds)."""
     cfg = effective(cfg)
-    threads = torch.get_num_threads()
+    threads, precision = torch.get_num_threads(), torch.get_float32_matmul_precision()
     torch.set_num_threads(cfg.threads)
+    torch.set_float32_matmul_precision(cfg.matmul_precision)     # validates the name
     try:
         return _run(cfg)
     finally:
         torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(precision)
 
 
 def _run(cfg: BenchConfig) -> dict[str, Any]:
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
     fig: dict[str, Any] = {"device": device_label(cfg), "quick": cfg.quick, "config": dataclasses.asdict(cfg),
-                           "date": time.strftime("%Y-%m-%d %H:%M")}
+                           "date": time.strftime("%Y-%m-%d %H:%M"), "triton_kernels": kernels.enabled()}
     matmul = matmul_flops_per_s(cfg) if cfg.model or cfg.training else math.nan
     if cfg.game:
         fig["game"] = game_speed(cfg)
