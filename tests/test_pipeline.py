@@ -75,3 +75,19 @@ def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not
     other = stage_overrides(tiny(tmp_path, game="pong", env_id="ALE/Pong-v5"), "decoder")
     assert not [o for o in other if o.startswith(("hud_", "sprite_weight"))]
 
+
+
+def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_match_their_teacher(tmp_path):
+    from train.common.dit_stage import DiTStageConfig, check_catch
+    from worldmodel.config import DiTConfig
+
+    on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true")
+    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+        assert "catch_entity=0" in stage_overrides(on, stage)          # CoinChase's enemy
+        assert not [o for o in stage_overrides(off, stage) if o.startswith("catch_entity")]
+    for stage in ("events", "score_bar", "autoencoder"):
+        assert not [o for o in stage_overrides(on, stage) if o.startswith("catch_entity")]
+    teacher = DiTConfig(event_channels=2, event_outcomes=True, catch_entity=0)
+    check_catch(DiTStageConfig(catch_entity=0), teacher)
+    with pytest.raises(ValueError, match="catch_entity=0"):
+        check_catch(DiTStageConfig(), teacher)

@@ -43,6 +43,10 @@ FLOW_SAMPLER = ["sampler.solver=renoise", "sampler.steps=8", "sampler.max_steps=
 # reaches it: the event model without it put 77 % of the enemy's mass on unreachable cells there; docs/ablation.md).
 EVENT_RECORDINGS: dict[str, list[str]] = {"coinchase": ["+env_kwargs.lethal=false"]}
 
+# Entity reader -> the entity whose cell the DiT's catch channel repeats when a step terminates (DiTConfig.catch_entity):
+# CoinChase's enemy (entity 0), landing on the player.
+CATCH_ENTITIES: dict[str, int] = {"coinchase": 0}
+
 # Game -> the recording its score bar stage also trains on (worldmodel.score_bar): long coin-seeker play that goes on
 # after a catch counts past 100, where the main recording stops at 33 (a digit never seen in a place is never drawn).
 SCORE_RECORDINGS: dict[str, list[str]] = {"coinchase": ["policy=seeker", "+env_kwargs.lethal=false"]}
@@ -106,6 +110,7 @@ class PipelineConfig:
                                                                     "ode_init", "self_forcing"])
     events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
                                               #   "auto": the game's own reader if there is one (coinchase), "" = none
+    catch: bool = False                       # the DiT stages get the catch channel (CATCH_ENTITIES) of the entity reader
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -177,6 +182,8 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
         if stage != "events" and cfg.entity_reader and ("events" in stage_list(cfg)
                                                          or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
             wiring.append(f"events_dir={cfg.run_dir('events')}")
+            if cfg.catch and cfg.entity_reader in CATCH_ENTITIES:
+                wiring.append(f"catch_entity={CATCH_ENTITIES[cfg.entity_reader]}")
         if stage == "events":
             wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}",
                        f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id else "extra_datasets=[]"]
