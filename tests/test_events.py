@@ -200,3 +200,14 @@ def test_catch_labels_read_from_frames_are_the_games_own_catches():
         truth.append(env.caught)
     assert sum(truth) >= 3
     assert coinchase_caught(np.stack(frames)).tolist() == truth
+
+
+def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_catches():
+    """Play that goes on after a catch (lethal=False) records no termination; the reader's catch is the label."""
+    from train.stages.events import caught_steps
+
+    episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
+                      rewards=np.zeros(3, np.float32), terminations=np.zeros(3, bool), truncations=np.zeros(3, bool))
+    assert caught_steps(episode).tolist() == [False, False, False]
+    episode.infos["caught"] = np.array([False, True, False, True])
+    assert caught_steps(episode).tolist() == [True, False, True]
