@@ -138,3 +138,76 @@ def test_installing_an_event_model_with_outcomes_turns_them_on(tmp_path, untrain
     for name, value in before.state_dict().items():
         if not name.startswith("event_model."):
             assert torch.equal(after.state_dict()[name], value)         # the DiT itself is untouched
+
+
+def test_the_catch_channel_repeats_the_entity_cell_exactly_when_the_step_terminates(perturbed_model):
+    """catch_entity: the event model's termination (given its draw) lights one more stem channel at the entity's
+    cell; otherwise that channel is empty. The DiT takes E + 1 event channels."""
+    model = perturbed_model(event_channels=2, event_outcomes=True, catch_entity=0, chunk=1, window=3)
+    previous, actions = torch.randn(2, 4, 4, 4), torch.tensor([3, 4])
+    gaussian = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(0))
+    for bias, caught in ((20.0, True), (-20.0, False)):
+        with torch.no_grad():
+            model.event_model.outcome_out.bias[1] = bias                     # termination logit far above / below 0
+        cells, maps, outcomes = model.sample_events(previous, actions, gaussian)
+        assert cells.shape == (2, 3) and maps.shape == (2, 3, 4, 4)
+        assert bool((outcomes[:, 1] > 0).all()) == caught
+        assert torch.equal(cells[:, 2], cells[:, 0] if caught else torch.full((2,), -1))
+        assert torch.equal(maps[:, 2], maps[:, 0] if caught else torch.zeros(2, 4, 4))
+    x, noisy = torch.randn(2, 1, 4, 4, 4), torch.full((2, 1), 0.5)
+    with pytest.raises(ValueError, match="catch channel"):
+        model(x, noisy, actions[:, None], events=maps[:, None, :2])
+    lit = maps.clone()
+    lit[:, 2] = maps[:, 0]
+    assert not torch.allclose(model(x, noisy, actions[:, None], events=maps[:, None]).velocity,
+                              model(x, noisy, actions[:, None], events=lit[:, None]).velocity)   # the DiT hears it
+
+
+def test_a_catch_channel_needs_an_entity_of_an_event_model_with_outcomes():
+    from worldmodel.config import DiTConfig
+
+    with pytest.raises(ValueError, match="catch_entity"):
+        DiTConfig(event_channels=2, event_outcomes=False, catch_entity=0)
+    with pytest.raises(ValueError, match="catch_entity"):
+        DiTConfig(event_channels=2, event_outcomes=True, catch_entity=2)
+    assert DiTConfig(event_channels=2, event_outcomes=True, catch_entity=1).event_inputs == 3
+
+
+def test_catch_labels_are_the_entity_cell_on_the_terminal_frame_only():
+    from train.common.events import add_catch_cells
+
+    episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
+                      rewards=np.zeros(3, np.float32), terminations=np.array([False, False, True]),
+                      truncations=np.zeros(3, bool))
+    attach_events([episode], torch.arange(8).view(4, 2))
+    add_catch_cells([episode], 0)
+    assert episode.infos["event_cells"][:, 2].tolist() == [-1, -1, -1, 6]     # frame 3 ends the episode: the catch
+    with pytest.raises(ValueError, match="catch_entity"):
+        add_catch_cells([episode], 3)
+
+
+def test_catch_labels_read_from_frames_are_the_games_own_catches():
+    """CATCH_READERS: overlaps and swaps read off real frames equal CoinChase's `caught`, in play that goes on."""
+    from train.common.events import coinchase_caught
+
+    env = CoinChaseEnv(lethal=False)
+    frame, _ = env.reset(seed=3)
+    rng = np.random.default_rng(3)
+    frames, truth = [frame], [False]
+    for _ in range(600):
+        frame, *_ = env.step(int(rng.integers(5)))
+        frames.append(frame)
+        truth.append(env.caught)
+    assert sum(truth) >= 3
+    assert coinchase_caught(np.stack(frames)).tolist() == truth
+
+
+def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_catches():
+    """Play that goes on after a catch (lethal=False) records no termination; the reader's catch is the label."""
+    from train.stages.events import caught_steps
+
+    episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
+                      rewards=np.zeros(3, np.float32), terminations=np.zeros(3, bool), truncations=np.zeros(3, bool))
+    assert caught_steps(episode).tolist() == [False, False, False]
+    episode.infos["caught"] = np.array([False, True, False, True])
+    assert caught_steps(episode).tolist() == [True, False, True]

@@ -47,6 +47,18 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     assert worldmodel.load(outputs["self_forcing"]).dit.config.score_digits == 3
 
 
+def test_tiny_pipeline_with_the_catch_channel_trains_on_play_after_catches_and_dreams(tmp_path):
+    outputs = run(tiny(tmp_path, catch="true"))
+    latents = tmp_path / "runs/coinchase/autoencoder/latents"
+    assert json.loads((latents / "datasets.json").read_text()) == ["coinchase/mixed-v0", "coinchase/mixed-events-v0"]
+    for stage in ("teacher", "ode_init", "self_forcing"):
+        config = worldmodel.load(outputs[stage]).dit.config
+        assert (config.catch_entity, config.event_inputs) == (0, 3)
+    env = WorldModelEnv(outputs["self_forcing"])
+    obs, _ = env.reset(seed=0)
+    assert env.step(1)[0].shape == obs.shape == (64, 64, 3)
+
+
 def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
     cfg = tiny(tmp_path, stages="[record,autoencoder,teacher]")
     run(cfg)
@@ -75,3 +87,25 @@ def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not
     other = stage_overrides(tiny(tmp_path, game="pong", env_id="ALE/Pong-v5"), "decoder")
     assert not [o for o in other if o.startswith(("hud_", "sprite_weight"))]
 
+
+
+def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_match_their_teacher(tmp_path):
+    from train.common.dit_stage import DiTStageConfig, check_catch
+    from worldmodel.config import DiTConfig
+
+    on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true")
+    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+        assert "catch_entity=0" in stage_overrides(on, stage)          # CoinChase's enemy
+        assert not [o for o in stage_overrides(off, stage) if o.startswith("catch_entity")]
+    for stage in ("events", "score_bar", "autoencoder"):
+        assert not [o for o in stage_overrides(on, stage) if o.startswith("catch_entity")]
+    # what follows a catch: the events' recording (play goes on after a catch) joins the latent cache, so every
+    # DiT stage and the event model's heads train on it (not beside it, as without the catch channel)
+    assert "cache_datasets=[coinchase/mixed-events-v0]" in stage_overrides(on, "autoencoder")
+    assert "extra_datasets=[]" in stage_overrides(on, "events")
+    assert not [o for o in stage_overrides(off, "autoencoder") if o.startswith("cache_datasets")]
+    assert "extra_datasets=[coinchase/mixed-events-v0]" in stage_overrides(off, "events")
+    teacher = DiTConfig(event_channels=2, event_outcomes=True, catch_entity=0)
+    check_catch(DiTStageConfig(catch_entity=0), teacher)
+    with pytest.raises(ValueError, match="catch_entity=0"):
+        check_catch(DiTStageConfig(), teacher)

@@ -43,6 +43,10 @@ FLOW_SAMPLER = ["sampler.solver=renoise", "sampler.steps=8", "sampler.max_steps=
 # reaches it: the event model without it put 77 % of the enemy's mass on unreachable cells there; docs/ablation.md).
 EVENT_RECORDINGS: dict[str, list[str]] = {"coinchase": ["+env_kwargs.lethal=false"]}
 
+# Entity reader -> the entity whose cell the DiT's catch channel repeats when a step terminates (DiTConfig.catch_entity):
+# CoinChase's enemy (entity 0), landing on the player.
+CATCH_ENTITIES: dict[str, int] = {"coinchase": 0}
+
 # Game -> the recording its score bar stage also trains on (worldmodel.score_bar): long coin-seeker play that goes on
 # after a catch counts past 100, where the main recording stops at 33 (a digit never seen in a place is never drawn).
 SCORE_RECORDINGS: dict[str, list[str]] = {"coinchase": ["policy=seeker", "+env_kwargs.lethal=false"]}
@@ -106,6 +110,7 @@ class PipelineConfig:
                                                                     "ode_init", "self_forcing"])
     events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
                                               #   "auto": the game's own reader if there is one (coinchase), "" = none
+    catch: bool = False                       # the DiT stages get the catch channel (CATCH_ENTITIES) of the entity reader
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -142,6 +147,11 @@ class PipelineConfig:
 
         return (self.game if self.game in READERS else "") if self.events == "auto" else self.events
 
+    @property
+    def catch_on(self) -> bool:
+        """The DiT stages get the catch channel (and the latent cache the events' recording, where the catches go on)."""
+        return self.catch and self.entity_reader in CATCH_ENTITIES and bool(self.events_dataset_id)
+
     def run_dir(self, stage: str) -> str:
         return str(Path(self.root) / self.game / stage)
 
@@ -172,14 +182,19 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
             wiring += [f"autoencoder_dir={cfg.run_dir('autoencoder')}", *DECODER_HUD.get(cfg.game, [])]
         else:
             wiring.append(f"events={cfg.entity_reader}")
+            if cfg.catch_on:     # the DiT stages learn what follows a catch from play that goes on after one
+                wiring.append(f"cache_datasets=[{cfg.events_dataset_id}]")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
         if stage != "events" and cfg.entity_reader and ("events" in stage_list(cfg)
                                                          or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
             wiring.append(f"events_dir={cfg.run_dir('events')}")
-        if stage == "events":
-            wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}",
-                       f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id else "extra_datasets=[]"]
+            if cfg.catch_on:
+                wiring.append(f"catch_entity={CATCH_ENTITIES[cfg.entity_reader]}")
+        if stage == "events":      # the extra recording: in the latent cache already with the catch channel (all heads
+            wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}",      # train on it), else beside it
+                       f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id and not cfg.catch_on
+                       else "extra_datasets=[]"]
         if stage in ("tf", "df"):
             wiring.append(f"mode={stage}")
         if stage in ("ode_init", "self_forcing"):
@@ -207,8 +222,8 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
 
 
 def run_stage(cfg: PipelineConfig, stage: str) -> None:
-    if stage == "events" and cfg.events_dataset_id:     # the events stage's extra recording first
-        run_stage(cfg, "record_events")
+    if (stage == "events" or (stage == "autoencoder" and cfg.catch_on)) and cfg.events_dataset_id:
+        run_stage(cfg, "record_events")                 # the events' extra recording first (catch: in the cache too)
     if stage == "score_bar":                            # and the score bar's
         run_stage(cfg, "record_score")
     overrides = stage_overrides(cfg, stage)

@@ -67,6 +67,10 @@ class DiTConfig:
     event_depth: int = 3
     event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
                                     #   the rollout then reports those instead of the clean pass's heads
+    catch_entity: int = -1          # one more event channel: this entity's drawn cell again, lit only when the step
+                                    #   terminates (the event model's termination, given its draw). CoinChase: the
+                                    #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model
+                                    #   drew from the enemy's channel alone (README "Session 11"). -1 = none
     score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
                                     #   generated frame's bar rows are painted with the previous frame's score plus
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels
@@ -77,6 +81,11 @@ class DiTConfig:
     @property
     def tokens_per_frame(self) -> int:
         return (self.latent_size // self.patch) ** 2
+
+    @property
+    def event_inputs(self) -> int:
+        """Event channels of the stem: one per entity, plus the catch channel (catch_entity)."""
+        return self.event_channels + (self.catch_entity >= 0)
 
     @property
     def max_position(self) -> int:
@@ -92,6 +101,9 @@ class DiTConfig:
             raise ValueError("previous_frame, action_channels and event_channels feed the conv stem: set stem_width > 0")
         if self.event_channels and not self.previous_frame:
             raise ValueError("event_channels: the event model reads the previous frame; set previous_frame")
+        if self.catch_entity >= 0 and not (self.catch_entity < self.event_channels and self.event_outcomes):
+            raise ValueError(f"catch_entity {self.catch_entity} must name one of the {self.event_channels} entities of an "
+                             "event model with outcomes (its termination lights the channel)")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.score_digits and not self.event_outcomes:

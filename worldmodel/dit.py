@@ -244,7 +244,7 @@ class DiT(nn.Module):
         self.null_action = config.n_actions
         if w:
             stem_in = (c * (2 if config.previous_frame else 1) + (config.n_actions + 1 if config.action_channels else 0)
-                       + config.event_channels)
+                       + config.event_inputs)
             self.stem = nn.Sequential(nn.Conv2d(stem_in, w, 3, padding=1), nn.GELU(approximate="tanh"),
                                       nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
             self.head = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.GELU(approximate="tanh"),
@@ -339,9 +339,10 @@ class DiT(nn.Module):
             if bool((sigma > 0).any()):
                 raise ValueError("this model generates frames given sampled entity events (event_channels="
                                  f"{self.config.event_channels}): pass events (B, T, E, h, w) for noisy frames")
-            return torch.zeros(b, t, self.config.event_channels, h, w, device=sigma.device)
-        if events.shape != (b, t, self.config.event_channels, h, w):
-            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.event_channels, h, w)}")
+            return torch.zeros(b, t, self.config.event_inputs, h, w, device=sigma.device)
+        if events.shape != (b, t, self.config.event_inputs, h, w):
+            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.event_inputs, h, w)}"
+                             + (" (the entities and the catch channel)" if self.config.catch_entity >= 0 else ""))
         return events * (sigma > 0).to(events.dtype)[..., None, None, None]
 
     @torch.no_grad()
@@ -349,11 +350,16 @@ class DiT(nn.Module):
                       min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
         (B, E, K) standard-normal noise. Returns (cells (B, E) int64, one-hot maps (B, E, h, w), and with
-        `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None)."""
+        `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None). With a catch
+        channel (catch_entity) cells and maps have one more entry: the catch cell, -1 / empty where none."""
         tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
         cells = sample_cells(self.event_model.cell_logits(tokens), gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
+        if self.config.catch_entity >= 0:      # the catch channel: the entity's cell again where the step terminates
+            caught = cells[:, self.config.catch_entity].masked_fill(outcomes[:, 1] <= 0, -1)  # (B,); -1 = all-zero map
+            cells = torch.cat([cells, caught[:, None]], dim=1)                                  # (B, E + 1)
+            maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         return cells, maps, outcomes
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.common import distributed
+from train.common.events import add_catch_cells
 from train.common.latents import LatentData, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor
 from worldmodel import checkpoint
@@ -58,6 +59,9 @@ class DiTStageConfig:
                                               #   "Session 11"). Neutral where the termination follows from what the model
                                               #   is given (CoinChase: the drawn enemy cell and the keys), as a weight of the
                                               #   inputs moves no optimum; elsewhere it leans towards terminal frames
+    catch_entity: int = -1                    # with events_dir: the DiT's catch channel (DiTConfig.catch_entity; CoinChase:
+                                              #   0, the enemy), labelled on terminal frames; distilled students
+                                              #   must match their teacher's. -1 = none
     events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
                                               #   by its event model (installed frozen) and given to the generated frame
                                               #   (worldmodel.events; the latent cache needs the labels); "" = none
@@ -72,7 +76,9 @@ class DiTStageConfig:
                 raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
                                  f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
-                          event_outcomes=event_cfg.outcomes)
+                          event_outcomes=event_cfg.outcomes, catch_entity=self.catch_entity)
+        elif self.catch_entity >= 0:
+            raise ValueError("catch_entity needs entity events: set events_dir")
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
                           n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
                           **events)
@@ -85,6 +91,13 @@ class DistillStageConfig(DiTStageConfig):
     teacher_dir: str = "runs/coinchase/teacher"     # teacher run dir (its checkpoint/ is read)
     guidance: float = 3.0             # classifier-free guidance scale of the teacher on actions
     prefix_frames: int = 1            # real frames before the student generates (a multiple of chunk)
+
+
+def check_catch(cfg: DiTStageConfig, teacher: DiTConfig) -> None:
+    """A distilled student is its teacher's design: the stage's catch labels must be the ones the teacher drew from."""
+    if cfg.catch_entity != teacher.catch_entity:
+        raise ValueError(f"the teacher has catch_entity={teacher.catch_entity} but this stage catch_entity="
+                         f"{cfg.catch_entity}: set catch_entity={teacher.catch_entity}")
 
 
 def check_clip_fits(cfg: DiTStageConfig) -> None:
@@ -150,6 +163,9 @@ def install_into(targets: list[str], transform: Callable[[DiT], DiT], what: str,
 
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
+    if cfg.catch_entity >= 0:
+        for episodes in (latents.train, latents.val):
+            add_catch_cells(episodes, cfg.catch_entity)
     train = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
     val = ClipDataset(latents.val or latents.train, cfg.clip_frames, latents.n_actions)
     return latents, train, val
@@ -159,6 +175,7 @@ def load_prefixed_clip_data(cfg: DistillStageConfig) -> tuple[LatentData, ClipDa
     """Checks and training clips of the stages that generate after a real prefix (ODE init, Self Forcing);
     seeds torch from the config."""
     check_clip_fits(cfg)
+    check_catch(cfg, checkpoint.read_config(Path(cfg.teacher_dir) / "checkpoint")[0].dit)
     prefix = cfg.prefix_frames
     if prefix % cfg.chunk or not 0 < prefix < cfg.clip_frames:
         raise ValueError(f"prefix_frames {prefix} must be a multiple of chunk {cfg.chunk} below clip_frames")

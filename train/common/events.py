@@ -36,7 +36,21 @@ def coinchase_cells(frames: np.ndarray) -> np.ndarray:
     return (cells[..., 0] * CELLS + cells[..., 1]).astype(np.int64)
 
 
+def coinchase_caught(frames: np.ndarray) -> np.ndarray:
+    """(n+1,) bool per frame of one episode's uint8 frames (n+1, 64, 64, 3): the step into this frame caught the player
+    (the enemy on the player's cell, or the two swapped cells), as the game's `caught` says — with `lethal=False` play
+    too, whose episodes go on after a catch and whose terminations never say so."""
+    from envs.coinchase_reader import read_state  # noqa: PLC0415
+
+    state = read_state(frames)
+    enemy, player = state.enemy, state.player                                             # (n+1, 2) row, col
+    caught = (enemy == player).all(1)
+    caught[1:] |= (enemy[1:] == player[:-1]).all(1) & (enemy[:-1] == player[1:]).all(1)
+    return caught & (player >= 0).all(1)
+
+
 READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_cells}
+CATCH_READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_caught}   # per episode
 
 
 def label_episodes(episodes: list[Episode], reader: str) -> np.ndarray:
@@ -50,19 +64,39 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
     """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order."""
     tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
                "val/cells": torch.from_numpy(label_episodes(val, reader)) if val else torch.zeros(0, 1, dtype=torch.int64)}
+    if reader in CATCH_READERS:           # and the catches, for a DiT with a catch channel (add_catch_cells)
+        for split, episodes in (("train", train), ("val", val)):
+            caught = [CATCH_READERS[reader](e.frames) for e in episodes]
+            tensors[f"{split}/caught"] = torch.from_numpy(np.concatenate(caught) if caught else np.zeros(0, bool))
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (EVENTS_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(directory / EVENTS_FILE)
 
 
-def attach_events(episodes: list[Episode], cells: torch.Tensor) -> None:
-    """Put each episode's slice of the cells (M, E) into its infos["event_cells"] ((n+1, E) int64)."""
+def attach_events(episodes: list[Episode], cells: torch.Tensor, caught: torch.Tensor | None = None) -> None:
+    """Put each episode's slice of the cells (M, E) into its infos["event_cells"] ((n+1, E) int64), and of the catch
+    labels (M,), if given, into infos["caught"] ((n+1,) bool)."""
     total = sum(len(e) for e in episodes)
-    if len(cells) != total:
+    if len(cells) != total or (caught is not None and len(caught) != total):
         raise ValueError(f"{EVENTS_FILE} has {len(cells)} frames but the latent cache {total}: "
                          "re-run the autoencoder stage to relabel")
     start = 0
     for episode in episodes:
         episode.infos["event_cells"] = cells[start:start + len(episode)].numpy()
+        if caught is not None:
+            episode.infos["caught"] = caught[start:start + len(episode)].numpy().astype(bool)
         start += len(episode)
+
+
+def add_catch_cells(episodes: list[Episode], entity: int) -> None:
+    """Give each episode's infos["event_cells"] (n+1, E) the catch column (n+1, E+1) of a DiT with a catch channel
+    (`DiTConfig.catch_entity`): `entity`'s cell on the frames of a catch, else -1 (the empty map). The catches are
+    the reader's (infos["caught"], CATCH_READERS), else the frames that end the episode by a termination (the same
+    frames in a recording where a catch ends the episode). CoinChase: the enemy's cell on the catch frame."""
+    for episode in episodes:
+        cells = episode.infos["event_cells"]
+        if not 0 <= entity < cells.shape[1]:
+            raise ValueError(f"catch_entity {entity} is not one of the {cells.shape[1]} labelled entities")
+        caught = np.where(episode.infos.get("caught", episode.frame_terminations()), cells[:, entity], -1)
+        episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)

@@ -100,8 +100,8 @@ def load_latents(directory: str | Path) -> LatentData:
                       start_frames=tensors["start/frames"], start_actions=tensors["start/actions"])
     if (Path(directory) / EVENTS_FILE).exists():
         events = read_tensors(Path(directory) / EVENTS_FILE)
-        attach_events(data.train, events["train/cells"])
+        attach_events(data.train, events["train/cells"], events.get("train/caught"))
         if data.val:
-            attach_events(data.val, events["val/cells"])
+            attach_events(data.val, events["val/cells"], events.get("val/caught"))
         data.event_entities = int(events["train/cells"].shape[1])
     return data

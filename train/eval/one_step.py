@@ -30,6 +30,7 @@ import torch
 
 import worldmodel
 from envs.coinchase_reader import read_state
+from train.common.events import add_catch_cells
 from train.common.latents import LatentData, load_latents
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
@@ -75,10 +76,19 @@ def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Late
     (B, T) and true entity-event maps (B, T, E, h, w; None for a model without events), and the generator
     that drew them (for the noise). These probes measure the denoiser given the true events."""
     batch, generator = held_out_clips(cfg, data, count)
-    events = None
-    if model.dit.config.event_channels:
-        events = cell_maps(batch["event_cells"], model.dit.config.latent_size)
+    events = true_events(model.dit, batch["event_cells"]) if "event_cells" in batch else None
     return model.dit.eval(), model.autoencoder, batch["frames"].float(), batch["actions"], events, generator
+
+
+def true_events(dit, cells: torch.Tensor) -> torch.Tensor | None:
+    """The event maps (B, T, E', h, w) a model takes, from the true cells (B, T, E[+1]) of the latent cache (with the
+    catch column when `main` added it): its entities, and the catch where the model has that channel."""
+    if not dit.config.event_channels:
+        return None
+    wanted = dit.config.event_inputs
+    if cells.shape[-1] < wanted:
+        raise ValueError(f"the model takes {wanted} event channels but the latent cache labels {cells.shape[-1]}")
+    return cell_maps(cells[..., :wanted], dit.config.latent_size)
 
 
 def teacher_forced_x0(dit, clean: torch.Tensor, actions: torch.Tensor, events: torch.Tensor | None, sigma: float,
@@ -132,8 +142,7 @@ def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Laten
     clean = torch.stack([item["frames"] for item in items]).float()                        # (B, T, C, h, w)
     actions = torch.stack([item["actions"] for item in items])                              # (B, T)
     dit = model.dit.eval()
-    events = (cell_maps(torch.stack([item["event_cells"] for item in items]), dit.config.latent_size)
-              if dit.config.event_channels else None)
+    events = true_events(dit, torch.stack([item["event_cells"] for item in items])) if "event_cells" in items[0] else None
     predicted = last_frame_x0(dit, clean, actions, events, cfg.sigma, cfg.guidance, torch.Generator().manual_seed(cfg.seed))
     decode = model.autoencoder.decode
     got, real = read_state(decode(predicted.float()).numpy()), read_state(decode(clean[:, -1]).numpy())
@@ -188,10 +197,14 @@ def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Late
 
 def main(cfg: OneStepConfig) -> dict:
     model, data = worldmodel.load(cfg.checkpoint), load_latents(Path(cfg.latents))     # each read once
+    teacher = worldmodel.load(cfg.teacher) if cfg.teacher else None
+    catch = max(m.dit.config.catch_entity for m in (model, teacher) if m is not None)
+    if catch >= 0:             # the true catch cells, for the models with a catch channel (true_events)
+        for episodes in (data.train, data.val):
+            add_catch_cells(episodes, catch)
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg, model, data),
               "terminal_exact": terminal_exact(cfg, model, data), "rollout_exact": rollout_exact(cfg, model)}
-    if cfg.teacher:
-        teacher = worldmodel.load(cfg.teacher)
+    if teacher is not None:
         result["teacher_samples"] = teacher_one_of_each(cfg, teacher, data)
         result["teacher_context"] = teacher_context(cfg, teacher, data)
         result["teacher_terminal_exact"] = terminal_exact(cfg, teacher, data)

@@ -148,7 +148,8 @@ def decoder_model(cfg: DecoderStageConfig, source: Autoencoder) -> Autoencoder:
 def cached_latents(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> np.ndarray:
     """The training frames' latents (M, C, h, w) from <autoencoder_dir>/latents, checked against the encoder."""
     cache = Path(cfg.autoencoder_dir) / "latents"
-    latents = np.concatenate([e.frames for e in load_latents(cache).train])
+    # the cache's own dataset comes first; the autoencoder stage's cache_datasets (latent cache only) follow it
+    latents = np.concatenate([e.frames for e in load_latents(cache).train])[:len(data.train_frames)]
     if len(latents) != len(data.train_frames):
         raise ValueError(f"{cache} holds {len(latents)} training latents but the split has {len(data.train_frames)} "
                          f"frames: val_fraction / split_seed / dataset_id must be the autoencoder stage's")

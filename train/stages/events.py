@@ -72,8 +72,15 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
     return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])), actions=actions,
                        cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])),
                        rewards=torch.from_numpy(np.concatenate([e.rewards for e in episodes]).astype(np.float32)),
-                       terminations=torch.from_numpy(np.concatenate([e.terminations for e in episodes]).astype(np.float32)),
+                       terminations=torch.from_numpy(np.concatenate([caught_steps(e) for e in episodes]).astype(np.float32)),
                        outcome_weight=torch.full(actions.shape, float(outcomes)))
+
+
+def caught_steps(episode: Episode) -> np.ndarray:
+    """(n,) the termination label of each step: the reader's catches where the cache has them (infos["caught"]:
+    play that goes on after a catch says so too, so the head learns a catch right after one), else the recorded
+    terminations (the same steps in play that ends at a catch)."""
+    return episode.infos["caught"][1:] if "caught" in episode.infos else episode.terminations
 
 
 def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
