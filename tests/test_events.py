@@ -211,3 +211,35 @@ def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_c
     assert caught_steps(episode).tolist() == [False, False, False]
     episode.infos["caught"] = np.array([False, True, False, True])
     assert caught_steps(episode).tolist() == [True, False, True]
+
+
+def test_catch_paint_sets_the_drawn_catch_cell_to_the_recorded_catch_latent(perturbed_model):
+    from worldmodel.config import DiTConfig
+
+    with pytest.raises(ValueError, match="catch_paint"):
+        DiTConfig(event_channels=2, event_outcomes=True, catch_paint=True)
+    model = perturbed_model(event_channels=2, event_outcomes=True, catch_entity=0, catch_paint=True, chunk=1, window=3)
+    with torch.no_grad():
+        model.catch_latent.copy_(torch.arange(4.0))
+        model.event_model.outcome_out.bias[1] = 20.0                        # every step ends in a catch
+    cache = new_cache(model, 2)
+    prime(model, cache, torch.randn(2, 2, 4, 4, 4), torch.tensor([[5, 1], [5, 2]]))
+    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s), event_min_prob=0.0)
+    for row in range(2):
+        r, c = divmod(int(result.events[row, 0, 2]), 4)
+        assert torch.equal(result.latents[row, 0, :, r, c], torch.arange(4.0))
+
+
+def test_the_mean_catch_latent_is_taken_over_the_catch_cells():
+    from train.common.events import mean_catch_latent
+
+    frames = np.zeros((3, 2, 2, 2), np.float32)
+    frames[1, :, 0, 1] = [1.0, 3.0]                                          # cell 1 on frame 1
+    frames[2, :, 1, 0] = [3.0, 5.0]                                          # cell 2 on frame 2
+    episode = Episode(frames=frames, actions=np.zeros(2, np.int64), rewards=np.zeros(2, np.float32),
+                      terminations=np.zeros(2, bool), truncations=np.zeros(2, bool),
+                      infos={"event_cells": np.array([[0, 3], [1, 3], [2, 3]]), "caught": np.array([False, True, True])})
+    assert mean_catch_latent([episode], 0).tolist() == [2.0, 4.0]
+    del episode.infos["caught"]                                              # no catch labels, no termination
+    with pytest.raises(ValueError, match="no catch"):
+        mean_catch_latent([episode], 0)

@@ -71,6 +71,9 @@ class DiTConfig:
                                     #   terminates (the event model's termination, given its draw). CoinChase: the
                                     #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model
                                     #   drew from the enemy's channel alone (README "Session 11"). -1 = none
+    catch_paint: bool = False       # with catch_entity: the generated frame's catch cell is set to the mean latent of the
+                                    #   recorded catch cells (DiT.catch_latent, installed from the latent cache), as the
+                                    #   score bar paints the score: the catch drawn exactly, not by the sampler
     score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
                                     #   generated frame's bar rows are painted with the previous frame's score plus
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels
@@ -104,6 +107,8 @@ class DiTConfig:
         if self.catch_entity >= 0 and not (self.catch_entity < self.event_channels and self.event_outcomes):
             raise ValueError(f"catch_entity {self.catch_entity} must name one of the {self.event_channels} entities of an "
                              "event model with outcomes (its termination lights the channel)")
+        if self.catch_paint and self.catch_entity < 0:
+            raise ValueError("catch_paint paints the catch channel's cell: set catch_entity")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.score_digits and not self.event_outcomes:

@@ -268,6 +268,8 @@ class DiT(nn.Module):
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
                                        config.event_depth, outcomes=config.event_outcomes) if config.event_channels else None)
+        if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
+            self.register_buffer("catch_latent", torch.zeros(c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
                                    config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
 
@@ -361,6 +363,11 @@ class DiT(nn.Module):
             cells = torch.cat([cells, caught[:, None]], dim=1)                                  # (B, E + 1)
             maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         return cells, maps, outcomes
+
+    def paint_catch(self, latents: torch.Tensor, catch: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) generated frames with the lit cells of the catch map (B, h, w) set to `catch_latent`."""
+        lit = catch[:, None].to(torch.bool)                                                   # (B, 1, h, w)
+        return torch.where(lit, self.catch_latent.to(latents.dtype)[None, :, None, None], latents)
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
                 frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,

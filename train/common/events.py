@@ -100,3 +100,16 @@ def add_catch_cells(episodes: list[Episode], entity: int) -> None:
             raise ValueError(f"catch_entity {entity} is not one of the {cells.shape[1]} labelled entities")
         caught = np.where(episode.infos.get("caught", episode.frame_terminations()), cells[:, entity], -1)
         episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)
+
+
+def mean_catch_latent(episodes: list[Episode], entity: int) -> np.ndarray:
+    """(C,) the mean latent of the catch cells (`entity`'s cell on the catch frames, as add_catch_cells labels them) of
+    latent episodes: what a DiT with `catch_paint` sets the generated catch cell to."""
+    picked = []
+    for e in episodes:
+        caught = e.infos.get("caught", e.frame_terminations())
+        for k in np.flatnonzero(caught):
+            picked.append(e.frames[k, :, *divmod(int(e.infos["event_cells"][k, entity]), e.frames.shape[-1])])
+    if not picked:
+        raise ValueError("the latent cache shows no catch: nothing to paint")
+    return np.mean(picked, axis=0)

@@ -15,7 +15,7 @@ open-loop dream with lethal=False (the rules check) meets exactly that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,12 +24,13 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
-from train.common.events import attach_events, label_episodes
+from train.common.events import attach_events, label_episodes, mean_catch_latent
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode, load_episodes
+from worldmodel.dit import DiT
 from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, save_event_model
 
 
@@ -50,6 +51,8 @@ class EventsStageConfig:
     outcome_weight: float = 1.0
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
+    paint_catch: list[str] = field(default_factory=list)   # world-model checkpoint dirs (with a catch channel) that
+                                                            #   paint the catch cell with the cache's mean catch latent
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
                                       #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
                                       #   goes on after a catch, which the DiT stages' recording never shows)
@@ -169,6 +172,25 @@ def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
 
 
+def install_catch_paint(latents_dir: Path, targets: list[str]) -> None:
+    """Turn on `catch_paint` in each world-model checkpoint dir of `targets` (its DiT must have a catch channel), with
+    the mean latent of the catch cells of the latent cache in `latents_dir`."""
+    if not targets:
+        return
+    latents = load_latents(latents_dir)
+
+    def transform(dit: DiT) -> DiT:
+        if dit.config.catch_entity < 0:
+            raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
+        painted = DiT(replace(dit.config, catch_paint=True)).to(next(dit.parameters()).device)
+        missing, unexpected = painted.load_state_dict(dit.state_dict(), strict=False)
+        assert set(missing) <= {"catch_latent"} and not unexpected, (missing, unexpected)
+        painted.catch_latent.copy_(torch.from_numpy(mean_catch_latent(latents.train, dit.config.catch_entity)))
+        return painted
+
+    install_into(targets, transform, "the catch latent", latents_dir, "events")
+
+
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
     event_model = load_event_model(event_dir)
@@ -179,6 +201,7 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     out = Path(cfg.run_dir) / "checkpoint"
     if already_trained(Path(cfg.run_dir), cfg.loop, out):       # a rerun: no transitions to load and encode
         install(out, list(cfg.install))
+        install_catch_paint(Path(cfg.autoencoder_dir) / "latents", list(cfg.paint_catch))
         return {}
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     config = model_config(cfg, latents)
@@ -197,6 +220,7 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
                        lambda s: evaluate(s, val, cfg),
                        lambda s: write_dir_atomically(out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))
     install(out, list(cfg.install))
+    install_catch_paint(Path(cfg.autoencoder_dir) / "latents", list(cfg.paint_catch))
     return metrics
 
 
