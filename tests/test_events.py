@@ -243,3 +243,30 @@ def test_the_mean_catch_latent_is_taken_over_the_catch_cells():
     del episode.infos["caught"]                                              # no catch labels, no termination
     with pytest.raises(ValueError, match="no catch"):
         mean_catch_latent([episode], 0)
+
+
+def test_with_a_player_head_a_catch_is_drawn_only_where_the_enemy_lands_on_the_players_next_cell(perturbed_model):
+    model = perturbed_model(event_channels=2, event_outcomes=True, event_player=True, catch_entity=0, chunk=1, window=3)
+    previous, actions = torch.randn(2, 4, 4, 4), torch.tensor([3, 4])
+    gaussian = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        model.event_model.outcome_out.bias[1] = 20.0                         # the termination head says "caught"
+    cells = model.sample_events(previous, actions, gaussian)[0]
+    tokens = model.event_model.tokens(previous, actions)
+    on_player = cells[:, 0] == model.event_model.player_logits(tokens).argmax(-1)
+    assert torch.equal(cells[:, 2], torch.where(on_player, cells[:, 0], -1))
+    with torch.no_grad():                                 # a flat player head: the player's next cell is cell 0
+        model.event_model.player.weight.zero_()
+        model.event_model.player.bias.zero_()
+    gaussian_at_0 = torch.full((2, 2, 16), -5.0)
+    gaussian_at_0[:, :, 0] = 5.0                          # the Gumbel draw puts every entity on cell 0 too
+    cells = model.sample_events(previous, actions, gaussian_at_0, min_prob=0.0)[0]
+    assert cells[:, 0].tolist() == [0, 0] and cells[:, 2].tolist() == [0, 0]     # the enemy on the player: drawn
+
+
+def test_player_labels_are_the_players_cell():
+    from train.common.events import coinchase_player_cells
+
+    env = CoinChaseEnv()
+    frame, info = env.reset(seed=1)
+    assert coinchase_player_cells(frame[None]).tolist() == [int(info["player"][0]) * CELLS + int(info["player"][1])]

@@ -67,6 +67,8 @@ class DiTConfig:
     event_depth: int = 3
     event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
                                     #   the rollout then reports those instead of the clean pass's heads
+    event_player: bool = False      # the event model also says where the player (moved by the keys) will be: a catch is
+                                    #   then drawn only where the caught entity lands on that cell
     catch_entity: int = -1          # one more event channel: this entity's drawn cell again, lit only when the step
                                     #   terminates (the event model's termination, given its draw). CoinChase: the
                                     #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model

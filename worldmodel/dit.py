@@ -267,7 +267,8 @@ class DiT(nn.Module):
         self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
-                                       config.event_depth, outcomes=config.event_outcomes) if config.event_channels else None)
+                                       config.event_depth, outcomes=config.event_outcomes, player=config.event_player)
+                            if config.event_channels else None)
         if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
             self.register_buffer("catch_latent", torch.zeros(c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
@@ -359,7 +360,10 @@ class DiT(nn.Module):
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
         if self.config.catch_entity >= 0:      # the catch channel: the entity's cell again where the step terminates
-            caught = cells[:, self.config.catch_entity].masked_fill(outcomes[:, 1] <= 0, -1)  # (B,); -1 = all-zero map
+            caught = outcomes[:, 1] > 0                                                          # (B,)
+            if self.config.event_player:     # and only where the caught entity lands on the player's next cell
+                caught &= cells[:, self.config.catch_entity] == self.event_model.player_logits(tokens).argmax(-1)
+            caught = cells[:, self.config.catch_entity].masked_fill(~caught, -1)                # (B,); -1 = all-zero map
             cells = torch.cat([cells, caught[:, None]], dim=1)                                  # (B, E + 1)
             maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         return cells, maps, outcomes

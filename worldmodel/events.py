@@ -43,6 +43,7 @@ class EventModelConfig:
     dim: int = 64
     depth: int = 3
     outcomes: bool = False          # also the transition's reward and termination, given the drawn cells
+    player: bool = False            # also logits over the player's next cell (deterministic given the keys)
 
 
 class EventModel(nn.Module):
@@ -57,7 +58,7 @@ class EventModel(nn.Module):
     steps (docs/ablation.md)."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
-                 dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False):
+                 dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False, player: bool = False):
         super().__init__()
         self.entities = entities
         self.n_actions = n_actions
@@ -75,11 +76,12 @@ class EventModel(nn.Module):
         self.outcome = (nn.Sequential(nn.Linear(dim + entities, dim), nn.GELU(), nn.Linear(dim, dim))
                         if outcomes else None)
         self.outcome_out = nn.Linear(2 * dim, 2) if outcomes else None
+        self.player = nn.Linear(dim, 1) if player else None      # per cell: the player's next cell
 
     @classmethod
     def from_config(cls, config: EventModelConfig) -> EventModel:
         return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth,
-                   outcomes=config.outcomes)
+                   outcomes=config.outcomes, player=config.player)
 
     def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.cell_logits(self.tokens(previous, actions))
@@ -87,6 +89,12 @@ class EventModel(nn.Module):
     def cell_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, K, dim) cell tokens -> (B, E, K) logits over the cells of each entity."""
         return self.out(tokens).transpose(1, 2).float()
+
+    def player_logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(B, K, dim) cell tokens -> (B, K) logits over the player's next cell."""
+        if self.player is None:
+            raise ValueError("this event model has no player head (player=False)")
+        return self.player(tokens)[..., 0].float()
 
     def outcome_logits(self, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """The transition's (reward, termination logit) (B, 2), given where the entities were drawn: maps (B, E, h, w).

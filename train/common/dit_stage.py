@@ -76,7 +76,7 @@ class DiTStageConfig:
                 raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
                                  f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
-                          event_outcomes=event_cfg.outcomes, catch_entity=self.catch_entity)
+                          event_outcomes=event_cfg.outcomes, event_player=event_cfg.player, catch_entity=self.catch_entity)
         elif self.catch_entity >= 0:
             raise ValueError("catch_entity needs entity events: set events_dir")
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
@@ -131,9 +131,9 @@ def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
     if dit.event_model is None:
         raise ValueError("the model has no entity events (event_channels = 0): its stage was trained without them, "
                          "there is no event model to replace")
-    outcomes = event_model.outcome is not None
-    if dit.config.event_outcomes != outcomes:
-        dit = rebuild_dit(dit, "event_model", event_outcomes=outcomes)
+    heads = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None)
+    if any(getattr(dit.config, k) != v for k, v in heads.items()):
+        dit = rebuild_dit(dit, "event_model", **heads)
     dit.event_model.load_state_dict(event_model.state_dict())
     dit.event_model.requires_grad_(False)
     return dit

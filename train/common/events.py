@@ -49,8 +49,18 @@ def coinchase_caught(frames: np.ndarray) -> np.ndarray:
     return caught & (player >= 0).all(1)
 
 
+def coinchase_player_cells(frames: np.ndarray) -> np.ndarray:
+    """(M,) int64 the player's flat cell in each uint8 frame (M, 64, 64, 3); -1 where the reader finds none."""
+    from envs.coinchase import CELLS  # noqa: PLC0415
+    from envs.coinchase_reader import read_state  # noqa: PLC0415
+
+    player = read_state(frames).player
+    return np.where((player >= 0).all(1), player[:, 0] * CELLS + player[:, 1], -1).astype(np.int64)
+
+
 READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_cells}
 CATCH_READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_caught}   # per episode
+PLAYER_READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_player_cells}
 
 
 def label_episodes(episodes: list[Episode], reader: str) -> np.ndarray:
@@ -64,28 +74,29 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
     """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order."""
     tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
                "val/cells": torch.from_numpy(label_episodes(val, reader)) if val else torch.zeros(0, 1, dtype=torch.int64)}
-    if reader in CATCH_READERS:           # and the catches, for a DiT with a catch channel (add_catch_cells)
-        for split, episodes in (("train", train), ("val", val)):
-            caught = [CATCH_READERS[reader](e.frames) for e in episodes]
-            tensors[f"{split}/caught"] = torch.from_numpy(np.concatenate(caught) if caught else np.zeros(0, bool))
+    for name, readers, dtype in (("caught", CATCH_READERS, bool), ("player_cell", PLAYER_READERS, np.int64)):
+        if reader in readers:   # the catches (a DiT's catch channel, add_catch_cells), the player (the event model's)
+            for split, episodes in (("train", train), ("val", val)):
+                parts = [readers[reader](e.frames) for e in episodes]
+                tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (EVENTS_FILE + ".tmp")
     save_file(tensors, str(tmp))
     tmp.replace(directory / EVENTS_FILE)
 
 
-def attach_events(episodes: list[Episode], cells: torch.Tensor, caught: torch.Tensor | None = None) -> None:
-    """Put each episode's slice of the cells (M, E) into its infos["event_cells"] ((n+1, E) int64), and of the catch
-    labels (M,), if given, into infos["caught"] ((n+1,) bool)."""
+def attach_events(episodes: list[Episode], cells: torch.Tensor, **per_frame: torch.Tensor) -> None:
+    """Put each episode's slice of the cells (M, E) into its infos["event_cells"] ((n+1, E) int64), and of each other
+    per-frame label (M, ...) (`caught`, `player_cell`) into infos[name]."""
     total = sum(len(e) for e in episodes)
-    if len(cells) != total or (caught is not None and len(caught) != total):
+    if any(len(labels) != total for labels in (cells, *per_frame.values())):
         raise ValueError(f"{EVENTS_FILE} has {len(cells)} frames but the latent cache {total}: "
                          "re-run the autoencoder stage to relabel")
     start = 0
     for episode in episodes:
         episode.infos["event_cells"] = cells[start:start + len(episode)].numpy()
-        if caught is not None:
-            episode.infos["caught"] = caught[start:start + len(episode)].numpy().astype(bool)
+        for name, labels in per_frame.items():
+            episode.infos[name] = labels[start:start + len(episode)].numpy()
         start += len(episode)
 
 

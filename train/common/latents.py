@@ -100,8 +100,9 @@ def load_latents(directory: str | Path) -> LatentData:
                       start_frames=tensors["start/frames"], start_actions=tensors["start/actions"])
     if (Path(directory) / EVENTS_FILE).exists():
         events = read_tensors(Path(directory) / EVENTS_FILE)
-        attach_events(data.train, events["train/cells"], events.get("train/caught"))
-        if data.val:
-            attach_events(data.val, events["val/cells"], events.get("val/caught"))
+        for split, episodes in (("train", data.train), ("val", data.val)):
+            if episodes:
+                extra = {k.split("/", 1)[1]: v for k, v in events.items() if k.startswith(split + "/") and k != split + "/cells"}
+                attach_events(episodes, events[f"{split}/cells"], **extra)
         data.event_entities = int(events["train/cells"].shape[1])
     return data

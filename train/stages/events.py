@@ -49,6 +49,8 @@ class EventsStageConfig:
     outcomes: bool = True             # also learn each step's reward (MSE) and termination (BCE) given the true next
                                       #   cells, on the main recording only (an extra recording may not end at a catch)
     outcome_weight: float = 1.0
+    player: bool = False              # also learn the player's next cell (cross-entropy; the latent cache's player_cell
+                                      #   labels): a catch channel then lights only where the enemy lands on it
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
     paint_catch: list[str] = field(default_factory=list)   # world-model checkpoint dirs (with a catch channel) that
@@ -68,6 +70,7 @@ class Transitions:
     rewards: torch.Tensor       # (N,) float32
     terminations: torch.Tensor  # (N,) float32
     outcome_weight: torch.Tensor   # (N,) float32: 1 where the reward / termination labels are trained on
+    player: torch.Tensor           # (N,) int64 the player's cell in the next frame, -1 where unknown
 
 
 def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
@@ -76,7 +79,9 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
                        cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])),
                        rewards=torch.from_numpy(np.concatenate([e.rewards for e in episodes]).astype(np.float32)),
                        terminations=torch.from_numpy(np.concatenate([caught_steps(e) for e in episodes]).astype(np.float32)),
-                       outcome_weight=torch.full(actions.shape, float(outcomes)))
+                       outcome_weight=torch.full(actions.shape, float(outcomes)),
+                       player=torch.from_numpy(np.concatenate([e.infos.get("player_cell", np.full(len(e) + 1, -1))[1:]
+                                                               for e in episodes]).astype(np.int64)))
 
 
 def caught_steps(episode: Episode) -> np.ndarray:
@@ -108,7 +113,8 @@ def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfi
                          "stage with events=<reader> (e.g. events=coinchase) to add them")
     sample = latents.train[0].frames
     return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
-                            entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes)
+                            entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes,
+                            player=cfg.player)
 
 
 def outcome_loss(model: EventModel, tokens: torch.Tensor, data: Transitions, index: torch.Tensor,
@@ -136,6 +142,8 @@ def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> 
     loss = event_loss(model.cell_logits(tokens), data.cells[index].to(device))
     if cfg.outcomes:
         loss = loss + cfg.outcome_weight * outcome_loss(model, tokens, data, index, cfg)
+    if cfg.player:
+        loss = loss + F.cross_entropy(model.player_logits(tokens), data.player[index].to(device), ignore_index=-1)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -149,7 +157,7 @@ def evaluate(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> di
     rewards (> 0.5) and terminations (p > 0.5) given the true next cells."""
     model = state.modules["events"].eval()
     device = cfg.loop.device
-    losses, outcomes = [], []
+    losses, outcomes, players = [], [], []
     for start in range(0, len(data.actions), 1024):
         part = torch.arange(start, min(start + 1024, len(data.actions)))
         tokens = model.tokens(data.previous[part].to(device), data.actions[part].to(device))
@@ -158,8 +166,13 @@ def evaluate(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> di
         if cfg.outcomes:
             maps = cell_maps(data.cells[part].to(device), int(data.previous.shape[-1]))
             outcomes.append(model.outcome_logits(tokens, maps).cpu())
+        if cfg.player:
+            players.append(model.player_logits(tokens).argmax(-1).cpu())
     model.train()
     metrics = {"val_ce": float(sum(losses)) / (len(data.actions) * data.cells.shape[1])}
+    if players:
+        known = data.player >= 0
+        metrics["val_player_exact"] = float((torch.cat(players)[known] == data.player[known]).float().mean())
     if outcomes:
         out = torch.cat(outcomes)
         metrics["val_reward_f1"] = f1(out[:, 0] > 0.5, data.rewards > 0.5)
