@@ -48,12 +48,12 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
 
 
 def test_tiny_pipeline_with_the_catch_channel_trains_on_play_after_catches_and_dreams(tmp_path):
-    outputs = run(tiny(tmp_path, catch="true"))
+    outputs = run(tiny(tmp_path, catch="true", **{"overrides.events": "['player=true']"}))
     latents = tmp_path / "runs/coinchase/autoencoder/latents"
     assert json.loads((latents / "datasets.json").read_text()) == ["coinchase/mixed-v0", "coinchase/mixed-events-v0"]
     for stage in ("teacher", "ode_init", "self_forcing"):
         config = worldmodel.load(outputs[stage]).dit.config
-        assert (config.catch_entity, config.event_inputs) == (0, 3)
+        assert (config.catch_entity, config.event_inputs, config.event_player) == (0, 3, True)   # + the player head
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
-from train.common.events import attach_events, label_episodes, mean_catch_latent
+from train.common.events import EVENTS_FILE, attach_events, label_episodes, mean_catch_latent
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
@@ -142,8 +142,9 @@ def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> 
     loss = event_loss(model.cell_logits(tokens), data.cells[index].to(device))
     if cfg.outcomes:
         loss = loss + cfg.outcome_weight * outcome_loss(model, tokens, data, index, cfg)
-    if cfg.player:
-        loss = loss + F.cross_entropy(model.player_logits(tokens), data.player[index].to(device), ignore_index=-1)
+    player = data.player[index].to(device)
+    if cfg.player and bool((player >= 0).any()):      # rows without a label (an extra recording) do not count
+        loss = loss + F.cross_entropy(model.player_logits(tokens)[player >= 0], player[player >= 0])
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -219,6 +220,9 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     config = model_config(cfg, latents)
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
+    if cfg.player and not bool((train.player >= 0).any()):
+        raise ValueError(f"player=true needs the player's cells in {cfg.autoencoder_dir}/latents (player_cell): delete its "
+                         f"{EVENTS_FILE} and re-run the autoencoder stage with events=<reader> to relabel")
     extra = extra_transitions(cfg)
     if extra:
         train = Transitions(*(torch.cat([getattr(t, f.name) for t in [train, *extra]]) for f in fields(Transitions)))
