@@ -363,9 +363,9 @@ class DiT(nn.Module):
             caught = outcomes[:, 1] > 0                                                          # (B,)
             if self.config.event_player:     # and only where the caught entity lands on the player's next cell
                 caught &= cells[:, self.config.catch_entity] == self.event_model.player_logits(tokens).argmax(-1)
-            caught = cells[:, self.config.catch_entity].masked_fill(~caught, -1)                # (B,); -1 = all-zero map
-            cells = torch.cat([cells, caught[:, None]], dim=1)                                  # (B, E + 1)
-            maps = cell_maps(cells, self.config.latent_size, previous.dtype)
+            caught = cells[:, self.config.catch_entity].masked_fill(~caught, -1)[:, None]      # (B, 1); -1 = all-zero map
+            cells = torch.cat([cells, caught], dim=1)                                           # (B, E + 1)
+            maps = torch.cat([maps, cell_maps(caught, self.config.latent_size, previous.dtype)], dim=1)
         return cells, maps, outcomes
 
     def paint_catch(self, latents: torch.Tensor, catch: torch.Tensor) -> torch.Tensor:

@@ -60,8 +60,8 @@ class DiTStageConfig:
                                               #   is given (CoinChase: the drawn enemy cell and the keys), as a weight of the
                                               #   inputs moves no optimum; elsewhere it leans towards terminal frames
     catch_entity: int = -1                    # with events_dir: the DiT's catch channel (DiTConfig.catch_entity; CoinChase:
-                                              #   0, the enemy), labelled on terminal frames; distilled students
-                                              #   must match their teacher's. -1 = none
+                                              #   0, the enemy), labelled on the catch frames (train.common.events.
+                                              #   catch_frames); distilled students must match their teacher's. -1 = none
     events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
                                               #   by its event model (installed frozen) and given to the generated frame
                                               #   (worldmodel.events; the latent cache needs the labels); "" = none

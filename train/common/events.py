@@ -100,16 +100,21 @@ def attach_events(episodes: list[Episode], cells: torch.Tensor, **per_frame: tor
         start += len(episode)
 
 
+def catch_frames(episode: Episode) -> np.ndarray:
+    """(n+1,) bool the frames of a catch: the reader's (infos["caught"], CATCH_READERS), else the frames that end the
+    episode by a termination (the same frames in a recording where a catch ends the episode)."""
+    return episode.infos["caught"] if "caught" in episode.infos else episode.frame_terminations()
+
+
 def add_catch_cells(episodes: list[Episode], entity: int) -> None:
     """Give each episode's infos["event_cells"] (n+1, E) the catch column (n+1, E+1) of a DiT with a catch channel
-    (`DiTConfig.catch_entity`): `entity`'s cell on the frames of a catch, else -1 (the empty map). The catches are
-    the reader's (infos["caught"], CATCH_READERS), else the frames that end the episode by a termination (the same
-    frames in a recording where a catch ends the episode). CoinChase: the enemy's cell on the catch frame."""
+    (`DiTConfig.catch_entity`): `entity`'s cell on the frames of a catch (catch_frames), else -1 (the empty map).
+    CoinChase: the enemy's cell on the catch frame."""
     for episode in episodes:
         cells = episode.infos["event_cells"]
         if not 0 <= entity < cells.shape[1]:
             raise ValueError(f"catch_entity {entity} is not one of the {cells.shape[1]} labelled entities")
-        caught = np.where(episode.infos.get("caught", episode.frame_terminations()), cells[:, entity], -1)
+        caught = np.where(catch_frames(episode), cells[:, entity], -1)
         episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)
 
 
@@ -118,8 +123,7 @@ def mean_catch_latent(episodes: list[Episode], entity: int) -> np.ndarray:
     latent episodes: what a DiT with `catch_paint` sets the generated catch cell to."""
     picked = []
     for e in episodes:
-        caught = e.infos.get("caught", e.frame_terminations())
-        for k in np.flatnonzero(caught):
+        for k in np.flatnonzero(catch_frames(e)):
             picked.append(e.frames[k, :, *divmod(int(e.infos["event_cells"][k, entity]), e.frames.shape[-1])])
     if not picked:
         raise ValueError("the latent cache shows no catch: nothing to paint")

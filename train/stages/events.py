@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
-from train.common.events import EVENTS_FILE, attach_events, label_episodes, mean_catch_latent
+from train.common.events import EVENTS_FILE, attach_events, catch_frames, label_episodes, mean_catch_latent
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
@@ -85,10 +85,10 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
 
 
 def caught_steps(episode: Episode) -> np.ndarray:
-    """(n,) the termination label of each step: the reader's catches where the cache has them (infos["caught"]:
-    play that goes on after a catch says so too, so the head learns a catch right after one), else the recorded
-    terminations (the same steps in play that ends at a catch)."""
-    return episode.infos["caught"][1:] if "caught" in episode.infos else episode.terminations
+    """(n,) the termination label of each step: whether it ends on a catch frame (catch_frames: the reader's catches
+    where the cache has them, so play that goes on after a catch says so too and the head learns a catch right after
+    one; else the recorded terminations)."""
+    return catch_frames(episode)[1:]
 
 
 def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
