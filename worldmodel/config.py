@@ -5,6 +5,7 @@ Owns `AutoencoderConfig`, `DiTConfig`, `SamplerConfig` and the size presets. Hyd
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
@@ -76,6 +77,10 @@ class DiTConfig:
     catch_paint: bool = False       # with catch_entity: the generated frame's catch cell is set to the mean latent of the
                                     #   recorded catch cells (DiT.catch_latent, installed from the latent cache), as the
                                     #   score bar paints the score: the catch drawn exactly, not by the sampler
+    overlap_paint: bool = False     # where two drawn entity cells coincide (CoinChase: the enemy on the coin), the
+                                    #   generated cell is set to the mean recorded latent of that pair's overlap
+                                    #   (DiT.overlap_latents, installed from the latent cache): two sprites in one
+                                    #   cell are a blend no DiT drew (README "Session 11"; measured "Session 13")
     score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
                                     #   generated frame's bar rows are painted with the previous frame's score plus
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels
@@ -91,6 +96,11 @@ class DiTConfig:
     def event_inputs(self) -> int:
         """Event channels of the stem: one per entity, plus the catch channel (catch_entity)."""
         return self.event_channels + (self.catch_entity >= 0)
+
+    @property
+    def entity_pairs(self) -> list[tuple[int, int]]:
+        """The pairs of event entities (i < j) whose overlap cell `overlap_paint` paints, in DiT.overlap_latents' order."""
+        return list(itertools.combinations(range(self.event_channels), 2))
 
     @property
     def max_position(self) -> int:
@@ -111,6 +121,8 @@ class DiTConfig:
                              "event model with outcomes (its termination lights the channel)")
         if self.catch_paint and self.catch_entity < 0:
             raise ValueError("catch_paint paints the catch channel's cell: set catch_entity")
+        if self.overlap_paint and self.event_channels < 2:
+            raise ValueError("overlap_paint paints where two drawn entity cells coincide: it needs event_channels >= 2")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.score_digits and not self.event_outcomes:

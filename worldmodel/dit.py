@@ -271,6 +271,8 @@ class DiT(nn.Module):
                             if config.event_channels else None)
         if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
             self.register_buffer("catch_latent", torch.zeros(c))
+        if config.overlap_paint:      # (P, C) each entity pair's overlap latent, the mean of the recorded ones (installed)
+            self.register_buffer("overlap_latents", torch.zeros(len(config.entity_pairs), c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
                                    config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
 
@@ -368,10 +370,18 @@ class DiT(nn.Module):
             maps = torch.cat([maps, cell_maps(caught, self.config.latent_size, previous.dtype)], dim=1)
         return cells, maps, outcomes
 
-    def paint_catch(self, latents: torch.Tensor, catch: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) generated frames with the lit cells of the catch map (B, h, w) set to `catch_latent`."""
-        lit = catch[:, None].to(torch.bool)                                                   # (B, 1, h, w)
-        return torch.where(lit, self.catch_latent.to(latents.dtype)[None, :, None, None], latents)
+    def paint(self, latents: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) generated frames painted where the drawn events say what a cell shows exactly: the cells where
+        two entity maps of `maps` (B, E', h, w) coincide get that pair's `overlap_latents` (overlap_paint), then the lit
+        cell of the catch channel (the last map) gets `catch_latent` (catch_paint)."""
+        cells = []
+        if self.config.overlap_paint:
+            cells += [(maps[:, i] * maps[:, j], self.overlap_latents[k]) for k, (i, j) in enumerate(self.config.entity_pairs)]
+        if self.config.catch_paint:
+            cells.append((maps[:, -1], self.catch_latent))
+        for lit, latent in cells:                                                             # lit (B, h, w)
+            latents = torch.where(lit[:, None].to(torch.bool), latent.to(latents.dtype)[None, :, None, None], latents)
+        return latents
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
                 frame_mask: torch.Tensor | None = None, positions: torch.Tensor | None = None,

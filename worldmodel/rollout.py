@@ -151,8 +151,8 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
             x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
         elif step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
-    if cfg.catch_paint:               # the catch cell shows the recorded catch (the sampler's is a smudge: README)
-        x0 = model.paint_catch(x0[:, 0], maps[:, 0, -1])[:, None]
+    if cfg.catch_paint or cfg.overlap_paint:   # overlaps and the catch show the recorded latent (the sampler's are
+        x0 = model.paint(x0[:, 0], maps[:, 0])[:, None]           # blends no DiT drew: README "Session 11")
     score = None
     if cfg.score_digits:              # the bar shows the previous frame's score plus this step's reward
         score = model.score_bar.next_score(read.previous, outcomes[:, 0])

@@ -20,6 +20,7 @@ from train.common.events import add_catch_cells
 from train.common.latents import LatentData, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor
 from worldmodel import checkpoint
+from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import DiTConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.data import ClipDataset, sample_batch
 from worldmodel.dit import DiT, DiTOutput
@@ -141,21 +142,23 @@ def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
 
 def rebuild_dit(dit: DiT, part: str, **changes) -> DiT:
     """`dit` rebuilt with `changes` to its config (same device and mode), every weight kept but those of the submodule
-    `part`, which the changes add, drop or reshape (the caller fills it)."""
+    (or buffer) `part`, which the changes add, drop or reshape (the caller fills it)."""
     rebuilt = DiT(replace(dit.config, **changes)).to(next(dit.parameters()).device)
     missing, unexpected = rebuilt.load_state_dict(dit.state_dict(), strict=False)
-    assert all(k.startswith(part + ".") for k in missing + unexpected), (missing, unexpected)
+    assert all(k == part or k.startswith(part + ".") for k in missing + unexpected), (missing, unexpected)
     return rebuilt.train(dit.training)
 
 
-def install_into(targets: list[str], transform: Callable[[DiT], DiT], what: str, source: Path, stage: str) -> None:
+def install_into(targets: list[str], transform: Callable[[DiT, Autoencoder], DiT], what: str, source: Path,
+                 stage: str) -> None:
     """Rewrite each world-model checkpoint dir of `targets` with its DiT passed through `transform` (which installs
-    `what`, read from `source` by `stage`, into it); the autoencoder, start bank and the rest of the config are kept."""
+    `what`, read from `source` by `stage`, into it; it also gets the checkpoint's autoencoder, to read, not to change);
+    the autoencoder, start bank and the rest of the config are kept."""
     for target in targets:
         model = checkpoint.load(target)
         if model.dit is None:
             raise ValueError(f"{target} holds only an autoencoder: nothing to install {what} into")
-        dit = transform(model.dit)
+        dit = transform(model.dit, model.autoencoder)
         model.config.dit = dit.config
         checkpoint.save(target, model.config, model.autoencoder, dit, model.start_frames, model.start_actions)
         print(f"[{stage}] installed {source} into {target}")

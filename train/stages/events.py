@@ -15,7 +15,7 @@ open-loop dream with lethal=False (the rules check) meets exactly that.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -23,13 +23,15 @@ import torch
 import torch.nn.functional as F
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import install_event_model, install_into, reward_termination_loss
+from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
 from train.common.events import EVENTS_FILE, attach_events, catch_frames, label_episodes, mean_catch_latent
+from train.common.paint import fit_cell_latent, overlap_frames
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode, load_episodes
+from worldmodel.autoencoder import Autoencoder
 from worldmodel.dit import DiT
 from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, save_event_model
 
@@ -55,6 +57,8 @@ class EventsStageConfig:
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
     paint_catch: list[str] = field(default_factory=list)   # world-model checkpoint dirs (with a catch channel) that
                                                             #   paint the catch cell with the cache's mean catch latent
+    paint_overlaps: list[str] = field(default_factory=list)  # world-model checkpoint dirs (with >= 2 entities) that
+                                                              #   paint where two drawn entities meet (overlap_paint)
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
                                       #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
                                       #   goes on after a catch, which the DiT stages' recording never shows)
@@ -186,36 +190,55 @@ def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
 
 
-def install_catch_paint(latents_dir: Path, targets: list[str]) -> None:
-    """Turn on `catch_paint` in each world-model checkpoint dir of `targets` (its DiT must have a catch channel), with
-    the mean latent of the catch cells of the latent cache in `latents_dir`."""
+def install_paint(cfg: EventsStageConfig, targets: list[str], what: str) -> None:
+    """Turn on a paint of each world-model checkpoint dir of `targets`: `what` "catch" (catch_paint: the catch
+    channel's cell gets the latent cache's mean catch latent; the DiT must have a catch channel) or "overlaps"
+    (overlap_paint: where two entities meet, each pair's latent fitted to the recorded overlaps of the extra datasets,
+    train.common.paint)."""
     if not targets:
         return
-    latents = load_latents(latents_dir)
+    if what == "catch":
+        latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
+    elif not cfg.extra_datasets:
+        raise ValueError("paint_overlaps fits each overlap's latent on recorded frames: set extra_datasets "
+                         "(CoinChase: its events recording, where the enemy walks over the coin)")
+    else:
+        episodes = [e for dataset_id in cfg.extra_datasets for e in load_episodes(dataset_id, cfg.data_root)[0]]
+        frames, cells = np.concatenate([e.frames for e in episodes]), label_episodes(episodes, cfg.reader)
 
-    def transform(dit: DiT) -> DiT:
-        if dit.config.catch_entity < 0:
-            raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
-        painted = DiT(replace(dit.config, catch_paint=True)).to(next(dit.parameters()).device)
-        missing, unexpected = painted.load_state_dict(dit.state_dict(), strict=False)
-        assert set(missing) <= {"catch_latent"} and not unexpected, (missing, unexpected)
-        painted.catch_latent.copy_(torch.from_numpy(mean_catch_latent(latents.train, dit.config.catch_entity)))
+    def transform(dit: DiT, autoencoder: Autoencoder) -> DiT:
+        if what == "catch":
+            if dit.config.catch_entity < 0:
+                raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
+            value = mean_catch_latent(latents.train, dit.config.catch_entity)                      # (C,)
+        else:
+            value = np.stack([fit_cell_latent(autoencoder, *overlap_frames(frames, cells, pair))
+                              for pair in dit.config.entity_pairs])                                # (P, C)
+        flag, buffer = {"catch": ("catch_paint", "catch_latent"), "overlaps": ("overlap_paint", "overlap_latents")}[what]
+        painted = rebuild_dit(dit, buffer, **{flag: True})
+        getattr(painted, buffer).copy_(torch.from_numpy(value))
         return painted
 
-    install_into(targets, transform, "the catch latent", latents_dir, "events")
+    install_into(targets, transform, f"the {what} latent", Path(cfg.autoencoder_dir), "events")
+
+
+def install_all(cfg: EventsStageConfig, event_dir: Path) -> None:
+    """Everything this stage writes into world-model checkpoints: the event model, then the paints."""
+    install(event_dir, list(cfg.install))
+    install_paint(cfg, list(cfg.paint_catch), "catch")
+    install_paint(cfg, list(cfg.paint_overlaps), "overlaps")
 
 
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
     event_model = load_event_model(event_dir)
-    install_into(targets, lambda dit: install_event_model(dit, event_model), "the event model", event_dir, "events")
+    install_into(targets, lambda dit, _: install_event_model(dit, event_model), "the event model", event_dir, "events")
 
 
 def main(cfg: EventsStageConfig) -> dict[str, float]:
     out = Path(cfg.run_dir) / "checkpoint"
     if already_trained(Path(cfg.run_dir), cfg.loop, out):       # a rerun: no transitions to load and encode
-        install(out, list(cfg.install))
-        install_catch_paint(Path(cfg.autoencoder_dir) / "latents", list(cfg.paint_catch))
+        install_all(cfg, out)
         return {}
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     config = model_config(cfg, latents)
@@ -236,8 +259,7 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     metrics = run_loop("events", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
                        lambda s: evaluate(s, val, cfg),
                        lambda s: write_dir_atomically(out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))
-    install(out, list(cfg.install))
-    install_catch_paint(Path(cfg.autoencoder_dir) / "latents", list(cfg.paint_catch))
+    install_all(cfg, out)
     return metrics
 
 

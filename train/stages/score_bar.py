@@ -173,7 +173,7 @@ def install_score_bar(dit: DiT, bar: ScoreBar, config: ScoreBarConfig) -> DiT:
 def install(bar_dir: Path, targets: list[str]) -> None:
     """Write this score bar into each world-model checkpoint dir of `targets`."""
     bar, config = load_score_bar(bar_dir)
-    install_into(targets, lambda dit: install_score_bar(dit, bar, config), "the score bar", bar_dir, "score_bar")
+    install_into(targets, lambda dit, _: install_score_bar(dit, bar, config), "the score bar", bar_dir, "score_bar")
 
 
 def main(cfg: ScoreBarStageConfig) -> dict[str, float]:
