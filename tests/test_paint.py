@@ -84,3 +84,42 @@ def test_overlap_frames_are_the_frames_where_the_two_entities_share_a_cell():
     assert picked[:, 0, 0, 0].tolist() == [0, 3] and where.tolist() == [3, 9]
     assert overlap_frames(frames, cells, (1, 2))[1].tolist() == [4, 9]
     assert len(overlap_frames(frames, cells, (0, 1), limit=1)[0]) == 1
+
+
+def test_the_cells_a_model_paints_carry_no_loss_in_training():
+    from train.common.dit_stage import DiTStageConfig, loss_cells
+
+    latents = torch.zeros(1, 2, 4, 4, 4)
+    cells = torch.tensor([[[5, 5, -1], [3, 7, 7]]])                            # frame 0: entities 0 and 1 meet on 5
+    events = cell_maps(cells, 4)                                               # (1, 2, 3, 4, 4), the last a catch channel
+    plain = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, catch_entity=0))
+    painting = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, catch_entity=0, paint_overlaps=True))
+    assert plain.shape == painting.shape == (1, 2, 1, 4, 4) and bool((plain == 1).all())
+    assert painting[0, 0, 0, 1, 1] == 0 and painting[0, 0].sum() == 15         # only the overlap cell
+    assert bool((painting[0, 1] == 1).all())                                   # entity 1 on the catch channel's cell: no overlap
+    assert loss_cells(latents, None, DiTStageConfig(paint_overlaps=True)).shape == (1, 2, 1, 4, 4)
+
+
+def test_self_forcing_matches_no_distribution_where_the_rollout_paints():
+    from train.stages.self_forcing import unpainted
+
+    real, fake = torch.zeros(1, 1, 2, 2, 2), torch.ones(1, 1, 2, 2, 2)
+    painted = torch.zeros(1, 1, 1, 2, 2, dtype=torch.bool)
+    painted[..., 0, 1] = True
+    got_real, got_fake = unpainted(real, fake, painted)
+    assert got_fake is fake and got_real[..., 0, 1].eq(1).all() and got_real.sum() == 2    # both channels of one cell
+    assert unpainted(real, fake, None)[0] is real
+
+
+def test_the_pipeline_wires_overlap_painting_into_every_dit_stage_of_a_game_with_entities(tmp_path):
+    from train.common.cli import compose
+    from train.pipeline import PipelineConfig, stage_overrides
+
+    def wiring(**kw):
+        cfg = compose("pipeline", PipelineConfig, [f"root={tmp_path}", "stages=[events,teacher,ode_init,self_forcing]"]
+                      + [f"{k}={v}" for k, v in kw.items()])
+        return {s: "paint_overlaps=true" in stage_overrides(cfg, s) for s in ("teacher", "ode_init", "self_forcing")}
+
+    assert all(wiring().values())
+    assert not any(wiring(paint_overlaps="false").values())
+    assert not any(wiring(events="").values())                               # no entities, nothing meets

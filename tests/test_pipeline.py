@@ -37,6 +37,11 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     assert worldmodel.load(outputs["teacher"]).dit.config.score_digits == 0
     for stage in ("ode_init", "self_forcing", "tf", "df"):
         assert worldmodel.load(outputs[stage]).dit.config.score_digits == 3
+    # and they paint the enemy on the coin with a latent fitted on the events' recording (trained without those cells)
+    for stage in ("ode_init", "self_forcing", "tf", "df"):
+        dit = worldmodel.load(outputs[stage]).dit
+        assert dit.config.overlap_paint and dit.overlap_latents.shape == (1, 8) and bool(dit.overlap_latents.abs().sum() > 0)
+    assert not worldmodel.load(outputs["teacher"]).dit.config.overlap_paint
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)

@@ -79,7 +79,7 @@ PRESETS: dict[str, dict[str, list[str]]] = {
     },
     "tiny": {
         "record": ["episodes=6", "max_episode_steps=40"],
-        "record_events": ["episodes=3", "max_episode_steps=20", "seed=7"],
+        "record_events": ["episodes=4", "max_episode_steps=80", "seed=7"],   # shows the enemy on the coin (overlap paint)
         "autoencoder": ["loop.max_steps=20", "batch_size=8", "model.widths=[8,8,8]", "eval_frames=16",
                         "start_bank_size=4", "loop.eval_every=0"],
         "decoder": ["decoder=cell", "latent_noise=0.2", "loop.max_steps=4", "batch_size=8", "eval_frames=16",
@@ -111,6 +111,9 @@ class PipelineConfig:
     events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
                                               #   "auto": the game's own reader if there is one (coinchase), "" = none
     catch: bool = False                       # the DiT stages get the catch channel (CATCH_ENTITIES) of the entity reader
+    paint_overlaps: bool = True               # the causal stages' checkpoints paint where two drawn entities meet (the
+                                              #   enemy on the coin) with a latent fitted on the events' recording, at the
+                                              #   end like the score bar (DiTConfig.overlap_paint; README "Session 13")
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -152,6 +155,11 @@ class PipelineConfig:
         """The DiT stages get the catch channel (and the latent cache the events' recording, where the catches go on)."""
         return self.catch and self.entity_reader in CATCH_ENTITIES and bool(self.events_dataset_id)
 
+    @property
+    def paints_overlaps(self) -> bool:
+        """The causal models paint where two entities meet (fitted on the events' recording, which must exist)."""
+        return self.paint_overlaps and bool(self.entity_reader) and bool(self.events_dataset_id)
+
     def run_dir(self, stage: str) -> str:
         return str(Path(self.root) / self.game / stage)
 
@@ -191,6 +199,8 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
             wiring.append(f"events_dir={cfg.run_dir('events')}")
             if cfg.catch_on:
                 wiring.append(f"catch_entity={CATCH_ENTITIES[cfg.entity_reader]}")
+            if cfg.paints_overlaps:    # the cells the finished models paint are not theirs to learn
+                wiring.append("paint_overlaps=true")
         if stage == "events":      # the extra recording: in the latent cache already with the catch channel (all heads
             wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}",      # train on it), else beside it
                        f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id and not cfg.catch_on
@@ -253,6 +263,11 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
         from train.stages.score_bar import install  # noqa: PLC0415
 
         install(Path(cfg.run_dir("score_bar")) / "checkpoint", [str(outputs[s]) for s in SCORED if s in outputs])
+    if cfg.paints_overlaps and (Path(cfg.run_dir("events")) / "checkpoint").exists():
+        from train.stages.events import EventsStageConfig, install_paint  # noqa: PLC0415
+
+        events = compose("events", EventsStageConfig, [*stage_overrides(cfg, "events"), f"extra_datasets=[{cfg.events_dataset_id}]"])
+        install_paint(events, [str(outputs[s]) for s in SCORED if s in outputs], "overlaps")
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)
     return outputs

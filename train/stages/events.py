@@ -206,14 +206,20 @@ def install_paint(cfg: EventsStageConfig, targets: list[str], what: str) -> None
         episodes = [e for dataset_id in cfg.extra_datasets for e in load_episodes(dataset_id, cfg.data_root)[0]]
         frames, cells = np.concatenate([e.frames for e in episodes]), label_episodes(episodes, cfg.reader)
 
+    def overlap(pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+        picked = overlap_frames(frames, cells, pair)
+        if not len(picked[0]):
+            raise ValueError(f"{cfg.extra_datasets} never show entities {pair[0]} and {pair[1]} in one cell: no overlap "
+                             "to fit a painted latent on (record more play, or leave paint_overlaps off)")
+        return picked
+
     def transform(dit: DiT, autoencoder: Autoencoder) -> DiT:
         if what == "catch":
             if dit.config.catch_entity < 0:
                 raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
             value = mean_catch_latent(latents.train, dit.config.catch_entity)                      # (C,)
         else:
-            value = np.stack([fit_cell_latent(autoencoder, *overlap_frames(frames, cells, pair))
-                              for pair in dit.config.entity_pairs])                                # (P, C)
+            value = np.stack([fit_cell_latent(autoencoder, *overlap(pair)) for pair in dit.config.entity_pairs])  # (P, C)
         flag, buffer = {"catch": ("catch_paint", "catch_latent"), "overlaps": ("overlap_paint", "overlap_latents")}[what]
         painted = rebuild_dit(dit, buffer, **{flag: True})
         getattr(painted, buffer).copy_(torch.from_numpy(value))

@@ -18,9 +18,9 @@ from pathlib import Path
 import torch
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, check_clip_fits, evaluate_flow,
-                                    flow_loss, flow_weights, head_loss, known_previous, load_clip_data, noisy_clip, sample_clips,
-                                    save_world_model)
+from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, check_clip_fits, evaluate_flow,
+                                    flow_loss, flow_weights, head_loss, known_previous, load_clip_data, loss_cells,
+                                    noisy_clip, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -51,7 +51,7 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
                     events=None if batch["events"] is None else batch["events"].repeat(1, 2, 1, 1, 1))
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
     weight = known_previous(actions, model.null_action)
-    cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
+    cells = loss_cells(latents, batch["events"], cfg)
     return (flow_loss(out.velocity[:, t:], latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
             + cfg.head_weight * head_loss(clean_heads, batch, cfg.event_weight, weight))
 
@@ -66,7 +66,7 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
         out = model(noisy, sigma, actions, mask, events=batch["events"])
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
     weight = known_previous(actions, model.null_action)
-    cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
+    cells = loss_cells(latents, batch["events"], cfg)
     return (flow_loss(out.velocity, latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
             + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight))
 

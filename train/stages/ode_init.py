@@ -21,8 +21,8 @@ from safetensors.torch import save_file
 
 from train.common import distributed
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DistillStageConfig, accumulated_step, build_dit_state, change_weights, head_loss, known_previous,
-                                    load_prefixed_clip_data, sample_clips, save_world_model)
+from train.common.dit_stage import (DistillStageConfig, accumulated_step, build_dit_state, head_loss, known_previous,
+                                    load_prefixed_clip_data, loss_cells, sample_clips, save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel import checkpoint
 from worldmodel.checkpoint import read_tensors, write_dir_atomically
@@ -109,7 +109,7 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
                     "terminations": pairs["terminations"][index].to(device)}
             heads = model(real["latents"], torch.zeros_like(sigma), actions, block_causal_mask(t, cfg.chunk, device))
         x0 = x0_from_v(noisy, out.velocity[:, t:].float(), sigma)
-        cells = change_weights(targets, cfg.change_weight, cfg.change_reach)               # (B, T, 1, h, w)
+        cells = loss_cells(targets, None if events is None else events[:, :t], cfg)        # (B, T, 1, h, w)
         regression = (((x0 - targets) ** 2 * cells)[:, k:].mean() / cells[:, k:].mean())
         loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight, known_previous(actions, model.null_action))
         return loss, regression

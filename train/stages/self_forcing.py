@@ -24,8 +24,8 @@ import torch
 from train.common import distributed
 from train.common.cli import hydra_main
 from train.common.dit_stage import (DistillStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
-                                    load_prefixed_clip_data, optimizer_step, rebuild_dit, sample_clips, save_world_model,
-                                    set_lr)
+                                    load_prefixed_clip_data, optimizer_step, overlap_cells, rebuild_dit, sample_clips,
+                                    save_world_model, set_lr)
 from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                                  gan_generator_loss, sid_loss)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
@@ -112,22 +112,33 @@ def noise_clip(clip: torch.Tensor, weight: torch.Tensor, cfg: SelfForcingConfig,
     return add_noise(clip, noise, sigma), sigma, noise
 
 
+def unpainted(real_x0: torch.Tensor, fake_x0: torch.Tensor, painted: torch.Tensor | None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The two scores' x0 predictions (B, T, C, h, w) with the fake one standing in for the real one on the `painted`
+    cells (B, T, 1, h, w) (paint_overlaps): no distribution-matching gradient where the rollout paints."""
+    if painted is None:
+        return real_x0, fake_x0
+    return torch.where(painted, fake_x0, real_x0), fake_x0
+
+
 def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, actions: torch.Tensor,
                    events: torch.Tensor | None, cfg: SelfForcingConfig) -> dict[str, torch.Tensor]:
     teacher, critic, g = state.modules["teacher"], state.modules["critic"], state.generator
     noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False)
     losses: dict[str, torch.Tensor] = {}
+    painted = overlap_cells(events, cfg.catch_entity >= 0) if cfg.paint_overlaps and events is not None else None
     if cfg.dmd_weight:
         with torch.no_grad(), autocast(cfg.loop):
             real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance, events)
             fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0, events)
-        losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, real_x0, fake_x0, weight)
+        losses["dmd"] = cfg.dmd_weight * dmd_loss(clip, *unpainted(real_x0, fake_x0, painted), weight)
     if cfg.sid_weight:   # gradients through both frozen score networks' inputs (see losses.sid_loss)
         critic.requires_grad_(False)
         with autocast(cfg.loop):
             real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance, events)
             fake_x0 = score_x0(critic, noisy, sigma, actions, 1.0, events)
         critic.requires_grad_(True)
+        real_x0, fake_x0 = unpainted(real_x0, fake_x0, painted)
         losses["sid"] = cfg.sid_weight * sid_loss(clip, real_x0, fake_x0, weight, cfg.sid_alpha)
     if cfg.gan_weight:
         if cfg.gan_sigma_max > 0:
@@ -215,9 +226,12 @@ def build(cfg: SelfForcingConfig, latents) -> TrainState:
         raise ValueError(f"critic_ratio and critic_reuse must be >= 1, got {cfg.critic_ratio} and {cfg.critic_reuse}")
     teacher = checkpoint.load(Path(cfg.teacher_dir) / "checkpoint", cfg.loop.device).dit.requires_grad_(False)
     student = checkpoint.load(Path(cfg.student_dir) / "checkpoint", cfg.loop.device).dit
-    if student.config.score_digits:   # trained without the score bar, installed after (the pipeline installs one into the
-        # student's checkpoint too, at its end): so a resumed run builds the same model as the run that wrote its state
+    # trained without the score bar and the overlap paint, installed after (the pipeline installs them into the
+    # student's checkpoint too, at its end): so a resumed run builds the same model as the run that wrote its state
+    if student.config.score_digits:
         student = rebuild_dit(student, "score_bar", score_digits=0, score_pixels=0)
+    if student.config.overlap_paint:
+        student = rebuild_dit(student, "overlap_latents", overlap_paint=False)
     if not student.config.causal or teacher.config.causal:
         raise ValueError("self forcing needs a causal student (ode_init / tf / df) and a bidirectional teacher")
     stored, stage = (student.config.chunk, student.config.window, student.config.sink), (cfg.chunk, cfg.window, cfg.sink)

@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, change_weights, evaluate_flow, flow_loss,
-                                    flow_weights, load_clip_data, noisy_clip, sample_clips, save_world_model)
+from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, evaluate_flow, flow_loss,
+                                    flow_weights, load_clip_data, loss_cells, noisy_clip, sample_clips,
+                                    save_world_model)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
 from worldmodel.dit import DiT
 from worldmodel.flow import sample_training_sigma
@@ -65,7 +66,7 @@ def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, floa
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
         with autocast(cfg.loop):
             out = model(noisy, batch["sigma"], batch["actions"], events=batch["events"])
-        cells = change_weights(batch["latents"], cfg.change_weight, cfg.change_reach)
+        cells = loss_cells(batch["latents"], batch["events"], cfg)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         return loss, loss
     return accumulated_step(state, cfg, micro_loss)
