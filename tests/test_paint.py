@@ -96,7 +96,7 @@ def test_the_cells_a_model_paints_carry_no_loss_in_training():
     painting = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, catch_entity=0, paint_overlaps=True))
     assert plain.shape == painting.shape == (1, 2, 1, 4, 4) and bool((plain == 1).all())
     assert painting[0, 0, 0, 1, 1] == 0 and painting[0, 0].sum() == 15         # only the overlap cell
-    assert bool((painting[0, 1] == 1).all())                                   # entity 1 on the catch channel's cell: no overlap
+    assert bool((painting[0, 1] == 1).all())                    # entity 1 on the catch channel's cell: no overlap
     assert loss_cells(latents, None, DiTStageConfig(paint_overlaps=True)).shape == (1, 2, 1, 4, 4)
 
 

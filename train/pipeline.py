@@ -266,7 +266,8 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
     if cfg.paints_overlaps and (Path(cfg.run_dir("events")) / "checkpoint").exists():
         from train.stages.events import EventsStageConfig, install_paint  # noqa: PLC0415
 
-        events = compose("events", EventsStageConfig, [*stage_overrides(cfg, "events"), f"extra_datasets=[{cfg.events_dataset_id}]"])
+        events = compose("events", EventsStageConfig,      # fitted on the events' recording (catch=true: in the cache)
+                         [*stage_overrides(cfg, "events"), f"extra_datasets=[{cfg.events_dataset_id}]"])
         install_paint(events, [str(outputs[s]) for s in SCORED if s in outputs], "overlaps")
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)

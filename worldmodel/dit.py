@@ -376,7 +376,8 @@ class DiT(nn.Module):
         cell of the catch channel (the last map) gets `catch_latent` (catch_paint)."""
         cells = []
         if self.config.overlap_paint:
-            cells += [(maps[:, i] * maps[:, j], self.overlap_latents[k]) for k, (i, j) in enumerate(self.config.entity_pairs)]
+            pairs = self.config.entity_pairs
+            cells += [(maps[:, i] * maps[:, j], self.overlap_latents[k]) for k, (i, j) in enumerate(pairs)]
         if self.config.catch_paint:
             cells.append((maps[:, -1], self.catch_latent))
         for lit, latent in cells:                                                             # lit (B, h, w)

@@ -25,13 +25,13 @@ import torch.nn.functional as F
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
 from train.common.events import EVENTS_FILE, attach_events, catch_frames, label_episodes, mean_catch_latent
-from train.common.paint import fit_cell_latent, overlap_frames
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
+from train.common.paint import fit_cell_latent, overlap_frames
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
-from worldmodel.data import Episode, load_episodes
 from worldmodel.autoencoder import Autoencoder
+from worldmodel.data import Episode, load_episodes
 from worldmodel.dit import DiT
 from worldmodel.events import EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, save_event_model
 
