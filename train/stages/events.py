@@ -10,8 +10,12 @@ model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-mo
 goes on after a catch (`record +env_kwargs.lethal=false`): the main recording ends an episode at a
 catch, so without it the event model never sees the enemy on the player as a previous frame, and an
 open-loop dream with lethal=False (the rules check) meets exactly that.
+`paint_overlaps=[DIR, ...]` turns on those checkpoints' overlap paint (DiTConfig.overlap_paint), each entity
+pair's latent fitted (train.common.paint) on the overlaps the extra datasets show; `paint_catch=[DIR, ...]`
+their catch paint (a catch channel's cell, the latent cache's mean catch latent).
 
     python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=3000
+    python -m train.stages.events ... "extra_datasets=[coinchase/mixed-events-v0]" "paint_overlaps=[DIR]"   # a rerun
 """
 from __future__ import annotations
 
