@@ -1,5 +1,4 @@
-"""Scratch recipe behind docs/eval/session13/catch_paint_player_head.md (not part of the package): the bundle with a player-head event model installed; the catch painted (fitted enemy-on-player latent) where the drawn enemy cell is the player head's cell. argv: checkpoint out paint(0/1)
-enemy cell is the player head's cell. argv: checkpoint out paint(0/1)"""
+"""Scratch recipe behind docs/eval/session13/catch_paint_player_head.md (not part of the package): the bundle with a player-head event model installed; the catch painted (fitted enemy-on-player latent) where the drawn enemy cell is the player head's cell. argv: checkpoint out paint(0/1)"""
 import sys
 import numpy as np, torch
 import worldmodel.dit as ditmod
@@ -26,7 +25,6 @@ if paint:
         return cells_, maps, outcomes
     def paint_(self, latents, maps):
         latents = orig_paint(self, latents, maps)
-        side = self.config.latent_size
         enemy = maps[:, 0].flatten(1).argmax(-1)
         hit = enemy == self._player                                           # (B,)
         lit = torch.zeros_like(maps[:, 0]).flatten(1)
