@@ -123,3 +123,17 @@ def test_the_pipeline_wires_overlap_painting_into_every_dit_stage_of_a_game_with
     assert all(wiring().values())
     assert not any(wiring(paint_overlaps="false").values())
     assert not any(wiring(events="").values())                               # no entities, nothing meets
+
+
+def test_only_the_recorded_frames_where_two_entities_meet_are_kept_for_the_fit(monkeypatch):
+    from train.common import events
+    from train.common.paint import recorded_overlaps
+    from worldmodel.data import Episode
+
+    frames = np.arange(4)[:, None, None, None] * np.ones((4, 2, 2, 3), np.uint8)        # frame k is all k
+    episode = Episode(frames=frames, actions=np.zeros(3, np.int64), rewards=np.zeros(3, np.float32),
+                      terminations=np.zeros(3, bool), truncations=np.zeros(3, bool))
+    labels = np.array([[3, 3], [3, 4], [-1, -1], [9, 9]])                                # frames 0 and 3 overlap
+    monkeypatch.setitem(events.READERS, "fake", lambda f: labels[f[:, 0, 0, 0]])
+    kept, cells = recorded_overlaps([episode], "fake")
+    assert kept[:, 0, 0, 0].tolist() == [0, 3] and cells.tolist() == [[3, 3], [9, 9]]

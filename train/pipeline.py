@@ -264,11 +264,11 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
 
         install(Path(cfg.run_dir("score_bar")) / "checkpoint", [str(outputs[s]) for s in SCORED if s in outputs])
     if cfg.paints_overlaps and (Path(cfg.run_dir("events")) / "checkpoint").exists():
-        from train.stages.events import EventsStageConfig, install_paint  # noqa: PLC0415
+        from train.stages.events import EventsStageConfig, install_overlap_paint  # noqa: PLC0415
 
         events = compose("events", EventsStageConfig,      # fitted on the events' recording (catch=true: in the cache)
                          [*stage_overrides(cfg, "events"), f"extra_datasets=[{cfg.events_dataset_id}]"])
-        install_paint(events, [str(outputs[s]) for s in SCORED if s in outputs], "overlaps")
+        install_overlap_paint(events, [str(outputs[s]) for s in SCORED if s in outputs])
     print(f"[pipeline] done in {time.perf_counter() - start:.0f} s: " +
           ", ".join(f"{s} -> {p}" for s, p in outputs.items()), flush=True)
     return outputs

@@ -78,9 +78,9 @@ class DiTConfig:
                                     #   recorded catch cells (DiT.catch_latent, installed from the latent cache), as the
                                     #   score bar paints the score: the catch drawn exactly, not by the sampler
     overlap_paint: bool = False     # where two drawn entity cells coincide (CoinChase: the enemy on the coin), the
-                                    #   generated cell is set to the mean recorded latent of that pair's overlap
-                                    #   (DiT.overlap_latents, installed from the latent cache): two sprites in one
-                                    #   cell are a blend no DiT drew (README "Session 11"; measured "Session 13")
+                                    #   generated cell is set to that pair's latent (DiT.overlap_latents, fitted to the
+                                    #   decoder on recorded overlaps and installed: train.common.paint): two sprites in
+                                    #   one cell are a blend no DiT drew (README "Session 11"; measured "Session 13")
     score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
                                     #   generated frame's bar rows are painted with the previous frame's score plus
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels

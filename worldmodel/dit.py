@@ -271,7 +271,7 @@ class DiT(nn.Module):
                             if config.event_channels else None)
         if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
             self.register_buffer("catch_latent", torch.zeros(c))
-        if config.overlap_paint:      # (P, C) each entity pair's overlap latent, the mean of the recorded ones (installed)
+        if config.overlap_paint:      # (P, C) each entity pair's overlap latent, fitted to the decoder (installed)
             self.register_buffer("overlap_latents", torch.zeros(len(config.entity_pairs), c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
                                    config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only

@@ -10,10 +10,14 @@ in its own recorded frame (the decoder's convolutions see the neighbours).
 """
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 
+from train.common.events import label_episodes
 from worldmodel.autoencoder import Autoencoder
+from worldmodel.data import Episode
 
 
 def fit_cell_latent(autoencoder: Autoencoder, frames: np.ndarray, cells: np.ndarray, steps: int = 300,
@@ -54,3 +58,17 @@ def overlap_frames(frames: np.ndarray, cells: np.ndarray, pair: tuple[int, int],
     i, j = pair
     picked = np.flatnonzero((cells[:, i] == cells[:, j]) & (cells[:, i] >= 0))[:limit]
     return frames[picked], cells[picked, i]
+
+
+def recorded_overlaps(episodes: list[Episode], reader: str) -> tuple[np.ndarray, np.ndarray]:
+    """The frames of pixel `episodes` where two labelled entities (the entity `reader`'s) share a cell, and their
+    entity cells: ((M, H, W, 3) uint8, (M, E)). Only those are kept: a recording's frames are hundreds of MB."""
+    frames, cells = [], []
+    for episode in episodes:
+        labels = label_episodes([episode], reader)                                            # (n+1, E)
+        met = np.zeros(len(labels), bool)
+        for i, j in itertools.combinations(range(labels.shape[1]), 2):
+            met |= (labels[:, i] == labels[:, j]) & (labels[:, i] >= 0)
+        frames.append(episode.frames[met])
+        cells.append(labels[met])
+    return np.concatenate(frames), np.concatenate(cells)

@@ -19,6 +19,7 @@ their catch paint (a catch channel's cell, the latent cache's mean catch latent)
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
@@ -31,7 +32,7 @@ from train.common.dit_stage import install_event_model, install_into, rebuild_di
 from train.common.events import EVENTS_FILE, attach_events, catch_frames, label_episodes, mean_catch_latent
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
-from train.common.paint import fit_cell_latent, overlap_frames
+from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.autoencoder import Autoencoder
@@ -194,21 +195,42 @@ def f1(predicted: torch.Tensor, actual: torch.Tensor) -> float:
     return 2 * hits / max(float(predicted.sum() + actual.sum()), 1.0)
 
 
-def install_paint(cfg: EventsStageConfig, targets: list[str], what: str) -> None:
-    """Turn on a paint of each world-model checkpoint dir of `targets`: `what` "catch" (catch_paint: the catch
-    channel's cell gets the latent cache's mean catch latent; the DiT must have a catch channel) or "overlaps"
-    (overlap_paint: where two entities meet, each pair's latent fitted to the recorded overlaps of the extra datasets,
-    train.common.paint)."""
+def install_paint(targets: list[str], flag: str, buffer: str, value: Callable[[DiT, Autoencoder], np.ndarray],
+                  source: Path) -> None:
+    """Turn on the DiT paint `flag` of each world-model checkpoint dir of `targets`, its `buffer` filled by `value`
+    (given the target's DiT and autoencoder)."""
+    def transform(dit: DiT, autoencoder: Autoencoder) -> DiT:
+        painted = rebuild_dit(dit, buffer, **{flag: True})
+        getattr(painted, buffer).copy_(torch.from_numpy(value(dit, autoencoder)))
+        return painted
+
+    install_into(targets, transform, f"the paint ({buffer})", source, "events")
+
+
+def install_catch_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
+    """catch_paint: the catch channel's cell gets the latent cache's mean catch latent (the DiT must have the channel)."""
     if not targets:
         return
-    if what == "catch":
-        latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
-    elif not cfg.extra_datasets:
+    latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
+
+    def value(dit: DiT, _: Autoencoder) -> np.ndarray:                                            # (C,)
+        if dit.config.catch_entity < 0:
+            raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
+        return mean_catch_latent(latents.train, dit.config.catch_entity)
+
+    install_paint(targets, "catch_paint", "catch_latent", value, Path(cfg.autoencoder_dir))
+
+
+def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
+    """overlap_paint: where two entities meet, each pair's latent fitted (train.common.paint) to the target's decoder on
+    the overlaps the extra datasets show."""
+    if not targets:
+        return
+    if not cfg.extra_datasets:
         raise ValueError("paint_overlaps fits each overlap's latent on recorded frames: set extra_datasets "
                          "(CoinChase: its events recording, where the enemy walks over the coin)")
-    else:
-        episodes = [e for dataset_id in cfg.extra_datasets for e in load_episodes(dataset_id, cfg.data_root)[0]]
-        frames, cells = np.concatenate([e.frames for e in episodes]), label_episodes(episodes, cfg.reader)
+    frames, cells = recorded_overlaps([e for dataset_id in cfg.extra_datasets
+                                       for e in load_episodes(dataset_id, cfg.data_root)[0]], cfg.reader)
 
     def overlap(pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
         picked = overlap_frames(frames, cells, pair)
@@ -217,26 +239,17 @@ def install_paint(cfg: EventsStageConfig, targets: list[str], what: str) -> None
                              "to fit a painted latent on (record more play, or leave paint_overlaps off)")
         return picked
 
-    def transform(dit: DiT, autoencoder: Autoencoder) -> DiT:
-        if what == "catch":
-            if dit.config.catch_entity < 0:
-                raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
-            value = mean_catch_latent(latents.train, dit.config.catch_entity)                      # (C,)
-        else:
-            value = np.stack([fit_cell_latent(autoencoder, *overlap(pair)) for pair in dit.config.entity_pairs])  # (P, C)
-        flag, buffer = {"catch": ("catch_paint", "catch_latent"), "overlaps": ("overlap_paint", "overlap_latents")}[what]
-        painted = rebuild_dit(dit, buffer, **{flag: True})
-        getattr(painted, buffer).copy_(torch.from_numpy(value))
-        return painted
+    def value(dit: DiT, autoencoder: Autoencoder) -> np.ndarray:                                  # (P, C)
+        return np.stack([fit_cell_latent(autoencoder, *overlap(pair)) for pair in dit.config.entity_pairs])
 
-    install_into(targets, transform, f"the {what} latent", Path(cfg.autoencoder_dir), "events")
+    install_paint(targets, "overlap_paint", "overlap_latents", value, Path(cfg.autoencoder_dir))
 
 
 def install_all(cfg: EventsStageConfig, event_dir: Path) -> None:
     """Everything this stage writes into world-model checkpoints: the event model, then the paints."""
     install(event_dir, list(cfg.install))
-    install_paint(cfg, list(cfg.paint_catch), "catch")
-    install_paint(cfg, list(cfg.paint_overlaps), "overlaps")
+    install_catch_paint(cfg, list(cfg.paint_catch))
+    install_overlap_paint(cfg, list(cfg.paint_overlaps))
 
 
 def install(event_dir: Path, targets: list[str]) -> None:
