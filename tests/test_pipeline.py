@@ -37,10 +37,17 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     assert worldmodel.load(outputs["teacher"]).dit.config.score_digits == 0
     for stage in ("ode_init", "self_forcing", "tf", "df"):
         assert worldmodel.load(outputs[stage]).dit.config.score_digits == 3
-    # and they paint the enemy on the coin with a latent fitted on the events' recording (trained without those cells)
+    # and every DiT is given the player's cell (the event model's player head) as one more drawn cell
+    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+        config = worldmodel.load(outputs[stage]).dit.config
+        assert (config.event_player, config.player_channel, config.drawn_cells) == (True, True, 3)
+    # and they paint where two drawn cells meet (the enemy on the coin, on the player) with latents fitted on the events'
+    # recording (trained without those cells); a pair the recording never shows in one cell is NaN, not painted
     for stage in ("ode_init", "self_forcing", "tf", "df"):
         dit = worldmodel.load(outputs[stage]).dit
-        assert dit.config.overlap_paint and dit.overlap_latents.shape == (1, 8) and bool(dit.overlap_latents.abs().sum() > 0)
+        fitted = torch.isfinite(dit.overlap_latents).all(-1)
+        assert dit.config.overlap_paint and dit.overlap_latents.shape == (3, 8) and bool(fitted.any())
+        assert bool(dit.overlap_latents[fitted].abs().sum() > 0) and bool(dit.overlap_latents[~fitted].isnan().all())
     assert not worldmodel.load(outputs["teacher"]).dit.config.overlap_paint
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
@@ -53,7 +60,7 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
 
 
 def test_tiny_pipeline_with_the_catch_channel_trains_on_play_after_catches_and_dreams(tmp_path):
-    outputs = run(tiny(tmp_path, catch="true", **{"overrides.events": "['player=true']"}))
+    outputs = run(tiny(tmp_path, catch="true", player="false", **{"overrides.events": "['player=true']"}))
     latents = tmp_path / "runs/coinchase/autoencoder/latents"
     assert json.loads((latents / "datasets.json").read_text()) == ["coinchase/mixed-v0", "coinchase/mixed-events-v0"]
     for stage in ("teacher", "ode_init", "self_forcing"):
@@ -98,7 +105,7 @@ def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_ma
     from train.common.dit_stage import DiTStageConfig, check_catch
     from worldmodel.config import DiTConfig
 
-    on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true")
+    on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true", player="false")
     for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
         assert "catch_entity=0" in stage_overrides(on, stage)          # CoinChase's enemy
         assert not [o for o in stage_overrides(off, stage) if o.startswith("catch_entity")]

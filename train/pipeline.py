@@ -111,6 +111,9 @@ class PipelineConfig:
     events: str = "auto"                      # entity reader labelling the random entities (train.common.events.READERS);
                                               #   "auto": the game's own reader if there is one (coinchase), "" = none
     catch: bool = False                       # the DiT stages get the catch channel (CATCH_ENTITIES) of the entity reader
+    player: bool = True                       # the event model learns the player's next cell and the DiT stages get it as
+                                              #   one more event channel (DiTConfig.player_channel), trained on the events'
+                                              #   recording too (play that goes on after a catch); README "Session 14"
     paint_overlaps: bool = True               # the causal stages' checkpoints paint where two drawn entities meet (the
                                               #   enemy on the coin) with a latent fitted on the events' recording, at the
                                               #   end like the score bar (DiTConfig.overlap_paint; README "Session 13")
@@ -156,6 +159,18 @@ class PipelineConfig:
         return self.catch and self.entity_reader in CATCH_ENTITIES and bool(self.events_dataset_id)
 
     @property
+    def player_on(self) -> bool:
+        """The DiT stages get the player's cell as an event channel (and the latent cache the events' recording)."""
+        from train.common.events import PLAYER_READERS  # noqa: PLC0415
+
+        return self.player and self.entity_reader in PLAYER_READERS and bool(self.events_dataset_id)
+
+    @property
+    def events_in_cache(self) -> bool:
+        """The events' recording is encoded into the latent cache, so every stage trains on play after catches."""
+        return self.catch_on or self.player_on
+
+    @property
     def paints_overlaps(self) -> bool:
         """The causal models paint where two entities meet (fitted on the events' recording, which must exist)."""
         return self.paint_overlaps and bool(self.entity_reader) and bool(self.events_dataset_id)
@@ -190,7 +205,7 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
             wiring += [f"autoencoder_dir={cfg.run_dir('autoencoder')}", *DECODER_HUD.get(cfg.game, [])]
         else:
             wiring.append(f"events={cfg.entity_reader}")
-            if cfg.catch_on:     # the DiT stages learn what follows a catch from play that goes on after one
+            if cfg.events_in_cache:     # the DiT stages learn what follows a catch from play that goes on after one
                 wiring.append(f"cache_datasets=[{cfg.events_dataset_id}]")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
@@ -199,12 +214,14 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
             wiring.append(f"events_dir={cfg.run_dir('events')}")
             if cfg.catch_on:
                 wiring.append(f"catch_entity={CATCH_ENTITIES[cfg.entity_reader]}")
+            if cfg.player_on:
+                wiring.append("player_channel=true")
             if cfg.paints_overlaps:    # the cells the finished models paint are not theirs to learn
                 wiring.append("paint_overlaps=true")
         if stage == "events":      # the extra recording: in the latent cache already with the catch channel (all heads
             wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}",      # train on it), else beside it
-                       f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id and not cfg.catch_on
-                       else "extra_datasets=[]"]
+                       f"extra_datasets=[{cfg.events_dataset_id}]" if cfg.events_dataset_id and not cfg.events_in_cache
+                       else "extra_datasets=[]", f"player={cfg.player_on}"]
         if stage in ("tf", "df"):
             wiring.append(f"mode={stage}")
         if stage in ("ode_init", "self_forcing"):
@@ -232,7 +249,7 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
 
 
 def run_stage(cfg: PipelineConfig, stage: str) -> None:
-    if (stage == "events" or (stage == "autoencoder" and cfg.catch_on)) and cfg.events_dataset_id:
+    if (stage == "events" or (stage == "autoencoder" and cfg.events_in_cache)) and cfg.events_dataset_id:
         run_stage(cfg, "record_events")                 # the events' extra recording first (catch: in the cache too)
     if stage == "score_bar":                            # and the score bar's
         run_stage(cfg, "record_score")

@@ -70,6 +70,11 @@ class DiTConfig:
                                     #   the rollout then reports those instead of the clean pass's heads
     event_player: bool = False      # the event model also says where the player (moved by the keys) will be: a catch is
                                     #   then drawn only where the caught entity lands on that cell
+    player_channel: bool = False    # with event_player: the player's next cell (the event model's player head, argmax)
+                                    #   is one more event channel after the entities, so every generated frame is told
+                                    #   where the player is, also after a catch, where the DiT alone lost it (README
+                                    #   "Session 12"); with overlap_paint the enemy on the player (the catch) is one more
+                                    #   painted pair
     catch_entity: int = -1          # one more event channel: this entity's drawn cell again, lit only when the step
                                     #   terminates (the event model's termination, given its draw). CoinChase: the
                                     #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model
@@ -93,14 +98,20 @@ class DiTConfig:
         return (self.latent_size // self.patch) ** 2
 
     @property
+    def drawn_cells(self) -> int:
+        """The cells drawn before each frame, one event channel each: the random entities, then the player
+        (player_channel)."""
+        return self.event_channels + self.player_channel
+
+    @property
     def event_inputs(self) -> int:
-        """Event channels of the stem: one per entity, plus the catch channel (catch_entity)."""
-        return self.event_channels + (self.catch_entity >= 0)
+        """Event channels of the stem: the drawn cells, plus the catch channel (catch_entity)."""
+        return self.drawn_cells + (self.catch_entity >= 0)
 
     @property
     def entity_pairs(self) -> list[tuple[int, int]]:
-        """The pairs of event entities (i < j) whose overlap cell `overlap_paint` paints, in DiT.overlap_latents' order."""
-        return list(itertools.combinations(range(self.event_channels), 2))
+        """The pairs of drawn cells (i < j) whose overlap cell `overlap_paint` paints, in DiT.overlap_latents' order."""
+        return list(itertools.combinations(range(self.drawn_cells), 2))
 
     @property
     def max_position(self) -> int:
@@ -119,10 +130,14 @@ class DiTConfig:
         if self.catch_entity >= 0 and not (self.catch_entity < self.event_channels and self.event_outcomes):
             raise ValueError(f"catch_entity {self.catch_entity} must name one of the {self.event_channels} entities of an "
                              "event model with outcomes (its termination lights the channel)")
+        if self.player_channel and not self.event_player:
+            raise ValueError("player_channel: the player's cell comes from the event model's player head; install an "
+                             "event model with one (event_player)")
         if self.catch_paint and self.catch_entity < 0:
             raise ValueError("catch_paint paints the catch channel's cell: set catch_entity")
-        if self.overlap_paint and self.event_channels < 2:
-            raise ValueError("overlap_paint paints where two drawn entity cells coincide: it needs event_channels >= 2")
+        if self.overlap_paint and self.drawn_cells < 2:
+            raise ValueError("overlap_paint paints where two drawn cells coincide: it needs two (event_channels + "
+                             "player_channel >= 2)")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
             raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
         if self.score_digits and not self.event_outcomes:

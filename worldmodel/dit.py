@@ -271,7 +271,8 @@ class DiT(nn.Module):
                             if config.event_channels else None)
         if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
             self.register_buffer("catch_latent", torch.zeros(c))
-        if config.overlap_paint:      # (P, C) each entity pair's overlap latent, fitted to the decoder (installed)
+        if config.overlap_paint:      # (P, C) each pair's overlap latent, fitted to the decoder (installed); NaN: a pair
+                                      #   never recorded in one cell (CoinChase: the player on the coin), not painted
             self.register_buffer("overlap_latents", torch.zeros(len(config.entity_pairs), c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
                                    config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
@@ -354,30 +355,39 @@ class DiT(nn.Module):
     def sample_events(self, previous: torch.Tensor, actions: torch.Tensor, gaussian: torch.Tensor,
                       min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
-        (B, E, K) standard-normal noise. Returns (cells (B, E) int64, one-hot maps (B, E, h, w), and with
-        `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None). With a catch
-        channel (catch_entity) cells and maps have one more entry: the catch cell, -1 / empty where none."""
+        (B, E, K) standard-normal noise. Returns (cells (B, E') int64, one-hot maps (B, E', h, w), and with
+        `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None). E' = E entities,
+        then the player's cell (player_channel: the player head's most likely cell), then the catch cell (catch
+        channel, catch_entity: -1 / empty where none)."""
         tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
         cells = sample_cells(self.event_model.cell_logits(tokens), gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
+        player = self.event_model.player_logits(tokens).argmax(-1) if self.config.event_player else None   # (B,)
+        extra = []
+        if self.config.player_channel:
+            extra.append(player)
         if self.config.catch_entity >= 0:      # the catch channel: the entity's cell again where the step terminates
             caught = outcomes[:, 1] > 0                                                          # (B,)
-            if self.config.event_player:     # and only where the caught entity lands on the player's next cell
-                caught &= cells[:, self.config.catch_entity] == self.event_model.player_logits(tokens).argmax(-1)
-            caught = cells[:, self.config.catch_entity].masked_fill(~caught, -1)[:, None]      # (B, 1); -1 = all-zero map
-            cells = torch.cat([cells, caught], dim=1)                                           # (B, E + 1)
-            maps = torch.cat([maps, cell_maps(caught, self.config.latent_size, previous.dtype)], dim=1)
+            if player is not None:           # and only where the caught entity lands on the player's next cell
+                caught &= cells[:, self.config.catch_entity] == player
+            extra.append(cells[:, self.config.catch_entity].masked_fill(~caught, -1))        # -1 = all-zero map
+        if extra:
+            extra = torch.stack(extra, dim=1)                                                    # (B, E' - E)
+            cells = torch.cat([cells, extra], dim=1)                                             # (B, E')
+            maps = torch.cat([maps, cell_maps(extra, self.config.latent_size, previous.dtype)], dim=1)
         return cells, maps, outcomes
 
     def paint(self, latents: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w) generated frames painted where the drawn events say what a cell shows exactly: the cells where
-        two entity maps of `maps` (B, E', h, w) coincide get that pair's `overlap_latents` (overlap_paint), then the lit
-        cell of the catch channel (the last map) gets `catch_latent` (catch_paint)."""
+        two drawn cells of `maps` (B, E', h, w) coincide get that pair's `overlap_latents` (overlap_paint; a NaN row,
+        a pair never recorded in one cell, paints nothing), then the lit cell of the catch channel (the last map) gets
+        `catch_latent` (catch_paint)."""
         cells = []
         if self.config.overlap_paint:
+            known = torch.isfinite(self.overlap_latents).all(-1).to(maps.dtype)                 # (P,) on the device
             pairs = self.config.entity_pairs
-            cells += [(maps[:, i] * maps[:, j], self.overlap_latents[k]) for k, (i, j) in enumerate(pairs)]
+            cells += [(maps[:, i] * maps[:, j] * known[k], self.overlap_latents[k]) for k, (i, j) in enumerate(pairs)]
         if self.config.catch_paint:
             cells.append((maps[:, -1], self.catch_latent))
         for lit, latent in cells:                                                             # lit (B, h, w)

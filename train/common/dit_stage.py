@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from train.common import distributed
-from train.common.events import add_catch_cells
+from train.common.events import add_dit_cells
 from train.common.latents import LatentData, load_latents
 from train.common.loop import LoopConfig, TrainState, cosine_factor
 from worldmodel import checkpoint
@@ -63,6 +63,10 @@ class DiTStageConfig:
     catch_entity: int = -1                    # with events_dir: the DiT's catch channel (DiTConfig.catch_entity; CoinChase:
                                               #   0, the enemy), labelled on the catch frames (train.common.events.
                                               #   catch_frames); distilled students must match their teacher's. -1 = none
+    player_channel: bool = False              # with events_dir: the player's next cell as one more event channel
+                                              #   (DiTConfig.player_channel; the event model needs its player head,
+                                              #   the latent cache the reader's player_cell labels); students must match
+                                              #   their teacher's
     paint_overlaps: bool = False              # the cells where two entities' event maps meet (CoinChase: the enemy on the
                                               #   coin) carry no loss: a model with overlap_paint paints them. Trained on
                                               #   them, every model drew that rare cell as a mode of any coin cell (2-4 %
@@ -81,9 +85,13 @@ class DiTStageConfig:
                 raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
                                  f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
-                          event_outcomes=event_cfg.outcomes, event_player=event_cfg.player, catch_entity=self.catch_entity)
-        elif self.catch_entity >= 0:
-            raise ValueError("catch_entity needs entity events: set events_dir")
+                          event_outcomes=event_cfg.outcomes, event_player=event_cfg.player, catch_entity=self.catch_entity,
+                          player_channel=self.player_channel)
+            if self.player_channel and not event_cfg.player:
+                raise ValueError(f"player_channel: the event model in {self.events_dir} has no player head; train it with "
+                                 "player=true")
+        elif self.catch_entity >= 0 or self.player_channel:
+            raise ValueError("catch_entity and player_channel need entity events: set events_dir")
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
                           n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
                           **events)
@@ -99,10 +107,12 @@ class DistillStageConfig(DiTStageConfig):
 
 
 def check_catch(cfg: DiTStageConfig, teacher: DiTConfig) -> None:
-    """A distilled student is its teacher's design: the stage's catch labels must be the ones the teacher drew from."""
-    if cfg.catch_entity != teacher.catch_entity:
-        raise ValueError(f"the teacher has catch_entity={teacher.catch_entity} but this stage catch_entity="
-                         f"{cfg.catch_entity}: set catch_entity={teacher.catch_entity}")
+    """A distilled student is its teacher's design: the stage's event columns (catch, player) must be the ones the
+    teacher drew from."""
+    for name in ("catch_entity", "player_channel"):
+        if getattr(cfg, name) != getattr(teacher, name):
+            raise ValueError(f"the teacher has {name}={getattr(teacher, name)} but this stage {name}="
+                             f"{getattr(cfg, name)}: set {name}={getattr(teacher, name)}")
 
 
 def check_clip_fits(cfg: DiTStageConfig) -> None:
@@ -170,9 +180,8 @@ def install_into(targets: list[str], transform: Callable[[DiT, Autoencoder], DiT
 
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
-    if cfg.catch_entity >= 0:
-        for episodes in (latents.train, latents.val):
-            add_catch_cells(episodes, cfg.catch_entity)
+    for episodes in (latents.train, latents.val):
+        add_dit_cells(episodes, cfg.player_channel, cfg.catch_entity)
     train = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
     val = ClipDataset(latents.val or latents.train, cfg.clip_frames, latents.n_actions)
     return latents, train, val

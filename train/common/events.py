@@ -118,6 +118,26 @@ def add_catch_cells(episodes: list[Episode], entity: int) -> None:
         episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)
 
 
+def add_player_cells(episodes: list[Episode]) -> None:
+    """Give each episode's infos["event_cells"] (n+1, E) the player column (n+1, E+1) of a DiT with a player channel
+    (`DiTConfig.player_channel`): the reader's player cell of each frame (infos["player_cell"]), -1 where it found none."""
+    for episode in episodes:
+        if "player_cell" not in episode.infos:
+            raise ValueError(f"player_channel needs the player's cells in the latent cache (player_cell, from {EVENTS_FILE}): "
+                             "delete it and re-run the autoencoder stage with events=<reader> to relabel")
+        cells = episode.infos["event_cells"]
+        episode.infos["event_cells"] = np.concatenate([cells, episode.infos["player_cell"][:, None]], axis=1)
+
+
+def add_dit_cells(episodes: list[Episode], player: bool, catch_entity: int) -> None:
+    """The event columns a DiT is given after the entities', in its maps' order (worldmodel.dit.DiT.sample_events):
+    the player's cell (player_channel), then the catch (catch_entity >= 0)."""
+    if player:
+        add_player_cells(episodes)
+    if catch_entity >= 0:
+        add_catch_cells(episodes, catch_entity)
+
+
 def mean_catch_latent(episodes: list[Episode], entity: int) -> np.ndarray:
     """(C,) the mean latent of the catch cells (`entity`'s cell on the catch frames, as add_catch_cells labels them) of
     latent episodes: what a DiT with `catch_paint` sets the generated catch cell to."""

@@ -15,7 +15,7 @@ import itertools
 import numpy as np
 import torch
 
-from train.common.events import label_episodes
+from train.common.events import PLAYER_READERS, label_episodes
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.data import Episode
 
@@ -61,11 +61,14 @@ def overlap_frames(frames: np.ndarray, cells: np.ndarray, pair: tuple[int, int],
 
 
 def recorded_overlaps(episodes: list[Episode], reader: str) -> tuple[np.ndarray, np.ndarray]:
-    """The frames of pixel `episodes` where two labelled entities (the entity `reader`'s) share a cell, and their
-    entity cells: ((M, H, W, 3) uint8, (M, E)). Only those are kept: a recording's frames are hundreds of MB."""
+    """The frames of pixel `episodes` where two labelled cells share a cell, and their labelled cells: ((M, H, W, 3)
+    uint8, (M, E')). The cells are the entity `reader`'s, then the player's where the reader has one (PLAYER_READERS;
+    a DiT's player_channel), in a DiT's drawn-cell order. Only those frames are kept: a recording's are hundreds of MB."""
     frames, cells = [], []
     for episode in episodes:
         labels = label_episodes([episode], reader)                                            # (n+1, E)
+        if reader in PLAYER_READERS:
+            labels = np.concatenate([labels, PLAYER_READERS[reader](episode.frames)[:, None]], axis=1)   # (n+1, E + 1)
         met = np.zeros(len(labels), bool)
         for i, j in itertools.combinations(range(labels.shape[1]), 2):
             met |= (labels[:, i] == labels[:, j]) & (labels[:, i] >= 0)

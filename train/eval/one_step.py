@@ -30,7 +30,7 @@ import torch
 
 import worldmodel
 from envs.coinchase_reader import read_state
-from train.common.events import add_catch_cells
+from train.common.events import add_dit_cells
 from train.common.latents import LatentData, load_latents
 from train.eval.rollouts import dream_frames, real_rollouts
 from worldmodel.data import ClipDataset, sample_batch
@@ -198,10 +198,9 @@ def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Late
 def main(cfg: OneStepConfig) -> dict:
     model, data = worldmodel.load(cfg.checkpoint), load_latents(Path(cfg.latents))     # each read once
     teacher = worldmodel.load(cfg.teacher) if cfg.teacher else None
-    catch = max(m.dit.config.catch_entity for m in (model, teacher) if m is not None)
-    if catch >= 0:             # the true catch cells, for the models with a catch channel (true_events)
-        for episodes in (data.train, data.val):
-            add_catch_cells(episodes, catch)
+    configs = [m.dit.config for m in (model, teacher) if m is not None]
+    for episodes in (data.train, data.val):    # the true player and catch cells of models with those channels (true_events)
+        add_dit_cells(episodes, any(c.player_channel for c in configs), max(c.catch_entity for c in configs))
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg, model, data),
               "terminal_exact": terminal_exact(cfg, model, data), "rollout_exact": rollout_exact(cfg, model)}
     if teacher is not None:

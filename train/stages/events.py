@@ -232,15 +232,16 @@ def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
     frames, cells = recorded_overlaps([e for dataset_id in cfg.extra_datasets
                                        for e in load_episodes(dataset_id, cfg.data_root)[0]], cfg.reader)
 
-    def overlap(pair: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-        picked = overlap_frames(frames, cells, pair)
-        if not len(picked[0]):
-            raise ValueError(f"{cfg.extra_datasets} never show entities {pair[0]} and {pair[1]} in one cell: no overlap "
-                             "to fit a painted latent on (record more play, or leave paint_overlaps off)")
-        return picked
-
     def value(dit: DiT, autoencoder: Autoencoder) -> np.ndarray:                                  # (P, C)
-        return np.stack([fit_cell_latent(autoencoder, *overlap(pair)) for pair in dit.config.entity_pairs])
+        latents = []
+        for pair in dit.config.entity_pairs:       # a pair never recorded in one cell gets NaN: not painted
+            picked = overlap_frames(frames, cells, pair)
+            latents.append(fit_cell_latent(autoencoder, *picked) if len(picked[0])
+                           else np.full(dit.config.latent_channels, np.nan, np.float32))
+        if all(np.isnan(latent).all() for latent in latents):
+            raise ValueError(f"{cfg.extra_datasets} never show two drawn cells in one cell: no overlap to fit a painted "
+                             "latent on (record more play, or leave paint_overlaps off)")
+        return np.stack(latents)
 
     install_paint(targets, "overlap_paint", "overlap_latents", value, Path(cfg.autoencoder_dir))
 
