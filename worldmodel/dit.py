@@ -363,7 +363,8 @@ class DiT(nn.Module):
         cells = sample_cells(self.event_model.cell_logits(tokens), gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
-        player = self.event_model.player_logits(tokens).argmax(-1) if self.config.event_player else None   # (B,)
+        needs_player = self.config.event_player and (self.config.player_channel or self.config.catch_entity >= 0)
+        player = self.event_model.player_logits(tokens).argmax(-1) if needs_player else None                # (B,)
         extra = []
         if self.config.player_channel:
             extra.append(player)

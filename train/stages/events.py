@@ -222,8 +222,9 @@ def install_catch_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
 
 
 def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
-    """overlap_paint: where two entities meet, each pair's latent fitted (train.common.paint) to the target's decoder on
-    the overlaps the extra datasets show."""
+    """overlap_paint: where two drawn cells meet (the entities; the player too with player_channel), each pair's latent
+    fitted (train.common.paint) to the target's decoder on the overlaps the extra datasets show; NaN for a pair they
+    never show."""
     if not targets:
         return
     if not cfg.extra_datasets:
