@@ -102,7 +102,7 @@ def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not
 
 
 def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_match_their_teacher(tmp_path):
-    from train.common.dit_stage import DiTStageConfig, check_catch
+    from train.common.dit_stage import DiTStageConfig, check_teacher_events
     from worldmodel.config import DiTConfig
 
     on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true", player="false")
@@ -118,6 +118,6 @@ def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_ma
     assert not [o for o in stage_overrides(off, "autoencoder") if o.startswith("cache_datasets")]
     assert "extra_datasets=[coinchase/mixed-events-v0]" in stage_overrides(off, "events")
     teacher = DiTConfig(event_channels=2, event_outcomes=True, catch_entity=0)
-    check_catch(DiTStageConfig(catch_entity=0), teacher)
+    check_teacher_events(DiTStageConfig(catch_entity=0), teacher)
     with pytest.raises(ValueError, match="catch_entity=0"):
-        check_catch(DiTStageConfig(), teacher)
+        check_teacher_events(DiTStageConfig(), teacher)

@@ -97,7 +97,7 @@ def test_the_recorded_overlaps_include_the_enemy_on_the_player(monkeypatch):
 
 def test_the_pipeline_wires_the_player_channel_and_trains_on_play_after_catches(tmp_path):
     from train.common.cli import compose
-    from train.common.dit_stage import DiTStageConfig, check_catch
+    from train.common.dit_stage import DiTStageConfig, check_teacher_events
     from train.pipeline import PipelineConfig, stage_overrides
 
     def cfg(**kw):
@@ -112,6 +112,6 @@ def test_the_pipeline_wires_the_player_channel_and_trains_on_play_after_catches(
     assert "cache_datasets=[coinchase/mixed-events-v0]" in stage_overrides(on, "autoencoder")
     assert not [o for o in stage_overrides(off, "autoencoder") if o.startswith("cache_datasets")]
     teacher = DiTConfig(event_channels=2, event_outcomes=True, event_player=True, player_channel=True)
-    check_catch(DiTStageConfig(player_channel=True), teacher)
+    check_teacher_events(DiTStageConfig(player_channel=True), teacher)
     with pytest.raises(ValueError, match="player_channel=True"):
-        check_catch(DiTStageConfig(), teacher)
+        check_teacher_events(DiTStageConfig(), teacher)

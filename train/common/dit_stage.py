@@ -106,7 +106,7 @@ class DistillStageConfig(DiTStageConfig):
     prefix_frames: int = 1            # real frames before the student generates (a multiple of chunk)
 
 
-def check_catch(cfg: DiTStageConfig, teacher: DiTConfig) -> None:
+def check_teacher_events(cfg: DiTStageConfig, teacher: DiTConfig) -> None:
     """A distilled student is its teacher's design: the stage's event columns (catch, player) must be the ones the
     teacher drew from."""
     for name in ("catch_entity", "player_channel"):
@@ -191,7 +191,7 @@ def load_prefixed_clip_data(cfg: DistillStageConfig) -> tuple[LatentData, ClipDa
     """Checks and training clips of the stages that generate after a real prefix (ODE init, Self Forcing);
     seeds torch from the config."""
     check_clip_fits(cfg)
-    check_catch(cfg, checkpoint.read_config(Path(cfg.teacher_dir) / "checkpoint")[0].dit)
+    check_teacher_events(cfg, checkpoint.read_config(Path(cfg.teacher_dir) / "checkpoint")[0].dit)
     prefix = cfg.prefix_frames
     if prefix % cfg.chunk or not 0 < prefix < cfg.clip_frames:
         raise ValueError(f"prefix_frames {prefix} must be a multiple of chunk {cfg.chunk} below clip_frames")
