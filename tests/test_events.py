@@ -270,3 +270,49 @@ def test_player_labels_are_the_players_cell():
     env = CoinChaseEnv()
     frame, info = env.reset(seed=1)
     assert coinchase_player_cells(frame[None]).tolist() == [int(info["player"][0]) * CELLS + int(info["player"][1])]
+
+
+def _episode_with_cells(cells, player) -> Episode:
+    n = len(cells) - 1
+    episode = Episode(frames=np.zeros((n + 1, 1, 1, 1), np.float32), actions=np.zeros(n, np.int64),
+                      rewards=np.zeros(n, np.float32), terminations=np.zeros(n, bool), truncations=np.zeros(n, bool))
+    episode.infos["event_cells"] = np.array(cells, np.int64)
+    episode.infos["player_cell"] = np.array(player, np.int64)
+    return episode
+
+
+def test_a_transition_starts_from_an_overlap_where_two_entities_or_one_and_the_player_share_the_frame_befores_cell():
+    from train.stages.events import overlap_frames_before
+
+    # frames: apart, enemy on coin, enemy on player, apart (unseen cells never count), last frame (no step from it)
+    episode = _episode_with_cells([[1, 2], [5, 5], [7, 3], [-1, -1], [4, 4]], [9, 8, 7, 6, 4])
+    assert overlap_frames_before(episode).tolist() == [False, True, True, False]
+    del episode.infos["player_cell"]       # a cache without the player's labels: entities only
+    assert overlap_frames_before(episode).tolist() == [False, True, False, False]
+
+
+def test_overlap_weight_draws_overlap_transitions_that_much_more_often():
+    from train.stages.events import EventsStageConfig, Transitions, draw_batch
+
+    overlap = torch.zeros(1000, dtype=torch.bool)
+    overlap[:10] = True                                                  # 1 % of the transitions
+    data = Transitions(*(torch.zeros(1000) for _ in range(7)), overlap=overlap)
+    generator = torch.Generator().manual_seed(0)
+    plain = draw_batch(data, EventsStageConfig(batch_size=20000), generator)
+    weighted = draw_batch(data, EventsStageConfig(batch_size=20000, overlap_weight=10.0), generator)
+    assert abs(float(overlap[plain].float().mean()) - 0.01) < 0.005
+    assert abs(float(overlap[weighted].float().mean()) - 10 / 109) < 0.01      # 10 x 10 / (10 x 10 + 990)
+
+
+def test_init_dir_starts_from_that_runs_event_model_and_refuses_other_shapes(tmp_path):
+    from train.stages.events import EventsStageConfig, starting_model
+    from worldmodel.events import EventModel, EventModelConfig, save_event_model
+
+    config = EventModelConfig(latent_channels=4, latent_size=4, n_actions=5, entities=2, dim=16, depth=1)
+    trained = EventModel.from_config(config)
+    (tmp_path / "events/checkpoint").mkdir(parents=True)
+    save_event_model(tmp_path / "events/checkpoint", trained, config)
+    start = starting_model(EventsStageConfig(init_dir=str(tmp_path / "events")), config)
+    assert all(torch.equal(a, b) for a, b in zip(start.state_dict().values(), trained.state_dict().values()))
+    with pytest.raises(ValueError, match="init_dir"):
+        starting_model(EventsStageConfig(init_dir=str(tmp_path / "events")), EventModelConfig(4, 4, 5, 2, dim=32))
