@@ -41,6 +41,7 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
         config = worldmodel.load(outputs[stage]).dit.config
         assert (config.event_player, config.player_channel, config.drawn_cells) == (True, True, 3)
+        assert config.event_reach[0] == config.event_reach[2] == 1      # the enemy and the player step one cell a frame
     # and they paint where two drawn cells meet (the enemy on the coin, on the player) with latents fitted on the events'
     # recording (trained without those cells); a pair the recording never shows in one cell is NaN, not painted
     for stage in ("ode_init", "self_forcing", "tf", "df"):

@@ -75,6 +75,10 @@ class DiTConfig:
                                     #   where the player is, also after a catch, where the DiT alone lost it (README
                                     #   "Session 12"); with overlap_paint the enemy on the player (the catch) is one more
                                     #   painted pair
+    event_reach: list[int] = field(default_factory=list)   # per drawn cell (entities, then the player): the most
+                                    #   latent cells (Manhattan) it moves in one frame, -1 = anywhere (a respawn);
+                                    #   a cell further from the row's last drawn one is never drawn (measured on the
+                                    #   recording by the events stage; README "Session 15"). Empty = no limit
     catch_entity: int = -1          # one more event channel: this entity's drawn cell again, lit only when the step
                                     #   terminates (the event model's termination, given its draw). CoinChase: the
                                     #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model
@@ -130,6 +134,8 @@ class DiTConfig:
         if self.catch_entity >= 0 and not (self.catch_entity < self.event_channels and self.event_outcomes):
             raise ValueError(f"catch_entity {self.catch_entity} must name one of the {self.event_channels} entities of an "
                              "event model with outcomes (its termination lights the channel)")
+        if self.event_reach and len(self.event_reach) != self.drawn_cells:
+            raise ValueError(f"event_reach {self.event_reach} needs one entry per drawn cell ({self.drawn_cells})")
         if self.player_channel and not self.event_player:
             raise ValueError("player_channel: the player's cell comes from the event model's player head; install an "
                              "event model with one (event_player)")

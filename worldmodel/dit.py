@@ -20,7 +20,7 @@ from torch import nn
 
 from worldmodel import kernels
 from worldmodel.config import DiTConfig
-from worldmodel.events import EventModel, cell_maps, one_hot, sample_cells
+from worldmodel.events import EventModel, cell_maps, one_hot, reachable, sample_cells
 from worldmodel.kv_cache import LayerKVCache
 from worldmodel.masks import previous_frames
 from worldmodel.score_bar import ScoreBar
@@ -353,18 +353,31 @@ class DiT(nn.Module):
 
     @torch.no_grad()
     def sample_events(self, previous: torch.Tensor, actions: torch.Tensor, gaussian: torch.Tensor,
-                      min_prob: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+                      min_prob: float = 0.0, last: torch.Tensor | None = None
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
         (B, E, K) standard-normal noise. Returns (cells (B, E') int64, one-hot maps (B, E', h, w), and with
         `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None). E' = E entities,
         then the player's cell (player_channel: the player head's most likely cell), then the catch cell (catch
-        channel, catch_entity: -1 / empty where none)."""
+        channel, catch_entity: -1 / empty where none). last (B, drawn_cells): each row's previous draw (-1: none since
+        a reset); with `event_reach`, cells out of reach of it are never drawn."""
         tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
-        cells = sample_cells(self.event_model.cell_logits(tokens), gaussian, min_prob)
+        allowed = None
+        if self.config.event_reach and last is not None:
+            allowed = reachable(last, self.config.event_reach, self.config.latent_size)          # (B, drawn, K)
+        logits = self.event_model.cell_logits(tokens)                                            # (B, E, K)
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed[:, :self.config.event_channels], float("-inf"))
+        cells = sample_cells(logits, gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
         needs_player = self.config.event_player and (self.config.player_channel or self.config.catch_entity >= 0)
-        player = self.event_model.player_logits(tokens).argmax(-1) if needs_player else None                # (B,)
+        player = None
+        if needs_player:
+            player_logits = self.event_model.player_logits(tokens)                                # (B, K)
+            if allowed is not None and self.config.player_channel:
+                player_logits = player_logits.masked_fill(~allowed[:, -1], float("-inf"))
+            player = player_logits.argmax(-1)                                                    # (B,)
         extra = []
         if self.config.player_channel:
             extra.append(player)

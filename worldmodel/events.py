@@ -21,9 +21,10 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
@@ -44,6 +45,8 @@ class EventModelConfig:
     depth: int = 3
     outcomes: bool = False          # also the transition's reward and termination, given the drawn cells
     player: bool = False            # also logits over the player's next cell (deterministic given the keys)
+    reach: list[int] = field(default_factory=list)   # per entity, then the player: the most cells it moved in one
+                                    #   recorded frame, -1 = anywhere (observed_reach; installed as DiTConfig.event_reach)
 
 
 class EventModel(nn.Module):
@@ -159,6 +162,31 @@ def sample_cells(logits: torch.Tensor, gaussian: torch.Tensor, min_prob: float =
         log_p = log_p.masked_fill(~keep, float("-inf"))
     uniform = (0.5 * (1.0 + torch.erf(gaussian.float() / math.sqrt(2.0)))).clamp(1e-7, 1.0 - 1e-7)
     return (log_p - torch.log(-torch.log(uniform))).argmax(dim=-1)
+
+
+def reachable(last: torch.Tensor, reach: list[int], latent_size: int) -> torch.Tensor:
+    """Which cells each drawn entity may land on: last (B, R) int64 its last drawn cells (-1 unknown: after a reset),
+    reach (R,) the most cells (Manhattan) it moves in a frame (-1 anywhere) -> (B, R, K) bool. Its last cell is
+    always allowed, so no row is left without a cell."""
+    k = torch.arange(latent_size * latent_size, device=last.device)
+    rows, cols = k // latent_size, k % latent_size                                               # (K,)
+    distance = ((rows - (last // latent_size)[..., None]).abs()
+                + (cols - (last % latent_size)[..., None]).abs())                                # (B, R, K)
+    limit = torch.tensor(reach, device=last.device, dtype=torch.int64)[None, :, None]            # (1, R, 1)
+    return (distance <= limit) | (limit < 0) | (last < 0)[..., None]
+
+
+def observed_reach(cells: list[np.ndarray], latent_size: int, anywhere: int) -> list[int]:
+    """Per column of the recorded cells (each array (T, R) int64 one episode's cells, -1 unseen): the most cells
+    (Manhattan) it moved between two consecutive frames where it was seen; -1 (anywhere) where that is more than
+    `anywhere` (an entity that respawns, such as CoinChase's coin)."""
+    most = np.zeros(cells[0].shape[1], np.int64)
+    for episode in cells:
+        before, after = episode[:-1], episode[1:]
+        seen = (before >= 0) & (after >= 0)
+        moved = (np.abs(before // latent_size - after // latent_size) + np.abs(before % latent_size - after % latent_size))
+        most = np.maximum(most, np.where(seen, moved, 0).max(0, initial=0))
+    return [int(m) if m <= anywhere else -1 for m in most]
 
 
 def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -10,7 +10,8 @@ replayed as a CUDA graph; the per-frame cost is constant in the horizon (fixed-s
 concatenation).
 
 Besides keys and values, each element keeps its last written frame's latent (`previous`), which a
-model with previous-frame input reads as the frame before the next one (zeros after a reset).
+model with previous-frame input reads as the frame before the next one (zeros after a reset), and its
+last drawn entity cells (`cells`, -1 after a reset), which bound where a model with `event_reach` draws next.
 
 Dimensions: B batch, H heads, F = sink + window frame slots, N tokens per frame, Dh head dim,
 C, h, w the latent frame's channels and size.
@@ -52,7 +53,7 @@ class KVCache:
 
     def __init__(self, batch: int, layers: int, heads: int, head_dim: int, tokens_per_frame: int,
                  window: int, sink: int = 0, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                 latent_shape: tuple[int, ...] = ()):
+                 latent_shape: tuple[int, ...] = (), drawn_cells: int = 0):
         if window < 1 or sink < 0:
             raise ValueError(f"need window >= 1 and sink >= 0, got window={window}, sink={sink}")
         self.batch, self.window, self.sink = batch, window, sink
@@ -63,6 +64,7 @@ class KVCache:
         self.layers = [LayerKVCache(torch.zeros(shape, device=device, dtype=dtype),
                                     torch.zeros(shape, device=device, dtype=dtype)) for _ in range(layers)]
         self.previous = torch.zeros((batch, *latent_shape), device=device, dtype=dtype)   # (B, C, h, w) last frame
+        self.cells = torch.full((batch, drawn_cells), -1, dtype=torch.int64, device=device)  # (B, R) last drawn cells
         # Bookkeeping lives on the device too: a step reads and updates it without a host round trip (CUDA graphs).
         self.slot_time = torch.full((batch, slots), EMPTY, dtype=torch.int64, device=device)  # frame index per slot
         self.frames_seen = torch.zeros(batch, dtype=torch.int64, device=device)               # next frame index
@@ -86,6 +88,7 @@ class KVCache:
         self.frames_seen[index] = 0
         if self.previous.dim() > 1:
             self.previous[index] = 0.0
+        self.cells[index] = -1
 
     def copy_rows(self, rows: np.ndarray | torch.Tensor, source: KVCache, source_rows: np.ndarray | torch.Tensor) -> None:
         """Make `rows` of this cache hold exactly what `source_rows` of `source` hold (keys, values, previous frame,
@@ -97,6 +100,7 @@ class KVCache:
             mine.k[dst] = theirs.k[src]
             mine.v[dst] = theirs.v[src]
         self.previous[dst] = source.previous[src]
+        self.cells[dst] = source.cells[src]
         self.slot_time[dst] = source.slot_time[src]
         self.frames_seen[dst] = source.frames_seen[src]
 

@@ -41,7 +41,8 @@ def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype:
     if not cfg.causal:
         raise ValueError("a bidirectional model has no KV cache rollout; use a causal (student / TF / DF) model")
     return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink, device, dtype,
-                   latent_shape=(cfg.latent_channels, cfg.latent_size, cfg.latent_size))
+                   latent_shape=(cfg.latent_channels, cfg.latent_size, cfg.latent_size),
+                   drawn_cells=cfg.drawn_cells if cfg.event_reach else 0)
 
 
 def _rows(cache: KVCache, rows: np.ndarray | None) -> np.ndarray | None:
@@ -140,7 +141,11 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         raise ValueError(f"exit_step {exit_step} is outside the {len(sigmas)}-step schedule")
     shape = (b, c, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     read, positions = cache_access(model, cache, rows, c, write=False)
-    cells, maps, outcomes = draw_events(model, read.previous, actions, noise, event_min_prob)
+    index = cache.row_index(rows)
+    last = cache.cells[index] if cache.cells.shape[1] else None                          # (B, R) previous draw
+    cells, maps, outcomes = draw_events(model, read.previous, actions, noise, event_min_prob, last)
+    if last is not None:
+        cache.cells[index] = cells[:, -1, :cache.cells.shape[1]]
     x = noise(shape)                                                                   # (B, c, C, h, w)
     for step in range(exit_step + 1):
         sigma = torch.full((b, c), sigmas[step], device=x.device)
@@ -165,18 +170,19 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
     return ChunkResult(latents=x0, reward=written.reward, termination=written.termination, events=cells)
 
 
-def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise: NoiseSource, min_prob: float
-                ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise: NoiseSource, min_prob: float,
+                last: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The chunk's entity cells (B, c, E) and one-hot maps (B, c, E, h, w), drawn from the event model on each
     row's last frame `previous` (B, C, h, w), and the step's (reward, termination logit) (B, 2) when the event
-    model gives them; Nones for a model without entity events."""
+    model gives them; Nones for a model without entity events. last (B, R): each row's previous draw, which bounds
+    this one (DiTConfig.event_reach)."""
     cfg = model.config
     if not cfg.event_channels:
         return None, None, None
     if actions.shape[1] != 1:
         raise ValueError(f"entity events are drawn frame by frame: chunk must be 1, got {actions.shape[1]}")
     gaussian = noise((actions.shape[0], cfg.event_channels, cfg.latent_size ** 2))
-    cells, maps, outcomes = model.sample_events(previous, actions[:, 0], gaussian, min_prob)
+    cells, maps, outcomes = model.sample_events(previous, actions[:, 0], gaussian, min_prob, last)
     return cells[:, None], maps[:, None], outcomes
 
 

@@ -128,7 +128,8 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
         raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {cfg.lr_final}")
     distributed.init(cfg.loop.device)
     if cfg.events_dir:
-        model = install_event_model(model, load_event_model(Path(cfg.events_dir) / "checkpoint"))
+        events = Path(cfg.events_dir) / "checkpoint"
+        model = install_event_model(model, load_event_model(events), read_event_config(events).reach)
     model = model.to(cfg.loop.device)
     distributed.broadcast_parameters(model)
     ema = copy.deepcopy(model).requires_grad_(False).eval()
@@ -138,11 +139,12 @@ def build_dit_state(cfg: DiTStageConfig, model: DiT, extra_modules: dict[str, nn
     return TrainState(modules=modules, optimizers={"model": optimizer}, generator=generator)
 
 
-def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
+def install_event_model(dit: DiT, event_model: EventModel, reach: list[int] | None = None) -> DiT:
     """`dit` carrying `event_model`, frozen (the flow losses never train it). The one way an event model gets into
     a DiT: a stage's `events_dir` and `train.stages.events install=[...]`. When the two disagree on the reward /
     termination head (`event_outcomes`), the DiT is rebuilt with the head as the event model has it, every other
-    weight kept."""
+    weight kept. `reach` (the events run's, per entity then the player) becomes the DiT's `event_reach`, cut to its
+    drawn cells; None keeps the DiT's."""
     if dit.event_model is None:
         raise ValueError("the model has no entity events (event_channels = 0): its stage was trained without them, "
                          "there is no event model to replace")
@@ -151,6 +153,8 @@ def install_event_model(dit: DiT, event_model: EventModel) -> DiT:
         dit = rebuild_dit(dit, "event_model", **heads)
     dit.event_model.load_state_dict(event_model.state_dict())
     dit.event_model.requires_grad_(False)
+    if reach is not None:
+        dit.config = replace(dit.config, event_reach=list(reach[:dit.config.drawn_cells]))
     return dit
 
 

@@ -20,7 +20,7 @@ their catch paint (a catch channel's cell, the latent cache's mean catch latent)
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +38,8 @@ from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.data import Episode, load_episodes
 from worldmodel.dit import DiT
-from worldmodel.events import (EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, read_event_config,
-                               save_event_model)
+from worldmodel.events import (EventModel, EventModelConfig, cell_maps, event_loss, load_event_model, observed_reach,
+                               read_event_config, save_event_model)
 
 
 @dataclass
@@ -62,6 +62,9 @@ class EventsStageConfig:
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     overlap_weight: float = 1.0       # how much more often a transition from an overlap (two entities on one cell: the
                                       #   enemy on the player) is drawn into a batch (README "Session 15")
+    reach_anywhere: int = 2           # an entity seen moving more cells than this in one recorded frame (a respawn) may
+                                      #   land anywhere; the others never further than they were seen to move
+                                      #   (DiTConfig.event_reach, installed with the model); -1 = no limits
     init_dir: str = ""                # an events run dir whose checkpoint starts this run (fine-tuning), "" = fresh
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
     paint_catch: list[str] = field(default_factory=list)   # world-model checkpoint dirs (with a catch channel) that
@@ -144,7 +147,18 @@ def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfi
     sample = latents.train[0].frames
     return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
                             entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes,
-                            player=cfg.player)
+                            player=cfg.player, reach=recorded_reach(cfg, latents, sample.shape[2]))
+
+
+def recorded_reach(cfg: EventsStageConfig, latents: LatentData, latent_size: int) -> list[int]:
+    """The entities' (then the player's) most cells moved in one recorded frame (worldmodel.events.observed_reach);
+    [] without `reach`."""
+    if cfg.reach_anywhere < 0:
+        return []
+    episodes = latents.train + latents.val
+    cells = [e.infos["event_cells"] if not cfg.player else
+             np.concatenate([e.infos["event_cells"], e.infos["player_cell"][:, None]], axis=1) for e in episodes]
+    return observed_reach(cells, latent_size, cfg.reach_anywhere)
 
 
 def outcome_loss(model: EventModel, tokens: torch.Tensor, data: Transitions, index: torch.Tensor,
@@ -288,15 +302,16 @@ def starting_model(cfg: EventsStageConfig, config: EventModelConfig) -> EventMod
     if not cfg.init_dir:
         return EventModel.from_config(config)
     stored = read_event_config(Path(cfg.init_dir) / "checkpoint")
-    if stored != config:
+    if replace(stored, reach=config.reach) != config:
         raise ValueError(f"init_dir {cfg.init_dir}: its event model is {stored}, this stage makes {config}")
     return load_event_model(Path(cfg.init_dir) / "checkpoint")
 
 
 def install(event_dir: Path, targets: list[str]) -> None:
     """Write this event model into each world-model checkpoint dir of `targets` (its DiT must have event channels)."""
-    event_model = load_event_model(event_dir)
-    install_into(targets, lambda dit, _: install_event_model(dit, event_model), "the event model", event_dir, "events")
+    event_model, reach = load_event_model(event_dir), read_event_config(event_dir).reach
+    install_into(targets, lambda dit, _: install_event_model(dit, event_model, reach), "the event model", event_dir,
+                 "events")
 
 
 def main(cfg: EventsStageConfig) -> dict[str, float]:
