@@ -122,3 +122,16 @@ def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_ma
     check_teacher_events(DiTStageConfig(catch_entity=0), teacher)
     with pytest.raises(ValueError, match="catch_entity=0"):
         check_teacher_events(DiTStageConfig(), teacher)
+
+
+def test_self_forcing_can_start_from_the_diffusion_forcing_model_trained_in_ode_inits_place(tmp_path):
+    from train.pipeline import stage_list
+
+    default, from_df = tiny(tmp_path), tiny(tmp_path, student="df")
+    assert stage_list(default)[-2:] == ["ode_init", "self_forcing"]
+    assert stage_list(from_df)[-3:] == ["teacher", "df", "self_forcing"]          # no ODE init; DF first
+    assert f"student_dir={tmp_path}/runs/coinchase/df" in stage_overrides(from_df, "self_forcing")
+    assert f"teacher_dir={tmp_path}/runs/coinchase/teacher" in stage_overrides(from_df, "self_forcing")
+    assert stage_list(tiny(tmp_path, student="df", baselines="true"))[-3:] == ["df", "self_forcing", "tf"]
+    with pytest.raises(ValueError, match="student"):
+        stage_list(tiny(tmp_path, student="teacher"))

@@ -20,6 +20,7 @@ from pathlib import Path
 from train.common.cli import compose, hydra_main
 
 STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "self_forcing", "tf", "df")
+STUDENTS = ("ode_init", "df")   # the stages Self Forcing's generator may start from
 SCORED = ("ode_init", "self_forcing", "tf", "df")   # the causal stages whose checkpoints get the score bar at the end
 RECORDINGS = ("record", "record_events", "record_score")   # the main recording, the events' and the score bar's extra ones
 
@@ -66,7 +67,10 @@ PRESETS: dict[str, dict[str, list[str]]] = {
         # draws a world model's imperfect latents as real ones: 46 dB held out, 11 vs 167 MFLOP per frame; on the
         # bundled model's dream, walls broken in 1.0 % of frames to h = 128 (conv 8.5 %, cell without noise 23 %)
         "decoder": ["decoder=cell", "latent_noise=0.2", "lr=2e-3", "lr_final=0.05", "loop.max_steps=10000"],
-        "events": ["loop.max_steps=3000"],
+        # transitions from an overlap (the enemy on the player or the coin; 4 % of the cache) drawn 10x as often: the
+        # event model's mass on cells the enemy cannot reach from the player's cell 3.8 % -> 0.85 % (measured as a
+        # 1,000-step fine-tune of session 14's model, README "Session 15")
+        "events": ["loop.max_steps=3000", "overlap_weight=10"],
         "record_score": ["episodes=40", "max_episode_steps=1000", "seed=11"],
         "score_bar": ["loop.max_steps=10000"],
         "teacher": ["size=small", *SHAPES, *LONG, *SPRITE_WEIGHT, "loop.max_steps=3000", "clean_prefix_prob=1.0",
@@ -117,6 +121,9 @@ class PipelineConfig:
     paint_overlaps: bool = True               # the causal stages' checkpoints paint where two drawn entities meet (the
                                               #   enemy on the coin) with a latent fitted on the events' recording, at the
                                               #   end like the score bar (DiTConfig.overlap_paint; README "Session 13")
+    student: str = "ode_init"                # Self Forcing's generator starts from: ode_init (the paper's: regression on
+                                              #   the teacher's ODE pairs) | df (the diffusion-forcing model, trained first
+                                              #   in place of ODE init; README "Session 15")
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -183,9 +190,16 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     unknown = [s for s in cfg.stages if s not in STAGES]
     if unknown or cfg.preset not in PRESETS:
         raise ValueError(f"unknown stages {unknown} or preset {cfg.preset!r}; stages: {STAGES}, presets: {sorted(PRESETS)}")
+    if cfg.student not in STUDENTS:
+        raise ValueError(f"student must be one of {STUDENTS}, got {cfg.student!r}")
     wanted = list(cfg.stages) + (["tf", "df"] if cfg.baselines else [])
+    order = list(STAGES)
+    if cfg.student == "df" and "self_forcing" in wanted:      # DF trains before Self Forcing, in ODE init's place
+        wanted = [s for s in wanted if s != "ode_init"] + ["df"]
+        order.remove("df")
+        order.insert(order.index("ode_init"), "df")
     # no reader: no entity events; the score bar rises by the event model's reward and needs the game's recording
-    return [s for s in STAGES if s in wanted and (s != "events" or cfg.entity_reader)
+    return [s for s in order if s in wanted and (s != "events" or cfg.entity_reader)
             and (s != "score_bar" or (cfg.entity_reader and cfg.game in SCORE_RECORDINGS))]
 
 
@@ -227,7 +241,7 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
         if stage in ("ode_init", "self_forcing"):
             wiring.append(f"teacher_dir={cfg.run_dir('teacher')}")
         if stage == "self_forcing":
-            wiring.append(f"student_dir={cfg.run_dir('ode_init')}")
+            wiring.append(f"student_dir={cfg.run_dir(cfg.student)}")
     return common + wiring + PRESETS[cfg.preset][stage] + list(cfg.overrides.get(stage, []))
 
 
