@@ -14,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_reachable_cells_are_those_within_the_reach_of_the_last_draw():
     last = torch.tensor([[5, 5, -1]])                  # 4x4 grid: cell 5 is (1, 1); the third entity has no last draw
-    allowed = reachable(last, [1, -1, 1], 4)           # (1, 3, 16)
+    allowed = reachable(last, torch.tensor([1, -1, 1]), 4)           # (1, 3, 16)
     assert sorted(torch.nonzero(allowed[0, 0]).flatten().tolist()) == [1, 4, 5, 6, 9]
     assert bool(allowed[0, 1].all()) and bool(allowed[0, 2].all())     # -1: anywhere; no last draw: anywhere
 
@@ -58,5 +58,7 @@ def test_installing_an_event_model_gives_the_dit_its_reach_cut_to_the_drawn_cell
     from train.common.dit_stage import install_event_model
 
     model = perturbed_model(event_channels=2, event_outcomes=True, event_player=True, chunk=1, window=3)
-    assert install_event_model(model, model.event_model, [1, -1, 1]).config.event_reach == [1, -1]   # no player channel
-    assert install_event_model(model, model.event_model, []).config.event_reach == []
+    installed = install_event_model(model, model.event_model, [1, -1, 1])
+    assert installed.config.event_reach == [1, -1] and installed.reach.tolist() == [1, -1]   # no player channel
+    assert not any(p.requires_grad for p in installed.event_model.parameters())             # still frozen
+    assert install_event_model(installed, model.event_model, []).config.event_reach == []

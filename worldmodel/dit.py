@@ -269,6 +269,8 @@ class DiT(nn.Module):
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
                                        config.event_depth, outcomes=config.event_outcomes, player=config.event_player)
                             if config.event_channels else None)
+        # event_reach as a device tensor (not saved: the config holds it), read by sample_events
+        self.register_buffer("reach", torch.tensor(config.event_reach, dtype=torch.int64), persistent=False)
         if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
             self.register_buffer("catch_latent", torch.zeros(c))
         if config.overlap_paint:      # (P, C) each pair's overlap latent, fitted to the decoder (installed); NaN: a pair
@@ -364,7 +366,7 @@ class DiT(nn.Module):
         tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
         allowed = None
         if self.config.event_reach and last is not None:
-            allowed = reachable(last, self.config.event_reach, self.config.latent_size)          # (B, drawn, K)
+            allowed = reachable(last, self.reach, self.config.latent_size)                       # (B, drawn, K)
         logits = self.event_model.cell_logits(tokens)                                            # (B, E, K)
         if allowed is not None:
             logits = logits.masked_fill(~allowed[:, :self.config.event_channels], float("-inf"))

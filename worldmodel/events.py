@@ -164,15 +164,16 @@ def sample_cells(logits: torch.Tensor, gaussian: torch.Tensor, min_prob: float =
     return (log_p - torch.log(-torch.log(uniform))).argmax(dim=-1)
 
 
-def reachable(last: torch.Tensor, reach: list[int], latent_size: int) -> torch.Tensor:
+def reachable(last: torch.Tensor, reach: torch.Tensor, latent_size: int) -> torch.Tensor:
     """Which cells each drawn entity may land on: last (B, R) int64 its last drawn cells (-1 unknown: after a reset),
-    reach (R,) the most cells (Manhattan) it moves in a frame (-1 anywhere) -> (B, R, K) bool. Its last cell is
-    always allowed, so no row is left without a cell."""
+    reach (R,) int64 the most cells (Manhattan) it moves in a frame (-1 anywhere), on last's device -> (B, R, K) bool.
+    Its last cell is always allowed, so no row is left without a cell. Device ops only (no host copy: a CUDA graph
+    can capture it)."""
     k = torch.arange(latent_size * latent_size, device=last.device)
     rows, cols = k // latent_size, k % latent_size                                               # (K,)
     distance = ((rows - (last // latent_size)[..., None]).abs()
                 + (cols - (last % latent_size)[..., None]).abs())                                # (B, R, K)
-    limit = torch.tensor(reach, device=last.device, dtype=torch.int64)[None, :, None]            # (1, R, 1)
+    limit = reach[None, :, None]                                                                 # (1, R, 1)
     return (distance <= limit) | (limit < 0) | (last < 0)[..., None]
 
 

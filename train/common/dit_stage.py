@@ -151,10 +151,10 @@ def install_event_model(dit: DiT, event_model: EventModel, reach: list[int] | No
     heads = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None)
     if any(getattr(dit.config, k) != v for k, v in heads.items()):
         dit = rebuild_dit(dit, "event_model", **heads)
+    if reach is not None and list(reach[:dit.config.drawn_cells]) != dit.config.event_reach:
+        dit = rebuild_dit(dit, "reach", event_reach=list(reach[:dit.config.drawn_cells]))   # the `reach` buffer too
     dit.event_model.load_state_dict(event_model.state_dict())
     dit.event_model.requires_grad_(False)
-    if reach is not None:
-        dit.config = replace(dit.config, event_reach=list(reach[:dit.config.drawn_cells]))
     return dit
 
 
