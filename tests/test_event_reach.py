@@ -23,7 +23,7 @@ def test_observed_reach_is_the_largest_recorded_move_and_a_respawn_is_anywhere()
     # columns: an enemy stepping one cell, a coin that respawns across the grid, a player seen only sometimes
     episode = np.array([[0, 0, 10], [1, 0, -1], [2, 63, 27], [3, 63, 28]])
     assert observed_reach([episode], 8, anywhere=2) == [1, -1, 1]
-    assert observed_reach([episode[:2]], 8, anywhere=2) == [1, 0, 0]
+    assert observed_reach([episode[:2]], 8, anywhere=2) == [1, 0, -1]     # never seen twice in a row: anywhere
 
 
 def test_the_reach_needs_one_entry_per_drawn_cell():

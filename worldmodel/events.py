@@ -180,14 +180,14 @@ def reachable(last: torch.Tensor, reach: torch.Tensor, latent_size: int) -> torc
 def observed_reach(cells: list[np.ndarray], latent_size: int, anywhere: int) -> list[int]:
     """Per column of the recorded cells (each array (T, R) int64 one episode's cells, -1 unseen): the most cells
     (Manhattan) it moved between two consecutive frames where it was seen; -1 (anywhere) where that is more than
-    `anywhere` (an entity that respawns, such as CoinChase's coin)."""
-    most = np.zeros(cells[0].shape[1], np.int64)
+    `anywhere` (an entity that respawns, such as CoinChase's coin) or where it was never seen in two frames in a row."""
+    most = np.full(cells[0].shape[1], -1, np.int64)
     for episode in cells:
         before, after = episode[:-1], episode[1:]
         seen = (before >= 0) & (after >= 0)
         moved = (np.abs(before // latent_size - after // latent_size) + np.abs(before % latent_size - after % latent_size))
-        most = np.maximum(most, np.where(seen, moved, 0).max(0, initial=0))
-    return [int(m) if m <= anywhere else -1 for m in most]
+        most = np.maximum(most, np.where(seen, moved, -1).max(0, initial=-1))
+    return [int(m) if 0 <= m <= anywhere else -1 for m in most]
 
 
 def one_hot(index: torch.Tensor, classes: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:

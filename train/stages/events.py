@@ -151,13 +151,14 @@ def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfi
 
 
 def recorded_reach(cfg: EventsStageConfig, latents: LatentData, latent_size: int) -> list[int]:
-    """The entities' (then the player's) most cells moved in one recorded frame (worldmodel.events.observed_reach);
-    [] without `reach`."""
+    """The entities' (then, with `player`, the player's) most cells moved in one recorded frame
+    (worldmodel.events.observed_reach); [] with reach_anywhere < 0."""
     if cfg.reach_anywhere < 0:
         return []
     episodes = latents.train + latents.val
     cells = [e.infos["event_cells"] if not cfg.player else
-             np.concatenate([e.infos["event_cells"], e.infos["player_cell"][:, None]], axis=1) for e in episodes]
+             np.concatenate([e.infos["event_cells"], e.infos.get("player_cell", np.full(len(e) + 1, -1))[:, None]],
+                            axis=1) for e in episodes]
     return observed_reach(cells, latent_size, cfg.reach_anywhere)
 
 
