@@ -141,11 +141,10 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         raise ValueError(f"exit_step {exit_step} is outside the {len(sigmas)}-step schedule")
     shape = (b, c, cfg.latent_channels, cfg.latent_size, cfg.latent_size)
     read, positions = cache_access(model, cache, rows, c, write=False)
-    index = cache.row_index(rows)
-    last = cache.cells[index] if cache.cells.shape[1] else None                          # (B, R) previous draw
+    last = cache.cells[read.rows] if cache.cells.shape[1] else None                      # (B, R) previous draw
     cells, maps, outcomes = draw_events(model, read.previous, actions, noise, event_min_prob, last)
     if last is not None:
-        cache.cells[index] = cells[:, -1, :cache.cells.shape[1]]
+        cache.cells[read.rows] = cells[:, -1, :cache.cells.shape[1]]
     x = noise(shape)                                                                   # (B, c, C, h, w)
     for step in range(exit_step + 1):
         sigma = torch.full((b, c), sigmas[step], device=x.device)

@@ -148,11 +148,12 @@ def install_event_model(dit: DiT, event_model: EventModel, reach: list[int] | No
     if dit.event_model is None:
         raise ValueError("the model has no entity events (event_channels = 0): its stage was trained without them, "
                          "there is no event model to replace")
-    heads = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None)
-    if any(getattr(dit.config, k) != v for k, v in heads.items()):
-        dit = rebuild_dit(dit, "event_model", **heads)
-    if reach is not None and list(reach[:dit.config.drawn_cells]) != dit.config.event_reach:
-        dit = rebuild_dit(dit, "reach", event_reach=list(reach[:dit.config.drawn_cells]))   # the `reach` buffer too
+    wanted = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None)
+    if reach is not None:
+        wanted["event_reach"] = list(reach[:dit.config.drawn_cells])
+    changes = {k: v for k, v in wanted.items() if getattr(dit.config, k) != v}
+    if changes:                 # one rebuild: the heads' weights and the (unsaved) `reach` buffer follow the config
+        dit = rebuild_dit(dit, "event_model", **changes)
     dit.event_model.load_state_dict(event_model.state_dict())
     dit.event_model.requires_grad_(False)
     return dit

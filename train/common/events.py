@@ -118,6 +118,14 @@ def add_catch_cells(episodes: list[Episode], entity: int) -> None:
         episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)
 
 
+def cells_and_player(episode: Episode) -> np.ndarray:
+    """(n+1, E+1) the episode's entity cells (infos["event_cells"]) and then the player's (infos["player_cell"]),
+    -1 where the cache has no player labels."""
+    cells = episode.infos["event_cells"]
+    player = episode.infos.get("player_cell", np.full(len(cells), -1, np.int64))
+    return np.concatenate([cells, player[:, None]], axis=1)
+
+
 def add_player_cells(episodes: list[Episode]) -> None:
     """Give each episode's infos["event_cells"] (n+1, E) the player column (n+1, E+1) of a DiT with a player channel
     (`DiTConfig.player_channel`): the reader's player cell of each frame (infos["player_cell"]), -1 where it found none."""
@@ -125,8 +133,7 @@ def add_player_cells(episodes: list[Episode]) -> None:
         if "player_cell" not in episode.infos:
             raise ValueError(f"player_channel needs the player's cells in the latent cache (player_cell, from {EVENTS_FILE}): "
                              "delete it and re-run the autoencoder stage with events=<reader> to relabel")
-        cells = episode.infos["event_cells"]
-        episode.infos["event_cells"] = np.concatenate([cells, episode.infos["player_cell"][:, None]], axis=1)
+        episode.infos["event_cells"] = cells_and_player(episode)
 
 
 def add_dit_cells(episodes: list[Episode], player: bool, catch_entity: int) -> None:

@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
-from train.common.events import EVENTS_FILE, attach_events, catch_frames, label_episodes, mean_catch_latent
+from train.common.events import (EVENTS_FILE, attach_events, catch_frames, cells_and_player, label_episodes,
+                                 mean_catch_latent)
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
@@ -108,13 +109,10 @@ def overlap_frames_before(episode: Episode) -> np.ndarray:
     cache labels it): the enemy on the coin or on the player, states rare in play (2.3 % of the session-14 cache's
     transitions start from the enemy on the player) where the event model leaked mass onto cells the enemy cannot
     reach (README "Session 15")."""
-    cells = episode.infos["event_cells"][:-1]                                       # (n, E)
-    player = episode.infos.get("player_cell")
-    if player is not None:
-        cells = np.concatenate([cells, player[:-1, None]], axis=1)
+    cells = cells_and_player(episode)[:-1]                                          # (n, E+1)
     seen = cells >= 0
-    same = (cells[:, :, None] == cells[:, None, :]) & seen[:, :, None] & seen[:, None, :]
-    return (same.sum((1, 2)) > cells.shape[1]).astype(bool)          # off the diagonal: a pair on one cell
+    same = (cells[:, :, None] == cells[:, None, :]) & seen[:, :, None] & seen[:, None, :]          # (n, E+1, E+1)
+    return (same & ~np.eye(cells.shape[1], dtype=bool)).any((1, 2))       # off the diagonal: a pair on one cell
 
 
 def caught_steps(episode: Episode) -> np.ndarray:
@@ -156,9 +154,7 @@ def recorded_reach(cfg: EventsStageConfig, latents: LatentData, latent_size: int
     if cfg.reach_anywhere < 0:
         return []
     episodes = latents.train + latents.val
-    cells = [e.infos["event_cells"] if not cfg.player else
-             np.concatenate([e.infos["event_cells"], e.infos.get("player_cell", np.full(len(e) + 1, -1))[:, None]],
-                            axis=1) for e in episodes]
+    cells = [cells_and_player(e) if cfg.player else e.infos["event_cells"] for e in episodes]
     return observed_reach(cells, latent_size, cfg.reach_anywhere)
 
 
