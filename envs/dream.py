@@ -27,6 +27,22 @@ from worldmodel.rollout import new_cache, next_chunk, prime
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "coinchase"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+# dtype="auto" picks per batch: bfloat16 from this many rows on a CPU with native bf16 matmuls, float32 otherwise.
+# Measured on the bundled model (AVX-512-BF16 CPU, one thread, README "Speed"): bf16 loses at batch 1 and wins
+# from N = 16 on; on CUDA it was not measured, so auto keeps float32 there.
+AUTO_BF16_MIN_ROWS = 16
+CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}   # inductor options of compile=True on the CPU
+
+
+def pick_dtype(dtype: str, device: torch.device, rows: int) -> str:
+    """The DiT dtype a DreamCore runs: `dtype` itself, or for "auto" the faster one measured for this batch size."""
+    if dtype == "auto":
+        native_bf16 = device.type == "cpu" and torch.backends.mkldnn.is_available() and \
+            torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return "bfloat16" if native_bf16 and rows >= AUTO_BF16_MIN_ROWS else "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)} or 'auto', got {dtype!r}")
+    return dtype
 
 
 @dataclass
@@ -40,10 +56,9 @@ class DreamStep:
 class DreamCore:
     """N dreamed environments sharing one batched forward."""
 
-    def __init__(self, checkpoint: str | Path | None, num_envs: int, device: str = "cpu", dtype: str = "float32",
+    def __init__(self, checkpoint: str | Path | None, num_envs: int, device: str = "cpu", dtype: str = "auto",
                  denoise_steps: int | None = None, cuda_graph: bool = True, compile: bool = False):
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
+        dtype = pick_dtype(dtype, torch.device(device), num_envs)
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
         self.model = worldmodel.load(path, device)
         if self.model.dit is None:
@@ -68,10 +83,13 @@ class DreamCore:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"   # replay the step as a CUDA graph
         self._graphs: dict[int, _GraphedStep] = {}                    # denoising steps -> captured step
         # torch.compile of the device step (fuses its elementwise chains): minutes of compiling at the first step of
-        # each denoising-step count, then measured 2x faster at batch 1 on CPU (README "Speed"); off by default.
+        # each denoising-step count, then faster frames (README "Speed"); off by default. On the CPU the weights are
+        # frozen into the graph (inductor `freezing`: prepacked matmul weights) and the graph is called from C++
+        # (`cpp_wrapper`, no Python between kernels): measured 9.6 vs 11.6-12.1 ms at batch 1 without them.
         if compile:    # every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
-        self._device_step = torch.compile(self._dream, dynamic=False) if compile else self._dream
+        options = CPU_COMPILE_OPTIONS if self.device.type == "cpu" else None
+        self._device_step = torch.compile(self._dream, dynamic=False, options=options) if compile else self._dream
         self._actions = torch.zeros(num_envs, 1, dtype=torch.int64, device=self.device)   # (B, 1) the step's input
 
     # ------------------------------------------------------------------ facts from the checkpoint

@@ -133,7 +133,7 @@ class StepClock(VecEnvWrapper):
 
 
 def make_vec_env(kind: str, n_envs: int, checkpoint: str | Path | None = None, seed: int | None = None,
-                 max_episode_steps: int = 1000, device: str = "cpu", dtype: str = "float32",
+                 max_episode_steps: int = 1000, device: str = "cpu", dtype: str = "auto",
                  denoise_steps: int | None = None, compile: bool = False) -> VecEnv:
     """`n_envs` CoinChase games for SB3: kind "real" (the game) or "dream" (the world model at `checkpoint`,
     None = the bundled one). Episodes truncate after `max_episode_steps` steps. `seed` seeds the first reset

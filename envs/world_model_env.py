@@ -173,7 +173,7 @@ class WorldModelEnv(DreamShell, gym.Env):
     | checkpoint            | str or None | None      | checkpoint dir; None = the bundled CoinChase model |
     | denoise_steps         | int or None | None      | 1..max; None = the checkpoint's default |
     | device                | str         | "cpu"     | torch device ("cuda" on a GPU) |
-    | dtype                 | str         | "float32" | "float32", "bfloat16" or "float16" DiT weights |
+    | dtype                 | str         | "auto"    | DiT weights: "float32", "bfloat16", "float16", or "auto": float32 at batch 1 and on CUDA, bfloat16 from 16 envs on a CPU with native bf16 (faster there, same rules check; `envs.dream.pick_dtype`) |
     | render_mode           | str or None | None      | "rgb_array" or "human" (pygame window) |
     | max_episode_steps     | int         | 1000      | truncation horizon |
     | termination_threshold | float       | 0.5       | on the termination head's probability |
@@ -191,7 +191,9 @@ class WorldModelEnv(DreamShell, gym.Env):
 
     ## Determinism
     Same seed + same actions give the same frames on the same device and dtype (each env owns a
-    noise stream, `worldmodel.noise.RowNoise`, seeded from `np_random`). CPU is supported.
+    noise stream, `worldmodel.noise.RowNoise`, seeded from `np_random`). CPU is supported. With
+    dtype="auto" a vector env of 16 or more envs on a CPU runs bfloat16: pass dtype="float32" for
+    rows that reproduce single envs frame for frame.
 
     ## Vectorized environment
     `WorldModelVectorEnv`: N envs in one batched forward, autoreset mode NEXT_STEP, per-env cache reset,
@@ -212,7 +214,7 @@ class WorldModelEnv(DreamShell, gym.Env):
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
 
     def __init__(self, checkpoint: str | Path | None = None, denoise_steps: int | None = None, device: str = "cpu",
-                 dtype: str = "float32", render_mode: str | None = None, max_episode_steps: int = 1000,
+                 dtype: str = "auto", render_mode: str | None = None, max_episode_steps: int = 1000,
                  termination_threshold: float = 0.5, round_rewards: bool = True, timing_info: bool = False,
                  cuda_graph: bool = True, compile: bool = False):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
@@ -266,7 +268,8 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
     """N dreamed envs stepped by one batched forward; autoreset mode NEXT_STEP.
 
     `reset(seed=s)` seeds env i with s + i, so env i reproduces `WorldModelEnv` reset with seed s + i
-    under the same actions (within float tolerance of batched matmuls). After an env terminates or
+    under the same actions (within float tolerance of batched matmuls; in the same dtype: the default
+    "auto" runs bfloat16 from 16 envs on a CPU with native bf16, `envs.dream.pick_dtype`). After an env terminates or
     truncates, its next `step` resets it (the action is ignored) and returns the reset observation
     with reward 0, both flags False and frame_index 0. Infos have the single env's keys, each an
     array with one entry per env (reset: `start_index`; step: see `DreamShell`). `reset_rows(rows)`
@@ -276,7 +279,7 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
     metadata = {"render_modes": ["rgb_array"], "autoreset_mode": AutoresetMode.NEXT_STEP}
 
     def __init__(self, num_envs: int, checkpoint: str | Path | None = None, denoise_steps: int | None = None,
-                 device: str = "cpu", dtype: str = "float32", max_episode_steps: int = 1000,
+                 device: str = "cpu", dtype: str = "auto", max_episode_steps: int = 1000,
                  termination_threshold: float = 0.5, round_rewards: bool = True, render_mode: str | None = None,
                  timing_info: bool = False, cuda_graph: bool = True, compile: bool = False):
         if num_envs < 1:

@@ -71,7 +71,9 @@ def test_every_figure_is_finite_and_the_headline_ones_positive(quick_run):
         assert bound["flops_dit"] > 0 and bound["flops_decode"] > 0 and bound["ratio"] > 0 and 0 < bound["mfu"]
     assert all(v["total_ms"] > 0 and v["decode_ms"] > 0 for v in model["latency"].values())
     assert model["horizon"]["time_ratio"] > 0 and model["horizon"]["memory_ratio"] > 0
-    assert set(model["vector_fps"]) == {"16", "64"} and all(fps > 0 for fps in model["vector_fps"].values())
+    assert set(model["vector_fps"]) == {"16", "64"} and all(v["fps"] > 0 for v in model["vector_fps"].values())
+    assert set(model["dtypes"]) == {"1", "2"} and model["dtypes"]["1"]["auto"] == "float32"
+    assert all(v["float32"] > 0 and v["bfloat16"] > 0 for v in model["dtypes"].values())
     assert model["matmul_gflops"] > 0
     assert set(training["stages"]) == {"teacher", "tf", "df", "ode_init", "self_forcing", "self_forcing critic_reuse=2"}
     for stage in training["stages"].values():

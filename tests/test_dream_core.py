@@ -1,10 +1,10 @@
 """The dreaming core: a bank context is primed once and later resets copy its cache state; the compiled step
-dreams the eager frames."""
+dreams the eager frames; dtype "auto" keeps float32 at batch 1 and picks bfloat16 for large CPU batches."""
 import numpy as np
 import pytest
 import torch
 
-from envs.dream import DreamCore
+from envs.dream import AUTO_BF16_MIN_ROWS, DreamCore, pick_dtype
 from worldmodel.kv_cache import KVCache
 
 
@@ -62,3 +62,21 @@ def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
         a, b = eager.step(actions_now), compiled.step(actions_now)
         assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
         np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-4)
+
+
+def test_auto_dtype_is_float32_at_batch_1_and_on_cuda_and_bfloat16_for_many_rows_on_a_bf16_cpu(monkeypatch):
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert pick_dtype("auto", cpu, 1) == "float32"
+    assert pick_dtype("auto", cuda, 64) == "float32"
+    assert pick_dtype("bfloat16", cpu, 1) == "bfloat16" and pick_dtype("float32", cpu, 64) == "float32"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: True)
+    assert pick_dtype("auto", cpu, AUTO_BF16_MIN_ROWS - 1) == "float32"
+    assert pick_dtype("auto", cpu, AUTO_BF16_MIN_ROWS) == "bfloat16"
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", lambda: False)
+    assert pick_dtype("auto", cpu, 64) == "float32", "without native bf16 matmuls bf16 is emulated and slower"
+
+
+def test_a_wrong_dtype_name_is_a_clear_error(untrained_checkpoint):
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        DreamCore(untrained_checkpoint, 1, "cpu", "fp8")
+    assert _core(untrained_checkpoint, 1).dtype == torch.float32        # "auto" at batch 1

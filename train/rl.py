@@ -66,7 +66,7 @@ class RLConfig:
     seeker_epsilon: float = 0.0         # baseline coin-seeker: chance of a random legal move per step
     denoise_steps: int = 0              # dream: denoising steps per frame; 0 = the checkpoint's own
     device: str = "cpu"                 # torch device of the dream and of PPO
-    dtype: str = "float32"              # dream DiT weights: float32 | bfloat16 | float16
+    dtype: str = "auto"                 # dream DiT weights: auto (envs.dream.pick_dtype) | float32 | bfloat16 | float16
     compile: bool = False               # dream: torch.compile its step (~2 min once; 1.2x at N=64, 2x at N=1 on CPU)
     features: str = "cell"              # CNN features extractor: cell (CellCNN) | nature (SB3's NatureCNN)
     features_dim: int = 256             # width of the extractor's output

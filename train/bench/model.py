@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-from envs.dream import DreamCore
+from envs.dream import DreamCore, pick_dtype
 from envs.world_model_env import WorldModelVectorEnv
 from train.bench.common import BenchConfig, memory_in_use_mb, sync
 from train.common.untrained import save_untrained
@@ -33,9 +33,10 @@ def model_checkpoint(cfg: BenchConfig, tmp: Path) -> Path:
     return save_untrained(tmp / "untrained", size=cfg.untrained_size, widths=tuple(cfg.untrained_widths))
 
 
-def primed_core(path: Path, batch: int, steps: int, cfg: BenchConfig) -> DreamCore:
-    """A DreamCore of `batch` rows primed with the checkpoint's real start contexts."""
-    core = DreamCore(path, batch, cfg.device, denoise_steps=steps, cuda_graph=cfg.cuda_graph, compile=cfg.compile)
+def primed_core(path: Path, batch: int, steps: int, cfg: BenchConfig, dtype: str | None = None) -> DreamCore:
+    """A DreamCore of `batch` rows primed with the checkpoint's real start contexts, in `dtype` (default cfg.dtype)."""
+    core = DreamCore(path, batch, cfg.device, dtype or cfg.dtype, denoise_steps=steps, cuda_graph=cfg.cuda_graph,
+                     compile=cfg.compile)
     rows = np.arange(batch)
     contexts = [core.start_context(int(r) % core.bank_size) for r in rows]
     core.reset_rows(rows, [cfg.seed + int(r) for r in rows], np.stack([c[0] for c in contexts]),
@@ -110,9 +111,11 @@ def horizon_drift(path: Path, cfg: BenchConfig, rng: np.random.Generator) -> dic
             "late_memory_mb": memory[cfg.horizon], "memory_ratio": memory[cfg.horizon] / memory[cfg.horizon_early]}
 
 
-def vector_fps(path: Path, num_envs: int, cfg: BenchConfig, rng: np.random.Generator) -> float:
-    """Frames/s of WorldModelVectorEnv with `num_envs` envs (env_denoise_steps, random actions)."""
-    env = WorldModelVectorEnv(num_envs, path, cfg.env_denoise_steps, device=cfg.device, cuda_graph=cfg.cuda_graph, compile=cfg.compile)
+def vector_fps(path: Path, num_envs: int, cfg: BenchConfig, rng: np.random.Generator) -> dict[str, Any]:
+    """Frames/s of WorldModelVectorEnv with `num_envs` envs (env_denoise_steps, random actions, cfg.dtype) and the
+    DiT dtype it ran."""
+    env = WorldModelVectorEnv(num_envs, path, cfg.env_denoise_steps, device=cfg.device, dtype=cfg.dtype,
+                              cuda_graph=cfg.cuda_graph, compile=cfg.compile)
     env.reset(seed=cfg.seed)
     for _ in range(cfg.warmup_frames):
         env.step(rng.integers(env.single_action_space.n, size=num_envs))
@@ -121,8 +124,19 @@ def vector_fps(path: Path, num_envs: int, cfg: BenchConfig, rng: np.random.Gener
         env.step(rng.integers(env.single_action_space.n, size=num_envs))
     sync(cfg.device)
     fps = num_envs * cfg.vector_frames / (time.perf_counter() - start)
+    dtype = str(env.core.dtype).removeprefix("torch.")
     env.close()
-    return fps
+    return {"fps": fps, "dtype": dtype}
+
+
+def dtype_speed(path: Path, cfg: BenchConfig, rng: np.random.Generator) -> dict[int, dict[str, Any]]:
+    """Per batch size of cfg.dtype_batches: ms/frame (env_denoise_steps) in float32 and bfloat16, and what "auto" picks."""
+    out = {}
+    for batch in cfg.dtype_batches:
+        cores = {name: primed_core(path, batch, cfg.env_denoise_steps, cfg, name) for name in ("float32", "bfloat16")}
+        out[batch] = {name: timed_point(core, cfg, rng) / batch for name, core in cores.items()}
+        out[batch]["auto"] = pick_dtype("auto", torch.device(cfg.device), batch)
+    return out
 
 
 def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, Any]:
@@ -157,7 +171,8 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
     return {"checkpoint": name, "dit_params_m": params_m[0], "autoencoder_params_m": params_m[1], "decoder": decoder,
             "matmul_gflops": matmul_flops / 1e9, "ms_per_frame": frame_ms, "ms_per_denoise_step": step_cost,
             "latency": latency, "flop_bound": flop_bound, "horizon": horizon_drift(path, cfg, rng),
-            "vector_fps": {n: vector_fps(path, n, cfg, rng) for n in cfg.vector_sizes}}
+            "vector_fps": {n: vector_fps(path, n, cfg, rng) for n in cfg.vector_sizes},
+            "dtypes": dtype_speed(path, cfg, rng), "dtype": cfg.dtype}
 
 
 def model_markdown(fig: dict[str, Any]) -> list[str]:
@@ -186,6 +201,12 @@ def model_markdown(fig: dict[str, Any]) -> list[str]:
     lines += ["", f"Long horizon (batch 1, one episode): frame {h['late_frame']:,} takes {h['late_ms']:.2f} ms vs "
               f"{h['early_ms']:.2f} ms at frame {h['early_frame']:,} — ratio **{h['time_ratio']:.3f}** (goal ≤ {HORIZON_GOAL}); "
               f"memory {h['late_memory_mb']:.1f} MB vs {h['early_memory_mb']:.1f} MB — ratio **{h['memory_ratio']:.3f}**.",
-              "", "| VectorEnv N | frames/s |", "|---|---|"]
-    lines += [f"| {n} | {fps:.1f} |" for n, fps in fig["vector_fps"].items()]
+              "", f"WorldModelVectorEnv, dtype={fig['dtype']!r}:", "",
+              "| VectorEnv N | DiT dtype | frames/s |", "|---|---|---|"]
+    lines += [f"| {n} | {v['dtype']} | {v['fps']:.1f} |" for n, v in fig["vector_fps"].items()]
+    lines += ["", "DiT dtype per batch size (ms/frame, whole env step; the decoder stays float32); `auto` is the env "
+              "default (`envs.dream.pick_dtype`):", "",
+              "| batch | float32 ms/frame | bfloat16 ms/frame | bfloat16 ÷ float32 | auto picks |", "|---|---|---|---|---|"]
+    lines += [f"| {b} | {v['float32']:.2f} | {v['bfloat16']:.2f} | {v['bfloat16'] / v['float32']:.3f} | {v['auto']} |"
+              for b, v in fig["dtypes"].items()]
     return lines

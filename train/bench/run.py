@@ -56,8 +56,11 @@ def headline(fig: dict[str, Any]) -> list[str]:
         rows.append((f"memory at frame {h['late_frame']:,} ÷ frame {h['early_frame']:,}", h["memory_ratio"]))
         if steps in m["ms_per_frame"][1]:
             single = 1e3 / m["ms_per_frame"][1][steps]
-            for n, fps in m["vector_fps"].items():
-                rows.append((f"VectorEnv N={n} frames/s ÷ batch-1 frames/s (denoising steps = {steps})", fps / single))
+            for n, v in m["vector_fps"].items():
+                rows.append((f"VectorEnv N={n} frames/s ({v['dtype']}) ÷ batch-1 frames/s (denoising steps = {steps})",
+                             v["fps"] / single))
+        for b, v in m["dtypes"].items():
+            rows.append((f"bfloat16 ms/frame ÷ float32 (batch {b})", v["bfloat16"] / v["float32"]))
     if "peer" in fig and "ours_over_peer" in fig["peer"]:
         for b, r in fig["peer"]["ours_over_peer"].items():
             rows.append((f"our ms/frame ÷ DIAMOND's (batch {b})", r))

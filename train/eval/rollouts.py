@@ -150,12 +150,13 @@ def _play_on(env: CoinChaseEnv, context, actor, horizon: int, rng: np.random.Gen
     return out | {k: np.asarray(v) for k, v in series.items()}
 
 
-def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoise_steps: int = 0) -> Stream:
+def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoise_steps: int = 0,
+                 dtype: str = "float32") -> Stream:
     """Yield the model's (frames (S, H, W, 3) uint8, rewards (S,), termination probs (S,)) after each real action.
 
-    denoise_steps 0: the checkpoint's own sampler.steps."""
+    denoise_steps 0: the checkpoint's own sampler.steps; dtype: the DiT's (envs.dream.DTYPES)."""
     rows = len(real.actions)
-    core = DreamCore(checkpoint, rows, device, denoise_steps=denoise_steps)
+    core = DreamCore(checkpoint, rows, device, dtype, denoise_steps=denoise_steps)
     core.reset_rows(np.arange(rows), [int(real.seeds[i]) * 1_000 + i for i in range(rows)],
                     real.context, real.context_actions)
     for h in range(real.actions.shape[1]):

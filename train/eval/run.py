@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.dream import DreamCore
+from envs.dream import DTYPES, DreamCore
 from train.eval.report import markdown, plot_horizons, plot_rules, write_videos
 from train.eval.rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, RealRollouts, Reader, Stream,
                                  concat_rows, copy_last_frames, dream_frames, over_seeds, real_frames, real_rollouts,
@@ -65,6 +65,7 @@ class EvalConfig:
     denoise_steps: int = 0            # denoising steps per frame; 0: each checkpoint's own sampler.steps
     controllability: bool = True      # also dream the first 16 frames under random actions (Genie's ΔPSNR)
     device: str = "cpu"
+    dtype: str = "float32"            # the DiT's dtype in the dream (envs.dream.DTYPES): bfloat16 checks the fast batched path
     threads: int = 0                  # torch threads; 0 keeps torch's default
     probe: str = ""                   # reader of the frame-metric tables: "" the deterministic envs.coinchase_reader,
                                       #   or a learned state probe's dir (train.probe); the rules check always reads
@@ -165,11 +166,11 @@ def model_rollout(name: str, path: str, real: RealRollouts, cfg: EvalConfig, rea
 
     def rolled_out() -> dict[str, np.ndarray]:
         print(f"[eval] {name}: {len(real.seeds)} rollouts x {real.actions.shape[1]} frames", flush=True)
-        return _to_arrays(score_stream(dream_frames(path, real, cfg.device, cfg.denoise_steps), real, reader, keep))
+        return _to_arrays(score_stream(dream_frames(path, real, cfg.device, cfg.denoise_steps, cfg.dtype), real, reader, keep))
 
     def under_random_actions() -> dict[str, np.ndarray]:
         shuffled = with_random_actions(real, max(CONTROL_HORIZONS), n_actions)
-        return {"psnr": stream_psnr(dream_frames(path, shuffled, cfg.device, cfg.denoise_steps), shuffled)}
+        return {"psnr": stream_psnr(dream_frames(path, shuffled, cfg.device, cfg.denoise_steps, cfg.dtype), shuffled)}
 
     # a cache entry without the video rows asked for now is rolled out again
     arrays = _cached(stem.with_suffix(".npz"), CACHED, lambda a: keep == 0 or len(a["video"]) >= keep, rolled_out)
@@ -212,6 +213,8 @@ def validate(cfg: EvalConfig) -> None:
         raise ValueError("need at least one seed and one start")
     if cfg.denoise_steps < 0:
         raise ValueError(f"denoise_steps must be >= 0 (0: the checkpoint's own), got {cfg.denoise_steps}")
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
 
 
 def all_scenarios(cfg: EvalConfig, context_frames: int, n_actions: int) -> tuple[RealRollouts, dict[str, np.ndarray]]:
@@ -244,7 +247,7 @@ def by_scenario(rollout: Rollout, real: RealRollouts, rows: dict[str, np.ndarray
 
 def inspect_models(cfg: EvalConfig, names: list[str]) -> tuple[dict[str, int], dict[str, dict], int]:
     """Per checkpoint path its context length; per model name how it samples (printed); the action count."""
-    cores = {p: DreamCore(p, 1, cfg.device, denoise_steps=cfg.denoise_steps) for p in cfg.checkpoints}
+    cores = {p: DreamCore(p, 1, cfg.device, cfg.dtype, denoise_steps=cfg.denoise_steps) for p in cfg.checkpoints}
     contexts = {p: core.model.start_frames.shape[1] for p, core in cores.items()}
     sampling = {name: sampling_of(cores[p]) for name, p in zip(names, cfg.checkpoints)}
     for name, how in sampling.items():
