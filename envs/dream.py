@@ -31,7 +31,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # Measured on the bundled model (AVX-512-BF16 CPU, one thread, README "Speed"): bf16 loses at batch 1 and wins
 # from N = 16 on; on CUDA it was not measured, so auto keeps float32 there.
 AUTO_BF16_MIN_ROWS = 16
-CPU_COMPILE_OPTIONS = {"freezing": True, "cpp_wrapper": True}   # inductor options of compile=True on the CPU
+# Inductor options of compile=True on the CPU: the compiled graph is called from C++, not Python (measured at
+# batch 1, one thread: 7.4 vs 11.6-12.1 ms a frame without it; eager 22 ms).
+CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
 def pick_dtype(dtype: str, device: torch.device, rows: int) -> str:
@@ -83,9 +85,8 @@ class DreamCore:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"   # replay the step as a CUDA graph
         self._graphs: dict[int, _GraphedStep] = {}                    # denoising steps -> captured step
         # torch.compile of the device step (fuses its elementwise chains): minutes of compiling at the first step of
-        # each denoising-step count, then faster frames (README "Speed"); off by default. On the CPU the weights are
-        # frozen into the graph (inductor `freezing`: prepacked matmul weights) and the graph is called from C++
-        # (`cpp_wrapper`, no Python between kernels): measured 9.6 vs 11.6-12.1 ms at batch 1 without them.
+        # each denoising-step count, then faster frames (README "Speed"); off by default. On the CPU the graph is
+        # called from C++ (CPU_COMPILE_OPTIONS).
         if compile:    # every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         options = CPU_COMPILE_OPTIONS if self.device.type == "cpu" else None

@@ -49,19 +49,33 @@ def test_a_bank_reset_restores_the_primed_state_without_running_the_model_again(
     assert memo.cache.frames_seen.tolist()[0] == len(actions[0])
 
 
-@pytest.mark.slow   # a torch.compile of the whole step: ~2 minutes on 2 CPU cores
-def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
-    eager, compiled = _core(untrained_checkpoint, 2), DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2,
-                                                                compile=True)
-    frames, actions = zip(*(eager.start_context(i) for i in (0, 1)))
+def _dream_alike(eager: DreamCore, compiled: DreamCore, frames: int = 3) -> None:
+    """Prime both cores with the same bank contexts and seeds; they must dream the same frames and rewards."""
+    contexts, actions = zip(*(eager.start_context(i) for i in (0, 1)))
     for core in (eager, compiled):
-        core.reset_rows(np.arange(2), [1, 2], np.stack(frames), np.stack(actions), bank_indices=np.array([0, 1]))
+        core.reset_rows(np.arange(2), [1, 2], np.stack(contexts), np.stack(actions), bank_indices=np.array([0, 1]))
     rng = np.random.default_rng(1)
-    for _ in range(3):
+    for _ in range(frames):
         actions_now = rng.integers(eager.n_actions, size=2)
         a, b = eager.step(actions_now), compiled.step(actions_now)
         assert np.abs(a.frames.astype(int) - b.frames.astype(int)).max() <= 1
         np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-4)
+
+
+@pytest.mark.slow   # a torch.compile of the whole step: ~2 minutes on 2 CPU cores
+def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
+    _dream_alike(_core(untrained_checkpoint, 2), DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2, compile=True))
+
+
+@pytest.mark.slow   # two compiles of the whole step: ~4 minutes on 2 CPU cores
+def test_two_compiled_cores_of_different_weights_each_dream_their_own_frames(untrained_checkpoint, tmp_path):
+    """The CPU compile freezes the weights into the graph: a second model of the same shapes must not reuse it."""
+    from train.common.untrained import save_untrained
+
+    other = save_untrained(tmp_path / "other", seed=1)
+    first = DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2, compile=True)
+    _dream_alike(_core(untrained_checkpoint, 2), first)
+    _dream_alike(_core(other, 2), DreamCore(other, 2, "cpu", denoise_steps=2, compile=True))
 
 
 def test_auto_dtype_is_float32_at_batch_1_and_on_cuda_and_bfloat16_for_many_rows_on_a_bf16_cpu(monkeypatch):

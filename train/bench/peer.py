@@ -13,6 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+
+from envs.dream import pick_dtype
 from train.bench.common import BenchConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +39,8 @@ def peer_speed(cfg: BenchConfig, ours: Callable[[], dict[int, float]]) -> dict[s
     peer = json.loads(lines[-1])
     ours_ms = ours()
     ratios = {b: ours_ms[b] / peer[f"ms_per_frame_b{b}"] for b in ours_ms if f"ms_per_frame_b{b}" in peer}
-    return {"peer": peer, "ours_ms_per_frame": ours_ms, "ours_over_peer": ratios}
+    dtypes = {b: pick_dtype(cfg.dtype, torch.device(cfg.device), b) for b in ours_ms}    # our DiT's, per batch
+    return {"peer": peer, "ours_ms_per_frame": ours_ms, "ours_over_peer": ratios, "ours_dtype": dtypes}
 
 
 def peer_markdown(fig: dict[str, Any]) -> list[str]:
@@ -45,8 +49,9 @@ def peer_markdown(fig: dict[str, Any]) -> list[str]:
     peer = fig["peer"]
     lines = [f"Peer: {peer['peer']} ({peer['params_m']:.1f} M parameters, {peer['steps']} denoising steps, "
              f"{peer['threads']} thread(s)), run as a subprocess in this run. Ours: the same step count and thread "
-             "count, a whole env frame (denoise + cache write + decode).", "",
-             "| batch | ours ms/frame | peer ms/frame | ours ÷ peer |", "|---|---|---|---|"]
-    lines += [f"| {b} | {fig['ours_ms_per_frame'][b]:.2f} | {peer[f'ms_per_frame_b{b}']:.2f} | **{r:.2f}** |"
-              for b, r in fig["ours_over_peer"].items()]
+             "count, a whole env frame (denoise + cache write + decode), in the env's DiT dtype for that batch.", "",
+             "| batch | ours ms/frame | our DiT dtype | peer ms/frame | ours ÷ peer |", "|---|---|---|---|---|"]
+    dtypes = fig.get("ours_dtype", {})
+    lines += [f"| {b} | {fig['ours_ms_per_frame'][b]:.2f} | {dtypes.get(b, 'float32')} | {peer[f'ms_per_frame_b{b}']:.2f} "
+              f"| **{r:.2f}** |" for b, r in fig["ours_over_peer"].items()]
     return lines
