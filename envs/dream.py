@@ -32,7 +32,7 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 # from N = 16 on; on CUDA it was not measured, so auto keeps float32 there.
 AUTO_BF16_MIN_ROWS = 16
 # Inductor options of compile=True on the CPU: the compiled graph is called from C++, not Python (measured at
-# batch 1, one thread: 7.4 vs 11.6-12.1 ms a frame without it; eager 22 ms).
+# batch 1, one thread: 7.4-7.9 vs 11.6-12.1 ms a frame without it; eager ~21 ms).
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 

@@ -69,7 +69,7 @@ def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
 
 @pytest.mark.slow   # two compiles of the whole step: ~4 minutes on 2 CPU cores
 def test_two_compiled_cores_of_different_weights_each_dream_their_own_frames(untrained_checkpoint, tmp_path):
-    """The CPU compile freezes the weights into the graph: a second model of the same shapes must not reuse it."""
+    """Compiled graphs are cached per code object: a second model of the same shapes must run its own weights."""
     from train.common.untrained import save_untrained
 
     other = save_untrained(tmp_path / "other", seed=1)
