@@ -67,7 +67,7 @@ class RLConfig:
     denoise_steps: int = 0              # dream: denoising steps per frame; 0 = the checkpoint's own
     device: str = "cpu"                 # torch device of the dream and of PPO
     dtype: str = "auto"                 # dream DiT weights: auto (envs.dream.pick_dtype) | float32 | bfloat16 | float16
-    compile: bool = False               # dream: torch.compile its step (~2 min once; 1.2x at N=64, 2x at N=1 on CPU)
+    compile: bool = False               # dream: torch.compile its step (~3 min once; on CPU 1.3x at N=64, 2.6x at N=1)
     features: str = "cell"              # CNN features extractor: cell (CellCNN) | nature (SB3's NatureCNN)
     features_dim: int = 256             # width of the extractor's output
     cnn_width: int = 16                 # cell: channels per game cell (the grid convs use twice this)

@@ -52,6 +52,6 @@ def peer_markdown(fig: dict[str, Any]) -> list[str]:
              "count, a whole env frame (denoise + cache write + decode), in the env's DiT dtype for that batch.", "",
              "| batch | ours ms/frame | our DiT dtype | peer ms/frame | ours ÷ peer |", "|---|---|---|---|---|"]
     dtypes = fig.get("ours_dtype", {})
-    lines += [f"| {b} | {fig['ours_ms_per_frame'][b]:.2f} | {dtypes.get(b, 'float32')} | {peer[f'ms_per_frame_b{b}']:.2f} "
+    lines += [f"| {b} | {fig['ours_ms_per_frame'][b]:.2f} | {dtypes.get(b, '–')} | {peer[f'ms_per_frame_b{b}']:.2f} "
               f"| **{r:.2f}** |" for b, r in fig["ours_over_peer"].items()]
     return lines

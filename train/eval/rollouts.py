@@ -154,7 +154,7 @@ def dream_frames(checkpoint: str, real: RealRollouts, device: str = "cpu", denoi
                  dtype: str = "float32") -> Stream:
     """Yield the model's (frames (S, H, W, 3) uint8, rewards (S,), termination probs (S,)) after each real action.
 
-    denoise_steps 0: the checkpoint's own sampler.steps; dtype: the DiT's (envs.dream.DTYPES)."""
+    denoise_steps 0: the checkpoint's own sampler.steps; dtype: the DiT's (envs.dream.pick_dtype)."""
     rows = len(real.actions)
     core = DreamCore(checkpoint, rows, device, dtype, denoise_steps=denoise_steps)
     core.reset_rows(np.arange(rows), [int(real.seeds[i]) * 1_000 + i for i in range(rows)],

@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from envs.dream import DTYPES, DreamCore
+from envs.dream import DreamCore, pick_dtype
 from train.eval.report import markdown, plot_horizons, plot_rules, write_videos
 from train.eval.rollouts import (DEFAULT_READER, EVENT, SCENARIOS, FrameScores, RealRollouts, Reader, Stream,
                                  concat_rows, copy_last_frames, dream_frames, over_seeds, real_frames, real_rollouts,
@@ -65,7 +65,7 @@ class EvalConfig:
     denoise_steps: int = 0            # denoising steps per frame; 0: each checkpoint's own sampler.steps
     controllability: bool = True      # also dream the first 16 frames under random actions (Genie's ΔPSNR)
     device: str = "cpu"
-    dtype: str = "float32"            # the DiT's dtype in the dream (envs.dream.DTYPES): bfloat16 checks the fast batched path
+    dtype: str = "float32"            # the DiT's dtype in the dream (envs.dream.pick_dtype): bfloat16 checks the fast batched path
     threads: int = 0                  # torch threads; 0 keeps torch's default
     probe: str = ""                   # reader of the frame-metric tables: "" the deterministic envs.coinchase_reader,
                                       #   or a learned state probe's dir (train.probe); the rules check always reads
@@ -213,8 +213,7 @@ def validate(cfg: EvalConfig) -> None:
         raise ValueError("need at least one seed and one start")
     if cfg.denoise_steps < 0:
         raise ValueError(f"denoise_steps must be >= 0 (0: the checkpoint's own), got {cfg.denoise_steps}")
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {cfg.dtype!r}")
+    pick_dtype(cfg.dtype, torch.device(cfg.device), 1)     # a wrong name fails here, before any rollout
 
 
 def all_scenarios(cfg: EvalConfig, context_frames: int, n_actions: int) -> tuple[RealRollouts, dict[str, np.ndarray]]:
