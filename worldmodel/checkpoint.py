@@ -84,7 +84,7 @@ def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, d
     def fill(tmp: Path) -> None:
         meta = {"format_version": FORMAT_VERSION, "autoencoder": to_dict(config.autoencoder), "dit": to_dict(config.dit),
                 "sampler": to_dict(config.sampler), "latent_scale": config.latent_scale, "stage": config.stage,
-                "has_model": dit is not None}
+                "env_id": config.env_id, "has_model": dit is not None}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))
         save_file(_contiguous(autoencoder.state_dict(), weights_dtype), str(tmp / AUTOENCODER_FILE))
         if dit is not None:
@@ -116,7 +116,8 @@ def read_config(path: str | Path) -> tuple[WorldModelConfig, bool]:
         config = WorldModelConfig(autoencoder=dataclass_from_dict(AutoencoderConfig, meta["autoencoder"]),
                                   dit=dataclass_from_dict(DiTConfig, meta["dit"]),
                                   sampler=dataclass_from_dict(SamplerConfig, meta["sampler"]),
-                                  latent_scale=float(meta["latent_scale"]), stage=str(meta["stage"]))
+                                  latent_scale=float(meta["latent_scale"]), stage=str(meta["stage"]),
+                                  env_id=str(meta.get("env_id", "")))
         return config, bool(meta["has_model"])
     except CheckpointError:
         raise

@@ -200,3 +200,4 @@ class WorldModelConfig:
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     latent_scale: float = 1.0       # latents are divided by this to have unit variance
     stage: str = "untrained"        # which training stage produced the weights
+    env_id: str = ""                # the Gymnasium id of the real game the model was trained on ("" = unknown)

@@ -72,6 +72,16 @@ class Episode:
         return np.concatenate([[False], self.terminations]).astype(np.bool_)
 
 
+def dataset_env_id(dataset_id: str, root: str | Path) -> str:
+    """The Gymnasium id of the env a Minari dataset was recorded from ("" when its metadata names none)."""
+    meta_file = Path(root) / dataset_id / "data" / METADATA_FILE
+    try:
+        spec = json.loads(json.loads(meta_file.read_text()).get("env_spec") or "{}")
+    except (OSError, json.JSONDecodeError):
+        return ""
+    return str(spec.get("id") or "")
+
+
 def load_episodes(dataset_id: str, root: str | Path) -> tuple[list[Episode], int]:
     """All episodes of the Minari dataset <root>/<dataset_id>, and the number of actions.
 

@@ -376,7 +376,7 @@ def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData
     ae = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint")
     dit: DiT = state.modules[module]
     config = WorldModelConfig(autoencoder=ae.config.autoencoder, dit=dit.config, sampler=cfg.sampler,
-                              latent_scale=ae.config.latent_scale, stage=stage)
+                              latent_scale=ae.config.latent_scale, stage=stage, env_id=ae.config.env_id)
     return checkpoint.save(Path(cfg.run_dir) / "checkpoint", config, ae.autoencoder, dit,
                            latents.start_frames, latents.start_actions)
 

@@ -27,7 +27,7 @@ from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, WorldModelConfig
-from worldmodel.data import load_episodes, split_by_episode
+from worldmodel.data import dataset_env_id, load_episodes, split_by_episode
 from worldmodel.metrics import psnr
 
 CACHE_DATASETS_FILE = "datasets.json"       # beside the latent cache: the dataset ids it holds, in order
@@ -151,7 +151,8 @@ def finalize(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> Path
     run_dir = Path(cfg.run_dir)
     model = state.modules["autoencoder"]
     scale = set_latent_scale(model, data.train_frames, cfg.loop.device)
-    config = WorldModelConfig(autoencoder=cfg.model, latent_scale=scale, stage="autoencoder")
+    config = WorldModelConfig(autoencoder=cfg.model, latent_scale=scale, stage="autoencoder",
+                              env_id=dataset_env_id(cfg.dataset_id, cfg.data_root))
     config.dit.n_actions = data.n_actions
     config.dit.latent_channels, config.dit.latent_size = cfg.model.latent_channels, cfg.model.latent_size
     bank_frames, bank_actions = start_bank(data.split[1] or data.split[0], data.n_actions, cfg.start_context,
