@@ -21,6 +21,15 @@ _IDS = {
                                         vector_entry_point="envs.world_model_env:WorldModelVectorEnv"),
     "dreamgym/WorldModel-v0": dict(entry_point="envs.world_model_env:WorldModelEnv",
                                    vector_entry_point="envs.world_model_env:WorldModelVectorEnv"),
+    "dreamgym/Catch-v0": dict(entry_point="envs.catch:CatchEnv"),
+    "dreamgym/Snake-v0": dict(entry_point="envs.snake:SnakeEnv"),
+    "dreamgym/Breakout-v0": dict(entry_point="envs.breakout:BreakoutEnv"),
+    "dreamgym/MinAtar-Asterix-v0": dict(entry_point="envs.external:MinAtarRGBEnv", kwargs=dict(game="Asterix")),
+    "dreamgym/MinAtar-Breakout-v0": dict(entry_point="envs.external:MinAtarRGBEnv", kwargs=dict(game="Breakout")),
+    "dreamgym/MinAtar-Freeway-v0": dict(entry_point="envs.external:MinAtarRGBEnv", kwargs=dict(game="Freeway")),
+    "dreamgym/MinAtar-Seaquest-v0": dict(entry_point="envs.external:MinAtarRGBEnv", kwargs=dict(game="Seaquest")),
+    "dreamgym/MinAtar-SpaceInvaders-v0": dict(entry_point="envs.external:MinAtarRGBEnv",
+                                              kwargs=dict(game="SpaceInvaders")),
 }
 for _id, _kwargs in _IDS.items():
     if _id not in registry:
