@@ -1,15 +1,21 @@
-"""Play a dreamed game — or the real CoinChase — in a pygame window, or headless into an mp4.
+"""Play a world model's dreamed game — or its real game — in a pygame window, or headless into an mp4.
 
     python play.py                                  # the bundled CoinChase world model
+    python play.py checkpoint=runs/x/ckpt           # any checkpoint (or --checkpoint runs/x/ckpt)
     python play.py --checkpoint runs/x/ckpt --denoise-steps 2 max_episode_steps=500
-    python play.py --real                           # the real game
-    python play.py --headless --frames 300 --policy seeker --real --video out.mp4
+    python play.py --real                           # the real game (the checkpoint's; default CoinChase)
+    python play.py --headless --frames 300 --policy random --video out.mp4 checkpoint=runs/x/ckpt
 
-Keys (viewer/keymap.py): arrows/WASD move, R reset, P pause, . single step, [ ] denoise steps,
-Tab side-by-side with the real game (same keys, same start, live divergence), F5 start/finish
+A checkpoint names the Gymnasium id of the game it was trained on (its config's env_id). Keys
+(viewer/keymap.py): the game's own key map when it offers one (get_keys_to_action), else arrows/WASD
+and Space for the actions its names say (get_action_meanings: UP, LEFT, FIRE, UPRIGHT, ...; CoinChase:
+arrows/WASD move), and always 0..9 (Shift + 0..9 for 10..19) for action ids; the HUD names the action
+taken. Controls: R reset, P pause, . single step, [ ] denoise steps, Tab side-by-side with the
+checkpoint's real game (same keys, same start, live divergence; its frames resized to the dream's;
+a notice says why when the checkpoint names no game or it is not installed), F5 start/finish
 recording (a Minari dataset plus an mp4 of it), Esc quit. Trailing `key=value` overrides go to the
-env's constructor (WorldModelEnv, or CoinChaseEnv with --real). `python play.py --help` lists the
-flags (declared once, in viewer/config.py).
+env's constructor (WorldModelEnv, or the real game's with --real), except checkpoint=PATH.
+`python play.py --help` lists the flags (declared once, in viewer/config.py).
 
 This file is only the entry point: the viewer lives in the viewer/ package (see its __init__).
 """

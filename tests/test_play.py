@@ -213,13 +213,14 @@ def test_tab_shows_the_real_game_beside_the_dream_with_a_divergence(viewers, dre
     key_down(pygame.K_TAB)
     viewer.tick()                                            # both reset from the same real start
     assert viewer.game.twin is not None and viewer.game.view().shape == (64, 2 * 64 + 2, 3)
-    assert viewer.screen.surface.get_width() >= (2 * 64 + 2) * viewer.config.scale and viewer.screen.surface.get_width() >= single_width
+    width = viewer.screen.surface.get_width()
+    assert width >= (2 * 64 + 2) * viewer.config.scale and width >= single_width
     assert viewer.game.divergence.mae == 0.0                      # the dream starts on the real game's frame
 
     player = viewer.game.twin.info["player"].copy()
     key_down(pygame.K_d)
     viewer.tick()
-    np.testing.assert_array_equal(viewer.game.twin.info["player"], player + [0, 1])   # the same keys drive the real game
+    np.testing.assert_array_equal(viewer.game.twin.info["player"], player + [0, 1])   # the same keys drive it
     assert np.isfinite(viewer.game.divergence.mae) and viewer.game.divergence.mae > 0.0
     assert any(line.text.startswith("divergence") for line in hud_lines(viewer.hud_state()))
 
@@ -232,7 +233,8 @@ def test_tab_shows_the_real_game_beside_the_dream_with_a_divergence(viewers, dre
 def test_headless_command_writes_a_video_of_every_frame(dream_checkpoint, tmp_path):
     video = tmp_path / "out.mp4"
     result = subprocess.run([sys.executable, "play.py", "--headless", "--frames", "20", "--policy", "random",
-                             "--video", str(video), "--checkpoint", str(dream_checkpoint), "--scale", "2", "--seed", "0"],
+                             "--video", str(video), "--checkpoint", str(dream_checkpoint), "--scale", "2",
+                             "--seed", "0"],
                             cwd=REPO, capture_output=True, text=True, timeout=120,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})   # a busy 2-core machine: don't oversubscribe
     assert result.returncode == 0, result.stderr
@@ -323,7 +325,8 @@ def test_an_unplayable_config_is_a_usage_error(capsys, argv, expected):
 
 
 def test_the_viewer_uses_only_the_envs_public_api():
-    """The viewer and play.py read no private attribute (`x._y`, except their own `self._y`) and no dream internals (`.core`)."""
+    """The viewer and play.py read no private attribute (`x._y`, except their own `self._y`) and no dream internals
+    (`.core`)."""
     import ast
 
     for path in [REPO / "play.py", *sorted((REPO / "viewer").glob("*.py"))]:

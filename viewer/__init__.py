@@ -1,4 +1,4 @@
-"""The viewer: play a dreamed game, or the real CoinChase, in a pygame window or headless (play.py).
+"""The viewer: play any checkpoint's dreamed game, or its real game, in a pygame window or headless (play.py).
 
 A package of its own, beside Model (worldmodel/), Games (envs/) and Trainers (train/): it is the one
 part that opens a window and reads keys, so `import envs` (a headless trainer, a Gymnasium user)
@@ -9,8 +9,9 @@ One job per module:
 - config.py     PlayConfig: every setting once (default + help); the command line is built from it
 - overrides.py  `key=value` env-constructor overrides: parsing, checking against the constructor
 - game.py       make_env, and Game: the played env, who plays it (keys or a policy), reset / step
+- realgame.py   the checkpoint's real game (its env id): opened, resized to the dream's frames, its keys
 - compare.py    the real game beside the dream: shared start, divergence, the two frames in a row
-- keymap.py     keys -> actions and commands; HeldKeys, the human player
+- keymap.py     keys -> actions (from the game's key map or action names) and commands; HeldKeys, the human player
 - recording.py  F5: a Minari dataset plus an mp4 of it, one recording at a time
 - meters.py     fps, ms per frame, ms per step
 - hud.py        the HUD's lines and their drawing, notices

@@ -4,6 +4,9 @@ Each `tick` reads the pending key events (viewer.keymap), shows one new frame un
 reset or a step of the game (viewer.game) — writes it to the video (envs.video), draws it with the
 HUD (viewer.screen, viewer.hud) and holds the frame rate; an episode that ends is reset on the next
 tick. Control keys become `Command`s handled here; F5 goes to the recorder (viewer.recording).
+
+The action keys and the HUD's action names come from the game (viewer.realgame.action_keys over the
+played env and, for a dream, the checkpoint's real game, opened for that unless playing headless).
 """
 from __future__ import annotations
 
@@ -15,10 +18,11 @@ import numpy as np
 from envs.policies import make_policy
 from envs.video import VideoWriter
 from viewer.config import PlayConfig
-from viewer.game import Game, make_env
+from viewer.game import Game, make_env, real_game
 from viewer.hud import HudState, Notice, hud_lines
-from viewer.keymap import Command, HeldKeys
+from viewer.keymap import Command, HeldKeys, KeyMap, build_keymap, describe
 from viewer.meters import Meters
+from viewer.realgame import RealGame, action_keys
 from viewer.recording import DEFAULT_DATASETS, Recorder
 from viewer.screen import Screen
 
@@ -34,16 +38,20 @@ class Viewer:
         self.recorder: Recorder | None = None
         self.video: VideoWriter | None = None
         self.screen: Screen | None = None
-        self.keys = HeldKeys()
         self.meters = Meters()
         self.notice = Notice()
         self.frames_shown = 0
         self.running, self.paused, self.single_step, self.reset_requested = True, False, False, True
         env = make_env(config)
+        real: RealGame | None = None
         try:
+            real = real_game(config, env)
+            self.keymap = self.make_keymap(env, real)
+            self.keys = HeldKeys(self.keymap)
             player = self.keys if config.policy == "human" else make_policy(
                 config.policy, int(env.action_space.n), np.random.default_rng(config.seed))
-            self.game = Game(env, player, config.seed, dream=None if config.real else env)
+            self.game = Game(env, player, config.seed, dream=None if config.real else env, real=real,
+                             noop=self.keymap.noop)
             self.recorder = Recorder(env, config.record or DEFAULT_DATASETS[config.mode], config.record_root,
                                      config.fps, config.scale, config.overwrite, config.policy)
             if config.video:
@@ -53,14 +61,27 @@ class Viewer:
                 self._recording_changed()
             if config.side_by_side:
                 self._toggle_side_by_side()
+            if self.keymap.dropped:
+                self._say("keys of the viewer's controls, not the game's: " + ", ".join(
+                    f"{describe(keys)} -> {self.keymap.name(action)}" for keys, action in self.keymap.dropped.items()))
             if not config.headless:
-                self.screen = Screen("dreamgym: " + ("real CoinChase" if config.real else "dream"), config.scale)
+                game_id = real.env_id if real is not None else getattr(env.spec, "id", "")
+                self.screen = Screen(f"dreamgym: {'real' if config.real else 'dream of'} {game_id or 'a game'}",
+                                     config.scale)
                 self._layout()
         except BaseException:
             if self.game is None:
                 env.close()
+                if real is not None:
+                    real.close()
             self.close()
             raise
+
+    def make_keymap(self, env, real: RealGame | None) -> KeyMap:
+        """The played game's key map (viewer.keymap): from the played env and the checkpoint's real game, which is
+        opened for it unless the viewer plays headless without the real game beside."""
+        wanted = real is not None and (not self.config.headless or self.config.side_by_side)
+        return build_keymap(int(env.action_space.n), *action_keys([env, real.open() if wanted else None]))
 
     # ------------------------------------------------------------------ commands
     def command(self, command: Command) -> None:
@@ -95,7 +116,8 @@ class Viewer:
                 "denoise_steps": self.game.denoise_steps, "seed": self.config.seed}
 
     def _recording_changed(self) -> None:
-        """Step through the recording, if one is open; a new one starts with a reset (a dataset holds whole episodes)."""
+        """Step through the recording, if one is open; a new one starts with a reset (a dataset holds whole
+        episodes)."""
         self.game.stepper = self.recorder.stepper
         if self.recorder.recording is not None:
             self.reset_requested = True
@@ -152,7 +174,8 @@ class Viewer:
             paused=self.paused, frame_index=game.frame_index, episode_return=game.episode_return,
             fps=self.meters.fps, target_fps=self.config.fps, frame_ms=self.meters.frame_ms, step_ms=self.meters.step_ms,
             denoise_steps=game.denoise_steps, max_denoise_steps=game.max_denoise_steps, divergence=game.divergence,
-            recording=self.recorder.dataset_id, recorded_steps=self.recorder.steps, message=self.notice.current())
+            recording=self.recorder.dataset_id, recorded_steps=self.recorder.steps, message=self.notice.current(),
+            action=None if game.action is None else self.keymap.name(game.action), keys=self.keymap.help)
 
     def close(self) -> None:
         """Finish a recording and the video, close the envs and the window."""

@@ -3,8 +3,9 @@
 Owns the divergence metric between a dreamed and a real frame; `real_context`, which plays the
 first frames of a real episode so the dream can be primed with them (`reset(options={"frames": ...,
 "actions": ...})`): both then start from the same state and can be driven by the same keys; and
-`SideBySide`, the real CoinChase that runs beside the dream (its start, its steps, the divergence,
-the two frames in a row).
+`SideBySide`, the checkpoint's real game that runs beside the dream (its start, its steps, the
+divergence, the two frames in a row). The real env comes with its frames at the dream's size
+(viewer.realgame) and is owned by the caller.
 """
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from envs.coinchase import ACTION_NAMES, FRAME_SIZE, Action, CoinChaseEnv
 from envs.video import side_by_side
 
 PIXEL_MAX = 255.0
@@ -40,9 +40,9 @@ def divergence(dream: np.ndarray, real: np.ndarray) -> Divergence:
     return Divergence(mae=float(np.mean(np.abs(error))), psnr=psnr)
 
 
-def real_context(env: gym.Env, seed: int, length: int, null_action: int
+def real_context(env: gym.Env, seed: int, length: int, null_action: int, noop: int = 0
                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[str, Any], int]:
-    """Reset the real `env` with `seed` and play Action.NOOP until `length` frames are seen.
+    """Reset the real `env` with `seed` and play the `noop` action until `length` frames are seen.
 
     Returns frames (length, H, W, 3) uint8, actions (length,) int64 (the action before each frame,
     `null_action` for the reset frame), the last observation and info (the real game's current state),
@@ -54,9 +54,9 @@ def real_context(env: gym.Env, seed: int, length: int, null_action: int
         obs, info = env.reset(seed=episode_seed)
         frames, actions, ended = [obs], [null_action], False
         while len(frames) < length and not ended:
-            obs, _, terminated, truncated, info = env.step(Action.NOOP)
+            obs, _, terminated, truncated, info = env.step(noop)
             frames.append(obs)
-            actions.append(Action.NOOP)
+            actions.append(noop)
             ended = terminated or truncated
         if not ended:
             return np.stack(frames), np.asarray(actions, np.int64), obs, info, episode_seed
@@ -65,24 +65,31 @@ def real_context(env: gym.Env, seed: int, length: int, null_action: int
 
 
 class SideBySide:
-    """The real CoinChase beside a dream of it: one start (the real episode's first frames prime the
-    dream), the same actions, the divergence of the two frames after every reset and step."""
+    """The real game `env` beside a dream of it: one start (the real episode's first frames prime the
+    dream), the same actions, the divergence of the two frames after every reset and step. The context
+    is played with the `noop` action."""
 
-    def __init__(self) -> None:
-        self.env = CoinChaseEnv()
+    def __init__(self, env: gym.Env, noop: int = 0) -> None:
+        self.env, self.noop = env, noop
         self.obs: np.ndarray | None = None
         self.info: dict[str, Any] = {}
         self.divergence: Divergence | None = None
 
     @staticmethod
-    def fits(env: gym.Env) -> bool:
-        """Whether `env` dreams CoinChase: 64x64 RGB frames, CoinChase's actions."""
-        return env.observation_space.shape == (FRAME_SIZE, FRAME_SIZE, 3) and env.action_space.n == len(ACTION_NAMES)
+    def misfit(dream: gym.Env, real: gym.Env) -> str | None:
+        """Why `real` cannot run beside `dream` (other frame shape or action count), or None when it can."""
+        if real.action_space.n != dream.action_space.n:
+            return f"the real game has {real.action_space.n} actions, the dream {dream.action_space.n}"
+        if real.observation_space.shape != dream.observation_space.shape:
+            return (f"the real game's frames are {real.observation_space.shape}, "
+                    f"the dream's {dream.observation_space.shape}")
+        return None
 
     def start(self, seed: int, context_length: int, null_action: int) -> tuple[dict[str, np.ndarray], int]:
         """Reset the real game; returns the dream's reset options (its context frames and actions) and the
         seed used (the next one when the real episode ended within the context)."""
-        frames, actions, self.obs, self.info, seed = real_context(self.env, seed, context_length, null_action)
+        frames, actions, self.obs, self.info, seed = real_context(self.env, seed, context_length, null_action,
+                                                                  self.noop)
         return {"frames": frames, "actions": actions}, seed
 
     def step(self, action: int) -> bool:
@@ -98,6 +105,3 @@ class SideBySide:
     def view(self, dream: np.ndarray) -> np.ndarray:
         """The dreamed and the real frame in a row, GAP pixels apart."""
         return side_by_side([dream, self.obs], GAP)
-
-    def close(self) -> None:
-        self.env.close()

@@ -2,8 +2,9 @@
 
 Every setting is declared once, as a `PlayConfig` field with its default and help text; `build_parser`
 turns the fields into flags (`side_by_side` -> `--side-by-side`, a bool -> a switch), so a default
-cannot differ between Python and the command line. A config that cannot be played is refused when
-it is made (`ValueError`, which play.py reports as a usage error).
+cannot differ between Python and the command line. The checkpoint can also be given hydra-style,
+`checkpoint=DIR`; every other trailing `key=value` goes to the env's constructor. A config that cannot
+be played is refused when it is made (`ValueError`, which play.py reports as a usage error).
 """
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ PLAYERS = ("human", *POLICY_NAMES)   # who plays: the keys, or a scripted policy
 KEYLESS_PLAYERS = ("random",)        # the players that read nothing of the game, so they can play the dream
 FLAG_OWNED = {"checkpoint": "--checkpoint", "denoise_steps": "--denoise-steps", "device": "--device",
               "render_mode": "(the viewer draws)"}   # env kwargs set by flags, not by key=value
+CHECKPOINT_OVERRIDE = "checkpoint="   # the one hydra-style setting: checkpoint=PATH is --checkpoint PATH
 
 
 def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
@@ -28,9 +30,9 @@ def option(default: Any, help: str, **argparse_kwargs: Any) -> Any:
 @dataclass
 class PlayConfig:
     """Everything the viewer can be told; `parse_args` fills it from the command line."""
-    real: bool = option(False, "play the real CoinChase instead of the dream")
-    checkpoint: str | None = option(None, "world-model checkpoint dir (default: envs/checkpoints/coinchase)",
-                                    metavar="PATH")
+    real: bool = option(False, "play the checkpoint's real game instead of the dream (default: the bundled CoinChase)")
+    checkpoint: str | None = option(None, "world-model checkpoint dir, also as checkpoint=PATH "
+                                    "(default: envs/checkpoints/coinchase)", metavar="PATH")
     denoise_steps: int | None = option(None, "denoising steps per frame, 1..max (default: the checkpoint's)", type=int)
     fps: float = option(15.0, "target frame rate", type=float)
     scale: int = option(8, "screen and video pixels per game pixel", type=int)
@@ -40,7 +42,7 @@ class PlayConfig:
     frames: int | None = option(None, "stop after N frames (default: until quit)", type=int, metavar="N")
     policy: str = option("human", "who plays: human (keys) or a policy of envs.policies; only random plays the "
                          "dream, the others read the real game's state", choices=PLAYERS)
-    side_by_side: bool = option(False, "start with the real game beside the dream (Tab)")
+    side_by_side: bool = option(False, "start with the checkpoint's real game beside the dream (Tab)")
     video: str | None = option(None, "write every frame shown to this .mp4")
     record: str | None = option(None, "record a Minari dataset from the start (F5 toggles)", metavar="DATASET_ID")
     record_root: str = option("data/minari", "datasets root; a recording's mp4 goes beside its dataset")
@@ -58,7 +60,8 @@ class PlayConfig:
         if self.side_by_side and self.real:
             raise ValueError("--side-by-side compares the dream with the real game: leave out --real")
         if self.fps <= 0 or self.scale < 1 or (self.frames is not None and self.frames < 1):
-            raise ValueError(f"need --fps > 0, --scale >= 1 and --frames >= 1, got {self.fps}, {self.scale}, {self.frames}")
+            raise ValueError(f"need --fps > 0, --scale >= 1 and --frames >= 1, "
+                             f"got {self.fps}, {self.scale}, {self.frames}")
 
     @property
     def mode(self) -> str:
@@ -90,7 +93,15 @@ def parse_args(argv: list[str] | None = None, description: str | None = None
     parser = build_parser(description)
     args = parser.parse_intermixed_args(argv)
     options = {name: value for name, value in vars(args).items() if name != "overrides"}
+    overrides = [item for item in args.overrides if not item.startswith(CHECKPOINT_OVERRIDE)]
+    for item in args.overrides:
+        if item.startswith(CHECKPOINT_OVERRIDE):
+            path = item[len(CHECKPOINT_OVERRIDE):]
+            if not path or options["checkpoint"] not in (None, path):
+                parser.error(f"give the checkpoint once, as --checkpoint PATH or checkpoint=PATH (got {item!r} "
+                             f"and --checkpoint {options['checkpoint']})" if path else "checkpoint= needs a path")
+            options["checkpoint"] = path
     try:
-        return PlayConfig(**options, env_kwargs=parse_overrides(args.overrides)), parser
+        return PlayConfig(**options, env_kwargs=parse_overrides(overrides)), parser
     except ValueError as error:
         parser.error(str(error))

@@ -45,6 +45,8 @@ class HudState:
     recording: str | None = None       # dataset id being recorded
     recorded_steps: int = 0
     message: str | None = None         # a short notice (e.g. "saved ...")
+    action: str | None = None          # the last step's action, by name (None since the reset)
+    keys: tuple[tuple[str, str], ...] = KEY_HELP   # the help line: (keys, what they do)
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,10 @@ def too_slow(state: HudState) -> bool:
 
 def hud_lines(state: HudState) -> list[Line]:
     """The HUD rows for `state`, at most HUD_ROWS, most important first."""
-    status = f"{state.mode}{'  PAUSED' if state.paused else ''}   frame {state.frame_index}   return {state.episode_return:g}"
+    status = (f"{state.mode}{'  PAUSED' if state.paused else ''}   frame {state.frame_index}   "
+              f"return {state.episode_return:g}")
+    if state.action is not None:
+        status += f"   action {state.action}"
     timing = f"FPS {state.fps:.1f}/{state.target_fps:g}   {state.frame_ms:.1f} ms/frame   step {state.step_ms:.1f} ms"
     if state.denoise_steps is not None:
         timing += f"   denoise {state.denoise_steps}/{state.max_denoise_steps}"
@@ -78,7 +83,7 @@ def hud_lines(state: HudState) -> list[Line]:
     if state.message:
         lines.append(Line(state.message, YELLOW))
     lines = lines[:HUD_ROWS - 1]
-    lines.append(Line("  ".join(f"{key} {what}" for key, what in KEY_HELP), GREY))
+    lines.append(Line("  ".join(f"{key} {what}" for key, what in state.keys), GREY))
     return lines
 
 

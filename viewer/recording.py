@@ -75,7 +75,7 @@ class Recorder:
         self.env, self.base_id, self.root = env, base_id, root
         self.fps, self.scale, self.overwrite, self.algorithm_name = fps, scale, overwrite, algorithm_name
         self.recording: PlayRecording | None = None
-        self.taken: set[str] = set()   # ids recorded in this session
+        self.taken: set[str] = set()   # ids recorded since the viewer started
 
     @property
     def stepper(self) -> gym.Env:
