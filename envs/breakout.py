@@ -67,6 +67,12 @@ def bricks_under(y: int, x: int) -> tuple[slice, slice]:
     return slice(r0, max(r1, r0)), slice(x // BRICK_W, (x + BALL - 1) // BRICK_W + 1)
 
 
+def tracking_action(info: dict[str, Any]) -> int:
+    """A scripted player: the action that moves the paddle's centre toward the ball's (from `info`)."""
+    gap = int(info["ball"][1]) + BALL // 2 - (int(info["paddle_x"]) + PADDLE_W // 2)
+    return 0 if abs(gap) < PADDLE_STEP else (1 if gap < 0 else 2)
+
+
 class BreakoutEnv(gym.Env):
     """Break a wall of bricks with a bouncing ball.
 

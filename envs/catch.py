@@ -57,6 +57,12 @@ def overlaps_paddle(ball_x: int, paddle_x: int) -> bool:
     return ball_x < paddle_x + PADDLE_W and ball_x + BALL > paddle_x
 
 
+def tracking_action(info: dict[str, Any]) -> int:
+    """A scripted player: the action that moves the paddle's centre toward the ball's (from `info`)."""
+    gap = int(info["ball"][1]) + BALL // 2 - (int(info["paddle_x"]) + PADDLE_W // 2)
+    return 0 if abs(gap) < PADDLE_STEP else (1 if gap < 0 else 2)
+
+
 class CatchEnv(gym.Env):
     """Catch falling balls with a paddle.
 

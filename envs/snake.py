@@ -65,6 +65,21 @@ def cell_index(cell: tuple[int, int]) -> int:
     return cell[0] * COLS + cell[1]
 
 
+def food_seeking_action(info: dict[str, Any]) -> int:
+    """A scripted player: a move that does not die at once, preferring one that closes the distance to the food
+    (from `info`); NOOP when every move dies."""
+    head, food = tuple(int(v) for v in info["head"]), tuple(int(v) for v in info["food"])
+    body = {tuple(int(v) for v in cell) for cell in info["body"][:-1]}       # the tail moves away
+    options = []
+    for move in (UP, DOWN, LEFT, RIGHT):
+        if move == OPPOSITE[int(info["direction"])]:
+            continue
+        cell = (head[0] + DELTAS[move][0], head[1] + DELTAS[move][1])
+        if not WALL_GRID[cell] and cell not in body:
+            options.append((abs(cell[0] - food[0]) + abs(cell[1] - food[1]), move))
+    return min(options)[1] if options else 0
+
+
 class SnakeEnv(gym.Env):
     """Steer a growing snake to food on a walled grid.
 
