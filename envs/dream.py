@@ -6,8 +6,8 @@ row (`worldmodel.noise.RowNoise`: N rows reproduce N single envs), and the per-r
 decoding to uint8. On a CUDA device that whole step (events, denoising, cache write, decoding) is
 captured once per denoising-step count as a CUDA graph and replayed: a frame of this small model is
 hundreds of tiny kernels, and replaying them saves their launch costs; the eager step is the reference
-(`cuda_graph=False`). `compile=True` runs the device step through torch.compile (on CPU too). Knows no Gymnasium API (the env classes own spaces, validation and episode
-bookkeeping).
+(`cuda_graph=False`). `compile=True` runs the device step through torch.compile (on CPU too). Knows no
+Gymnasium API (the env classes own spaces, validation and episode bookkeeping).
 """
 from __future__ import annotations
 
@@ -27,12 +27,11 @@ from worldmodel.rollout import new_cache, next_chunk, prime
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "coinchase"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-# dtype="auto" picks per batch: bfloat16 from this many rows on a CPU with native bf16 matmuls, float32 otherwise.
-# Measured on the bundled model (AVX-512-BF16 CPU, one thread, README "Speed"): bf16 loses at batch 1 and wins
-# from N = 16 on; on CUDA it was not measured, so auto keeps float32 there.
+# dtype="auto" picks per batch: bfloat16 from this many rows on a CPU with native bf16 matmuls, float32 otherwise;
+# bf16 loses at batch 1 and wins from here on (docs/bench/README.md "DiT dtype per batch size"); CUDA keeps float32.
 AUTO_BF16_MIN_ROWS = 16
-# Inductor options of compile=True on the CPU: the compiled graph is called from C++, not Python (measured at
-# batch 1, one thread: 7.4-7.9 vs 11.6-12.1 ms a frame without it; eager ~21 ms).
+# Inductor options of compile=True on the CPU: the compiled graph is called from C++, not Python, which saves
+# most of a small frame's Python overhead (docs/bench/README.md "Compiled path").
 CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
@@ -85,7 +84,7 @@ class DreamCore:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"   # replay the step as a CUDA graph
         self._graphs: dict[int, _GraphedStep] = {}                    # denoising steps -> captured step
         # torch.compile of the device step (fuses its elementwise chains): minutes of compiling at the first step of
-        # each denoising-step count, then faster frames (README "Speed"); off by default. On the CPU the graph is
+        # each denoising-step count, then faster frames (docs/bench/README.md); off by default. On the CPU the graph is
         # called from C++ (CPU_COMPILE_OPTIONS).
         if compile:    # every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
@@ -125,32 +124,32 @@ class DreamCore:
         bank_indices (R,): which start-bank entry each row's context is (-1: not from the bank). A bank context
         is primed once and memoised (`self.bank_cache`, one cache row per bank entry): later resets to it copy
         that row's cache state instead of running the model over the context again — the same state, since
-        priming without context noise is deterministic. This is what makes an RL vector env's autoresets cheap.
+        priming is deterministic. This is what makes an RL vector env's autoresets cheap.
         Returns the last context frame of each row as the first observation (R, H, W, 3)."""
         rows = np.asarray(rows, dtype=np.int64)
         if len(seeds) != len(rows):
             raise ValueError(f"{len(seeds)} seeds for {len(rows)} rows")
         self.noise.seed(rows, seeds)
-        index = np.full(len(rows), -1) if bank_indices is None or self.sampler.context_sigma > 0 else np.asarray(bank_indices)
+        index = np.full(len(rows), -1) if bank_indices is None else np.asarray(bank_indices)
         fresh = index < 0
         if fresh.any():
-            self._prime(self.cache, rows[fresh], frames[fresh], actions[fresh], self.noise.source(rows[fresh]))
+            self._prime(self.cache, rows[fresh], frames[fresh], actions[fresh])
         if not fresh.all():
             banked = np.flatnonzero(~fresh)
             wanted, first = np.unique(index[banked], return_index=True)         # each bank entry once, where first asked
             missing = ~self._bank_primed[wanted]
             if missing.any():
                 at = banked[first[missing]]
-                self._prime(self.bank_cache, wanted[missing], frames[at], actions[at], None)
+                self._prime(self.bank_cache, wanted[missing], frames[at], actions[at])
                 self._bank_primed[wanted[missing]] = True
             self.cache.copy_rows(rows[banked], self.bank_cache, index[banked])
         return frames[:, -1]
 
-    def _prime(self, cache, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray, noise) -> None:
+    def _prime(self, cache, rows: np.ndarray, frames: np.ndarray, actions: np.ndarray) -> None:
         r, t = actions.shape
         latents = self.autoencoder.encode(torch.from_numpy(frames.reshape(r * t, *frames.shape[2:])).to(self.device))
         latents = latents.view(r, t, *latents.shape[1:]).to(self.dtype)                    # (R, T, C, h, w)
-        prime(self.dit, cache, latents, torch.from_numpy(actions).to(self.device), rows, self.sampler.context_sigma, noise)
+        prime(self.dit, cache, latents, torch.from_numpy(actions).to(self.device), rows)
 
     @torch.inference_mode()
     def step(self, actions: np.ndarray) -> DreamStep:
@@ -181,7 +180,6 @@ class DreamCore:
         """The step on the device, from self._actions: frames (B, H, W, 3) uint8, rewards (B,), termination
         probabilities (B,). Device work only (no host copies), so it can be captured as a CUDA graph."""
         result = next_chunk(self.dit, self.cache, self._actions, self._sigmas, self.noise.source(),
-                            context_sigma=self.sampler.context_sigma, solver=self.sampler.solver,
                             event_min_prob=self.sampler.event_min_prob)
         frames = self.autoencoder.decode(result.latents[:, 0].float())
         if result.score is not None and self.dit.score_bar.bar_pixels:     # the score bar draws its own pixels

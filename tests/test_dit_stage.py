@@ -56,8 +56,8 @@ def test_rare_events_weigh_more_in_the_head_loss():
     assert head_loss(wrong_on_event, batch, 10.0) > head_loss(wrong_elsewhere, batch, 10.0)
 
 
-def test_a_frame_that_ends_its_episode_by_termination_weighs_termination_weight_in_the_flow_loss():
+def test_a_clip_cut_inside_an_episode_has_no_flow_loss_on_its_first_frame():
     batch = {"actions": torch.tensor([[NULL, 1, 2], [3, 1, 2]]),
              "terminations": torch.tensor([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0]])}
-    assert torch.equal(flow_weights(batch, NULL, 10.0), torch.tensor([[1.0, 1.0, 10.0], [0.0, 10.0, 1.0]]))
-    assert torch.equal(flow_weights(batch, NULL, 1.0), known_previous(batch["actions"], NULL))
+    assert torch.equal(flow_weights(batch, NULL), torch.tensor([[1.0, 1.0, 1.0], [0.0, 1.0, 1.0]]))
+    assert torch.equal(flow_weights(batch, NULL), known_previous(batch["actions"], NULL))

@@ -140,52 +140,6 @@ def test_installing_an_event_model_with_outcomes_turns_them_on(tmp_path, untrain
             assert torch.equal(after.state_dict()[name], value)         # the DiT itself is untouched
 
 
-def test_the_catch_channel_repeats_the_entity_cell_exactly_when_the_step_terminates(perturbed_model):
-    """catch_entity: the event model's termination (given its draw) lights one more stem channel at the entity's
-    cell; otherwise that channel is empty. The DiT takes E + 1 event channels."""
-    model = perturbed_model(event_channels=2, event_outcomes=True, catch_entity=0, chunk=1, window=3)
-    previous, actions = torch.randn(2, 4, 4, 4), torch.tensor([3, 4])
-    gaussian = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(0))
-    for bias, caught in ((20.0, True), (-20.0, False)):
-        with torch.no_grad():
-            model.event_model.outcome_out.bias[1] = bias                     # termination logit far above / below 0
-        cells, maps, outcomes = model.sample_events(previous, actions, gaussian)
-        assert cells.shape == (2, 3) and maps.shape == (2, 3, 4, 4)
-        assert bool((outcomes[:, 1] > 0).all()) == caught
-        assert torch.equal(cells[:, 2], cells[:, 0] if caught else torch.full((2,), -1))
-        assert torch.equal(maps[:, 2], maps[:, 0] if caught else torch.zeros(2, 4, 4))
-    x, noisy = torch.randn(2, 1, 4, 4, 4), torch.full((2, 1), 0.5)
-    with pytest.raises(ValueError, match="catch channel"):
-        model(x, noisy, actions[:, None], events=maps[:, None, :2])
-    lit = maps.clone()
-    lit[:, 2] = maps[:, 0]
-    assert not torch.allclose(model(x, noisy, actions[:, None], events=maps[:, None]).velocity,
-                              model(x, noisy, actions[:, None], events=lit[:, None]).velocity)   # the DiT hears it
-
-
-def test_a_catch_channel_needs_an_entity_of_an_event_model_with_outcomes():
-    from worldmodel.config import DiTConfig
-
-    with pytest.raises(ValueError, match="catch_entity"):
-        DiTConfig(event_channels=2, event_outcomes=False, catch_entity=0)
-    with pytest.raises(ValueError, match="catch_entity"):
-        DiTConfig(event_channels=2, event_outcomes=True, catch_entity=2)
-    assert DiTConfig(event_channels=2, event_outcomes=True, catch_entity=1).event_inputs == 3
-
-
-def test_catch_labels_are_the_entity_cell_on_the_terminal_frame_only():
-    from train.common.events import add_catch_cells
-
-    episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
-                      rewards=np.zeros(3, np.float32), terminations=np.array([False, False, True]),
-                      truncations=np.zeros(3, bool))
-    attach_events([episode], torch.arange(8).view(4, 2))
-    add_catch_cells([episode], 0)
-    assert episode.infos["event_cells"][:, 2].tolist() == [-1, -1, -1, 6]     # frame 3 ends the episode: the catch
-    with pytest.raises(ValueError, match="catch_entity"):
-        add_catch_cells([episode], 3)
-
-
 def test_catch_labels_read_from_frames_are_the_games_own_catches():
     """CATCH_READERS: overlaps and swaps read off real frames equal CoinChase's `caught`, in play that goes on."""
     from train.common.events import coinchase_caught
@@ -211,57 +165,6 @@ def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_c
     assert caught_steps(episode).tolist() == [False, False, False]
     episode.infos["caught"] = np.array([False, True, False, True])
     assert caught_steps(episode).tolist() == [True, False, True]
-
-
-def test_catch_paint_sets_the_drawn_catch_cell_to_the_recorded_catch_latent(perturbed_model):
-    from worldmodel.config import DiTConfig
-
-    with pytest.raises(ValueError, match="catch_paint"):
-        DiTConfig(event_channels=2, event_outcomes=True, catch_paint=True)
-    model = perturbed_model(event_channels=2, event_outcomes=True, catch_entity=0, catch_paint=True, chunk=1, window=3)
-    with torch.no_grad():
-        model.catch_latent.copy_(torch.arange(4.0))
-        model.event_model.outcome_out.bias[1] = 20.0                        # every step ends in a catch
-    cache = new_cache(model, 2)
-    prime(model, cache, torch.randn(2, 2, 4, 4, 4), torch.tensor([[5, 1], [5, 2]]))
-    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s), event_min_prob=0.0)
-    for row in range(2):
-        r, c = divmod(int(result.events[row, 0, 2]), 4)
-        assert torch.equal(result.latents[row, 0, :, r, c], torch.arange(4.0))
-
-
-def test_the_mean_catch_latent_is_taken_over_the_catch_cells():
-    from train.common.events import mean_catch_latent
-
-    frames = np.zeros((3, 2, 2, 2), np.float32)
-    frames[1, :, 0, 1] = [1.0, 3.0]                                          # cell 1 on frame 1
-    frames[2, :, 1, 0] = [3.0, 5.0]                                          # cell 2 on frame 2
-    episode = Episode(frames=frames, actions=np.zeros(2, np.int64), rewards=np.zeros(2, np.float32),
-                      terminations=np.zeros(2, bool), truncations=np.zeros(2, bool),
-                      infos={"event_cells": np.array([[0, 3], [1, 3], [2, 3]]), "caught": np.array([False, True, True])})
-    assert mean_catch_latent([episode], 0).tolist() == [2.0, 4.0]
-    del episode.infos["caught"]                                              # no catch labels, no termination
-    with pytest.raises(ValueError, match="no catch"):
-        mean_catch_latent([episode], 0)
-
-
-def test_with_a_player_head_a_catch_is_drawn_only_where_the_enemy_lands_on_the_players_next_cell(perturbed_model):
-    model = perturbed_model(event_channels=2, event_outcomes=True, event_player=True, catch_entity=0, chunk=1, window=3)
-    previous, actions = torch.randn(2, 4, 4, 4), torch.tensor([3, 4])
-    gaussian = torch.randn(2, 2, 16, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        model.event_model.outcome_out.bias[1] = 20.0                         # the termination head says "caught"
-    cells = model.sample_events(previous, actions, gaussian)[0]
-    tokens = model.event_model.tokens(previous, actions)
-    on_player = cells[:, 0] == model.event_model.player_logits(tokens).argmax(-1)
-    assert torch.equal(cells[:, 2], torch.where(on_player, cells[:, 0], -1))
-    with torch.no_grad():                                 # a flat player head: the player's next cell is cell 0
-        model.event_model.player.weight.zero_()
-        model.event_model.player.bias.zero_()
-    gaussian_at_0 = torch.full((2, 2, 16), -5.0)
-    gaussian_at_0[:, :, 0] = 5.0                          # the Gumbel draw puts every entity on cell 0 too
-    cells = model.sample_events(previous, actions, gaussian_at_0, min_prob=0.0)[0]
-    assert cells[:, 0].tolist() == [0, 0] and cells[:, 2].tolist() == [0, 0]     # the enemy on the player: drawn
 
 
 def test_player_labels_are_the_players_cell():

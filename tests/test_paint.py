@@ -90,13 +90,13 @@ def test_the_cells_a_model_paints_carry_no_loss_in_training():
     from train.common.dit_stage import DiTStageConfig, loss_cells
 
     latents = torch.zeros(1, 2, 4, 4, 4)
-    cells = torch.tensor([[[5, 5, -1], [3, 7, 7]]])                            # frame 0: entities 0 and 1 meet on 5
-    events = cell_maps(cells, 4)                                               # (1, 2, 3, 4, 4), the last a catch channel
-    plain = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, catch_entity=0))
-    painting = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, catch_entity=0, paint_overlaps=True))
+    cells = torch.tensor([[[5, 5, 0], [3, 7, -1]]])                            # frame 0: cells 0 and 1 meet on 5
+    events = cell_maps(cells, 4)                                               # (1, 2, 3, 4, 4)
+    plain = loss_cells(latents, events, DiTStageConfig(change_weight=1.0))
+    painting = loss_cells(latents, events, DiTStageConfig(change_weight=1.0, paint_overlaps=True))
     assert plain.shape == painting.shape == (1, 2, 1, 4, 4) and bool((plain == 1).all())
     assert painting[0, 0, 0, 1, 1] == 0 and painting[0, 0].sum() == 15         # only the overlap cell
-    assert bool((painting[0, 1] == 1).all())                    # entity 1 on the catch channel's cell: no overlap
+    assert bool((painting[0, 1] == 1).all())                                   # frame 1: no two cells meet
     assert loss_cells(latents, None, DiTStageConfig(paint_overlaps=True)).shape == (1, 2, 1, 4, 4)
 
 
@@ -122,7 +122,7 @@ def test_the_pipeline_wires_overlap_painting_into_every_dit_stage_of_a_game_with
 
     assert all(wiring().values())
     assert not any(wiring(paint_overlaps="false").values())
-    assert not any(wiring(events="").values())                               # no entities, nothing meets
+    assert not any(wiring(reader="").values())                               # no entities, nothing meets
 
 
 def test_only_the_recorded_frames_where_two_entities_meet_are_kept_for_the_fit(monkeypatch):

@@ -1,4 +1,5 @@
-"""`python -m train.pipeline`: the whole chain on the tiny preset, resumable, every stage loadable."""
+"""`python -m train.pipeline`: the whole chain on the tiny preset, resumable, every stage loadable; its defaults are the
+recipe of the bundled checkpoint, read from configs/."""
 import json
 
 import pytest
@@ -18,7 +19,7 @@ def tiny(tmp_path, **kwargs) -> PipelineConfig:
 
 def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     outputs = run(tiny(tmp_path, baselines="true"))
-    assert list(outputs) == ["autoencoder", "teacher", "ode_init", "self_forcing", "tf", "df"]
+    assert list(outputs) == ["autoencoder", "teacher", "df", "self_forcing", "tf"]
     for stage, path in outputs.items():
         model = worldmodel.load(path)
         assert (model.dit is None) == (stage == "autoencoder")
@@ -27,7 +28,7 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     events_dir = tmp_path / "runs/coinchase/events/checkpoint"
     assert (tmp_path / "data/coinchase/mixed-events-v0").is_dir()   # its extra recording: play that goes on after a catch
     event_model = load_event_model(events_dir)
-    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+    for stage in ("teacher", "df", "self_forcing", "tf"):
         dit = worldmodel.load(outputs[stage]).dit
         assert dit.config.event_channels == 2
         for name, value in event_model.state_dict().items():
@@ -35,16 +36,16 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     # and CoinChase shows a score: the causal models carry it as state (the score bar, trained on a long recording too)
     assert (tmp_path / "data/coinchase/score-v0").is_dir()
     assert worldmodel.load(outputs["teacher"]).dit.config.score_digits == 0
-    for stage in ("ode_init", "self_forcing", "tf", "df"):
+    for stage in ("df", "self_forcing", "tf"):
         assert worldmodel.load(outputs[stage]).dit.config.score_digits == 3
     # and every DiT is given the player's cell (the event model's player head) as one more drawn cell
-    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
+    for stage in ("teacher", "df", "self_forcing", "tf"):
         config = worldmodel.load(outputs[stage]).dit.config
         assert (config.event_player, config.player_channel, config.drawn_cells) == (True, True, 3)
         assert config.event_reach[0] == config.event_reach[2] == 1      # the enemy and the player step one cell a frame
     # and they paint where two drawn cells meet (the enemy on the coin, on the player) with latents fitted on the events'
     # recording (trained without those cells); a pair the recording never shows in one cell is NaN, not painted
-    for stage in ("ode_init", "self_forcing", "tf", "df"):
+    for stage in ("df", "self_forcing", "tf"):
         dit = worldmodel.load(outputs[stage]).dit
         fitted = torch.isfinite(dit.overlap_latents).all(-1)
         assert dit.config.overlap_paint and dit.overlap_latents.shape == (3, 8) and bool(fitted.any())
@@ -53,23 +54,11 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(1)[0].shape == obs.shape == (64, 64, 3)
-    # training Self Forcing longer resumes it, though its student (ode_init) got the score bar installed since
+    # training Self Forcing longer resumes it, though its student (df) got the score bar installed since
     longer = tiny(tmp_path, stages="[score_bar,self_forcing]", **{"overrides.self_forcing": "['loop.max_steps=5']"})
     run(longer)
     assert json.loads((tmp_path / "runs/coinchase/self_forcing/train_state/state.json").read_text())["step"] == 5
     assert worldmodel.load(outputs["self_forcing"]).dit.config.score_digits == 3
-
-
-def test_tiny_pipeline_with_the_catch_channel_trains_on_play_after_catches_and_dreams(tmp_path):
-    outputs = run(tiny(tmp_path, catch="true", player="false", **{"overrides.events": "['player=true']"}))
-    latents = tmp_path / "runs/coinchase/autoencoder/latents"
-    assert json.loads((latents / "datasets.json").read_text()) == ["coinchase/mixed-v0", "coinchase/mixed-events-v0"]
-    for stage in ("teacher", "ode_init", "self_forcing"):
-        config = worldmodel.load(outputs[stage]).dit.config
-        assert (config.catch_entity, config.event_inputs, config.event_player) == (0, 3, True)   # + the player head
-    env = WorldModelEnv(outputs["self_forcing"])
-    obs, _ = env.reset(seed=0)
-    assert env.step(1)[0].shape == obs.shape == (64, 64, 3)
 
 
 def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
@@ -84,7 +73,7 @@ def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
 
 
 def test_a_game_without_an_entity_reader_trains_without_events(tmp_path):
-    outputs = run(tiny(tmp_path, events="''", stages="[record,autoencoder,teacher]"))
+    outputs = run(tiny(tmp_path, reader="''", stages="[record,autoencoder,teacher]"))
     assert worldmodel.load(outputs["teacher"]).dit.config.event_channels == 0
     assert not (tmp_path / "runs/coinchase/events").exists()
 
@@ -94,44 +83,61 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
         run(tiny(tmp_path, stages="[record,distill]"))
 
 
-def test_the_coinchase_decoder_stage_weighs_its_score_bar_and_other_games_do_not(tmp_path):
-    coinchase = stage_overrides(tiny(tmp_path), "decoder")
-    assert {"hud_rows=8", "hud_weight=20", "sprite_weight=20"} <= set(coinchase)
-    other = stage_overrides(tiny(tmp_path, game="pong", env_id="ALE/Pong-v5"), "decoder")
-    assert not [o for o in other if o.startswith(("hud_", "sprite_weight"))]
+def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_the_generic_recipe(tmp_path):
+    from train.pipeline import stage_list
+
+    coinchase = tiny(tmp_path)
+    assert {"++hud_rows=8", "++hud_weight=20.0", "++sprite_weight=20.0"} <= set(stage_overrides(coinchase, "decoder"))
+    assert "policy=mixed" in stage_overrides(coinchase, "record")
+    other = tiny(tmp_path, game="pong", env_id="ALE/Pong-v5")
+    assert not [o for o in stage_overrides(other, "decoder") if "hud_" in o or "sprite_weight" in o]
+    assert "policy=random" in stage_overrides(other, "record")                 # plays any Discrete(n) env
+    assert stage_list(other) == ["record", "autoencoder", "decoder", "teacher", "df", "self_forcing"]
+    assert not [o for o in stage_overrides(other, "teacher") if o.startswith(("events_dir", "player_channel"))]
 
 
+def test_the_default_recipe_is_the_bundled_checkpoints(tmp_path):
+    """configs/ hold the values that made envs/checkpoints/coinchase; the pipeline adds only wiring."""
+    from train.stages.forcing import ForcingConfig
+    from train.stages.self_forcing import SelfForcingConfig
 
-def test_catch_wires_the_catch_channel_into_every_dit_stage_and_students_must_match_their_teacher(tmp_path):
+    bundle = json.loads(open("envs/checkpoints/coinchase/config.json").read())
+    default = compose("pipeline", PipelineConfig, [f"root={tmp_path}"])
+    assert default.student == "df" and default.preset == "small"
+    df = compose("forcing", ForcingConfig, stage_overrides(default, "df"))
+    sf = compose("self_forcing", SelfForcingConfig, stage_overrides(default, "self_forcing"))
+    for cfg in (df, sf):
+        assert (cfg.size, cfg.window, cfg.chunk, cfg.sink) == ("small", bundle["dit"]["window"], 1, 0)
+        assert cfg.player_channel and cfg.paint_overlaps and cfg.events_dir
+    assert (df.mode, df.clip_frames, df.lr, df.change_weight, df.loop.max_steps) == ("df", 4, 2e-3, 5.0, 3000)
+    assert (sf.lr, sf.critic_lr, sf.critic_ratio, sf.batch_size, sf.loop.max_steps) == (2e-4, 1e-4, 3, 16, 600)
+    assert sf.student_dir.endswith("coinchase/df") and sf.sampler.steps == bundle["sampler"]["steps"]
+
+
+def test_unknown_preset_is_a_clear_error(tmp_path):
+    with pytest.raises(ValueError, match="preset"):
+        run(tiny(tmp_path, preset="huge"))
+
+
+def test_students_must_match_their_teachers_player_channel():
     from train.common.dit_stage import DiTStageConfig, check_teacher_events
     from worldmodel.config import DiTConfig
 
-    on, off = tiny(tmp_path, catch="true", baselines="true"), tiny(tmp_path, baselines="true", player="false")
-    for stage in ("teacher", "ode_init", "self_forcing", "tf", "df"):
-        assert "catch_entity=0" in stage_overrides(on, stage)          # CoinChase's enemy
-        assert not [o for o in stage_overrides(off, stage) if o.startswith("catch_entity")]
-    for stage in ("events", "score_bar", "autoencoder"):
-        assert not [o for o in stage_overrides(on, stage) if o.startswith("catch_entity")]
-    # what follows a catch: the events' recording (play goes on after a catch) joins the latent cache, so every
-    # DiT stage and the event model's heads train on it (not beside it, as without the catch channel)
-    assert "cache_datasets=[coinchase/mixed-events-v0]" in stage_overrides(on, "autoencoder")
-    assert "extra_datasets=[]" in stage_overrides(on, "events")
-    assert not [o for o in stage_overrides(off, "autoencoder") if o.startswith("cache_datasets")]
-    assert "extra_datasets=[coinchase/mixed-events-v0]" in stage_overrides(off, "events")
-    teacher = DiTConfig(event_channels=2, event_outcomes=True, catch_entity=0)
-    check_teacher_events(DiTStageConfig(catch_entity=0), teacher)
-    with pytest.raises(ValueError, match="catch_entity=0"):
+    teacher = DiTConfig(event_channels=2, event_outcomes=True, event_player=True, player_channel=True)
+    check_teacher_events(DiTStageConfig(player_channel=True), teacher)
+    with pytest.raises(ValueError, match="player_channel=True"):
         check_teacher_events(DiTStageConfig(), teacher)
 
 
-def test_self_forcing_can_start_from_the_diffusion_forcing_model_trained_in_ode_inits_place(tmp_path):
+def test_self_forcing_starts_from_the_diffusion_forcing_model_or_from_ode_init(tmp_path):
     from train.pipeline import stage_list
 
-    default, from_df = tiny(tmp_path), tiny(tmp_path, student="df")
-    assert stage_list(default)[-2:] == ["ode_init", "self_forcing"]
-    assert stage_list(from_df)[-3:] == ["teacher", "df", "self_forcing"]          # no ODE init; DF first
-    assert f"student_dir={tmp_path}/runs/coinchase/df" in stage_overrides(from_df, "self_forcing")
-    assert f"teacher_dir={tmp_path}/runs/coinchase/teacher" in stage_overrides(from_df, "self_forcing")
-    assert stage_list(tiny(tmp_path, student="df", baselines="true"))[-3:] == ["df", "self_forcing", "tf"]
+    default, from_ode = tiny(tmp_path), tiny(tmp_path, student="ode_init")
+    assert stage_list(default)[-3:] == ["teacher", "df", "self_forcing"]
+    assert stage_list(from_ode)[-3:] == ["teacher", "ode_init", "self_forcing"]
+    assert f"student_dir={tmp_path}/runs/coinchase/df" in stage_overrides(default, "self_forcing")
+    assert f"student_dir={tmp_path}/runs/coinchase/ode_init" in stage_overrides(from_ode, "self_forcing")
+    assert f"teacher_dir={tmp_path}/runs/coinchase/teacher" in stage_overrides(default, "self_forcing")
+    assert stage_list(tiny(tmp_path, baselines="true"))[-3:] == ["df", "self_forcing", "tf"]
     with pytest.raises(ValueError, match="student"):
         stage_list(tiny(tmp_path, student="teacher"))

@@ -15,9 +15,9 @@ from worldmodel.rollout import new_cache, next_chunk, prime
 def test_the_player_channel_needs_the_player_head_and_adds_a_drawn_cell_and_its_pairs():
     with pytest.raises(ValueError, match="player head"):
         DiTConfig(event_channels=2, event_outcomes=True, player_channel=True)
-    config = DiTConfig(event_channels=2, event_outcomes=True, event_player=True, player_channel=True, catch_entity=0)
-    assert (config.drawn_cells, config.event_inputs) == (3, 4)                       # enemy, coin, player; + the catch
-    assert config.entity_pairs == [(0, 1), (0, 2), (1, 2)]                           # (enemy, player) is the catch
+    config = DiTConfig(event_channels=2, event_outcomes=True, event_player=True, player_channel=True)
+    assert config.drawn_cells == 3                                                   # enemy, coin, player
+    assert config.entity_pairs == [(0, 1), (0, 2), (1, 2)]
     assert DiTConfig(event_channels=1, event_player=True, player_channel=True, overlap_paint=True).entity_pairs == [(0, 1)]
 
 
@@ -67,18 +67,18 @@ def test_the_rollout_draws_the_catch_where_the_enemy_lands_on_the_players_cell(p
     assert (result.latents[0, 0, :, 1, 2] == 7.0).all() and not (result.latents[1, 0, :, 1, 2] == 7.0).all()
 
 
-def test_training_labels_put_the_player_after_the_entities_and_before_the_catch():
+def test_training_labels_put_the_player_after_the_entities():
     episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
                       rewards=np.zeros(3, np.float32), terminations=np.array([False, False, True]),
                       truncations=np.zeros(3, bool))
     attach_events([episode], torch.arange(8).view(4, 2), player_cell=torch.tensor([9, 8, -1, 6]))
-    add_dit_cells([episode], player=True, catch_entity=0)
-    assert episode.infos["event_cells"].tolist() == [[0, 1, 9, -1], [2, 3, 8, -1], [4, 5, -1, -1], [6, 7, 6, 6]]
+    add_dit_cells([episode], player=True)
+    assert episode.infos["event_cells"].tolist() == [[0, 1, 9], [2, 3, 8], [4, 5, -1], [6, 7, 6]]
     unlabelled = Episode(frames=np.zeros((2, 1, 1, 1), np.float32), actions=np.zeros(1, np.int64),
                          rewards=np.zeros(1, np.float32), terminations=np.zeros(1, bool), truncations=np.zeros(1, bool))
     attach_events([unlabelled], torch.zeros(2, 2, dtype=torch.int64))
     with pytest.raises(ValueError, match="player_cell"):
-        add_dit_cells([unlabelled], player=True, catch_entity=-1)
+        add_dit_cells([unlabelled], player=True)
 
 
 def test_the_recorded_overlaps_include_the_enemy_on_the_player(monkeypatch):

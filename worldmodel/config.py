@@ -68,28 +68,17 @@ class DiTConfig:
     event_depth: int = 3
     event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
                                     #   the rollout then reports those instead of the clean pass's heads
-    event_player: bool = False      # the event model also says where the player (moved by the keys) will be: a catch is
-                                    #   then drawn only where the caught entity lands on that cell
+    event_player: bool = False      # the event model also says where the player (moved by the keys) will be
     player_channel: bool = False    # with event_player: the player's next cell (the event model's player head, argmax)
                                     #   is one more event channel after the entities, so every generated frame is told
-                                    #   where the player is, also after a catch, where the DiT alone lost it (README
-                                    #   "Session 12"); with overlap_paint the enemy on the player (the catch) is one more
-                                    #   painted pair
+                                    #   where the player is (docs/model.md "Player channel")
     event_reach: list[int] = field(default_factory=list)   # per drawn cell (entities, then the player): the most
                                     #   latent cells (Manhattan) it moves in one frame, -1 = anywhere (a respawn);
                                     #   a cell further from the row's last drawn one is never drawn (measured on the
-                                    #   recording by the events stage; README "Session 15"). Empty = no limit
-    catch_entity: int = -1          # one more event channel: this entity's drawn cell again, lit only when the step
-                                    #   terminates (the event model's termination, given its draw). CoinChase: the
-                                    #   enemy (0), i.e. the catch, where the enemy lands on the player, which no model
-                                    #   drew from the enemy's channel alone (README "Session 11"). -1 = none
-    catch_paint: bool = False       # with catch_entity: the generated frame's catch cell is set to the mean latent of the
-                                    #   recorded catch cells (DiT.catch_latent, installed from the latent cache), as the
-                                    #   score bar paints the score: the catch drawn exactly, not by the sampler
-    overlap_paint: bool = False     # where two drawn entity cells coincide (CoinChase: the enemy on the coin), the
-                                    #   generated cell is set to that pair's latent (DiT.overlap_latents, fitted to the
-                                    #   decoder on recorded overlaps and installed: train.common.paint): two sprites in
-                                    #   one cell are a blend no DiT drew (README "Session 11"; measured "Session 13")
+                                    #   recording by the events stage). Empty = no limit
+    overlap_paint: bool = False     # where two drawn cells coincide, the generated cell is set to that pair's latent
+                                    #   (DiT.overlap_latents, fitted to the decoder on recorded overlaps): two sprites
+                                    #   in one cell are a blend no DiT drew (docs/model.md "Overlap paint")
     score_digits: int = 0           # digits of the score bar carried as explicit state (worldmodel.score_bar): each
                                     #   generated frame's bar rows are painted with the previous frame's score plus
                                     #   the step's reward; 0 = the DiT draws the bar like any pixels
@@ -106,11 +95,6 @@ class DiTConfig:
         """The cells drawn before each frame, one event channel each: the random entities, then the player
         (player_channel)."""
         return self.event_channels + self.player_channel
-
-    @property
-    def event_inputs(self) -> int:
-        """Event channels of the stem: the drawn cells, plus the catch channel (catch_entity)."""
-        return self.drawn_cells + (self.catch_entity >= 0)
 
     @property
     def entity_pairs(self) -> list[tuple[int, int]]:
@@ -131,16 +115,11 @@ class DiTConfig:
             raise ValueError("previous_frame, action_channels and event_channels feed the conv stem: set stem_width > 0")
         if self.event_channels and not self.previous_frame:
             raise ValueError("event_channels: the event model reads the previous frame; set previous_frame")
-        if self.catch_entity >= 0 and not (self.catch_entity < self.event_channels and self.event_outcomes):
-            raise ValueError(f"catch_entity {self.catch_entity} must name one of the {self.event_channels} entities of an "
-                             "event model with outcomes (its termination lights the channel)")
         if self.event_reach and len(self.event_reach) != self.drawn_cells:
             raise ValueError(f"event_reach {self.event_reach} needs one entry per drawn cell ({self.drawn_cells})")
         if self.player_channel and not self.event_player:
             raise ValueError("player_channel: the player's cell comes from the event model's player head; install an "
                              "event model with one (event_player)")
-        if self.catch_paint and self.catch_entity < 0:
-            raise ValueError("catch_paint paints the catch channel's cell: set catch_entity")
         if self.overlap_paint and self.drawn_cells < 2:
             raise ValueError("overlap_paint paints where two drawn cells coincide: it needs two (event_channels + "
                              "player_channel >= 2)")
@@ -159,8 +138,6 @@ class SamplerConfig:
     steps: int = 4                  # denoising steps per frame at run time, 1..max_steps
     max_steps: int = 4              # the schedule the student is trained on
     shift: float = 5.0              # sigma = shift*t / (1 + (shift-1)*t)
-    context_sigma: float = 0.0      # noise level of the cache-writing pass (0 = clean)
-    solver: str = "renoise"         # between steps: "renoise" (few-step students) or "euler" (undistilled flow models)
     event_min_prob: float = 0.01    # sampled entity cells below this probability are never drawn (worldmodel.events)
 
 

@@ -244,7 +244,7 @@ class DiT(nn.Module):
         self.null_action = config.n_actions
         if w:
             stem_in = (c * (2 if config.previous_frame else 1) + (config.n_actions + 1 if config.action_channels else 0)
-                       + config.event_inputs)
+                       + config.drawn_cells)
             self.stem = nn.Sequential(nn.Conv2d(stem_in, w, 3, padding=1), nn.GELU(approximate="tanh"),
                                       nn.Conv2d(w, w, 3, padding=1), nn.GELU(approximate="tanh"))
             self.head = nn.Sequential(nn.Conv2d(2 * w, w, 3, padding=1), nn.GELU(approximate="tanh"),
@@ -263,6 +263,8 @@ class DiT(nn.Module):
         self.ada_out = nn.Sequential(nn.SiLU(), nn.Linear(d, 2 * d))
         self.out = nn.Linear(d, (w or c) * p * p)
         self.heads_norm = nn.LayerNorm(2 * d)
+        # The DiT's own reward and termination heads: what a game without an event model reports. A model with
+        # event_outcomes trains them too but reports the event model's outcomes instead (worldmodel.rollout).
         self.reward_head = nn.Linear(2 * d, 1)
         self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
@@ -271,10 +273,8 @@ class DiT(nn.Module):
                             if config.event_channels else None)
         # event_reach as a device tensor (not saved: the config holds it), read by sample_events
         self.register_buffer("reach", torch.tensor(config.event_reach, dtype=torch.int64), persistent=False)
-        if config.catch_paint:        # the catch cell's latent (C,), the mean of the recorded ones (installed, not trained)
-            self.register_buffer("catch_latent", torch.zeros(c))
         if config.overlap_paint:      # (P, C) each pair's overlap latent, fitted to the decoder (installed); NaN: a pair
-                                      #   never recorded in one cell (CoinChase: the player on the coin), not painted
+                                      #   never recorded in one cell, not painted
             self.register_buffer("overlap_latents", torch.zeros(len(config.entity_pairs), c))
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
                                    config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
@@ -347,10 +347,9 @@ class DiT(nn.Module):
             if bool((sigma > 0).any()):
                 raise ValueError("this model generates frames given sampled entity events (event_channels="
                                  f"{self.config.event_channels}): pass events (B, T, E, h, w) for noisy frames")
-            return torch.zeros(b, t, self.config.event_inputs, h, w, device=sigma.device)
-        if events.shape != (b, t, self.config.event_inputs, h, w):
-            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.event_inputs, h, w)}"
-                             + (" (the entities and the catch channel)" if self.config.catch_entity >= 0 else ""))
+            return torch.zeros(b, t, self.config.drawn_cells, h, w, device=sigma.device)
+        if events.shape != (b, t, self.config.drawn_cells, h, w):
+            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.drawn_cells, h, w)}")
         return events * (sigma > 0).to(events.dtype)[..., None, None, None]
 
     @torch.no_grad()
@@ -360,9 +359,8 @@ class DiT(nn.Module):
         """Draw the next frame's entity cells. previous (B, C, h, w) the frame before, actions (B,), gaussian
         (B, E, K) standard-normal noise. Returns (cells (B, E') int64, one-hot maps (B, E', h, w), and with
         `event_outcomes` the step's (reward, termination logit) (B, 2) given the draw, else None). E' = E entities,
-        then the player's cell (player_channel: the player head's most likely cell), then the catch cell (catch
-        channel, catch_entity: -1 / empty where none). last (B, drawn_cells): each row's previous draw (-1: none since
-        a reset); with `event_reach`, cells out of reach of it are never drawn."""
+        then the player's cell (player_channel: the player head's most likely cell). last (B, drawn_cells): each
+        row's previous draw (-1: none since a reset); with `event_reach`, cells out of reach of it are never drawn."""
         tokens = self.event_model.tokens(previous, actions)                                 # (B, K, D)
         allowed = None
         if self.config.event_reach and last is not None:
@@ -373,41 +371,23 @@ class DiT(nn.Module):
         cells = sample_cells(logits, gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None
-        needs_player = self.config.event_player and (self.config.player_channel or self.config.catch_entity >= 0)
-        player = None
-        if needs_player:
-            player_logits = self.event_model.player_logits(tokens)                                # (B, K)
-            if allowed is not None and self.config.player_channel:
-                player_logits = player_logits.masked_fill(~allowed[:, -1], float("-inf"))
-            player = player_logits.argmax(-1)                                                    # (B,)
-        extra = []
         if self.config.player_channel:
-            extra.append(player)
-        if self.config.catch_entity >= 0:      # the catch channel: the entity's cell again where the step terminates
-            caught = outcomes[:, 1] > 0                                                          # (B,)
-            if player is not None:           # and only where the caught entity lands on the player's next cell
-                caught &= cells[:, self.config.catch_entity] == player
-            extra.append(cells[:, self.config.catch_entity].masked_fill(~caught, -1))        # -1 = all-zero map
-        if extra:
-            extra = torch.stack(extra, dim=1)                                                    # (B, E' - E)
-            cells = torch.cat([cells, extra], dim=1)                                             # (B, E')
-            maps = torch.cat([maps, cell_maps(extra, self.config.latent_size, previous.dtype)], dim=1)
+            player_logits = self.event_model.player_logits(tokens)                                # (B, K)
+            if allowed is not None:
+                player_logits = player_logits.masked_fill(~allowed[:, -1], float("-inf"))
+            player = player_logits.argmax(-1)[:, None]                                           # (B, 1)
+            cells = torch.cat([cells, player], dim=1)                                            # (B, E')
+            maps = torch.cat([maps, cell_maps(player, self.config.latent_size, previous.dtype)], dim=1)
         return cells, maps, outcomes
 
     def paint(self, latents: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w) generated frames painted where the drawn events say what a cell shows exactly: the cells where
-        two drawn cells of `maps` (B, E', h, w) coincide get that pair's `overlap_latents` (overlap_paint; a NaN row,
-        a pair never recorded in one cell, paints nothing), then the lit cell of the catch channel (the last map) gets
-        `catch_latent` (catch_paint)."""
-        cells = []
-        if self.config.overlap_paint:
-            known = torch.isfinite(self.overlap_latents).all(-1).to(maps.dtype)                 # (P,) on the device
-            pairs = self.config.entity_pairs
-            cells += [(maps[:, i] * maps[:, j] * known[k], self.overlap_latents[k]) for k, (i, j) in enumerate(pairs)]
-        if self.config.catch_paint:
-            cells.append((maps[:, -1], self.catch_latent))
-        for lit, latent in cells:                                                             # lit (B, h, w)
-            latents = torch.where(lit[:, None].to(torch.bool), latent.to(latents.dtype)[None, :, None, None], latents)
+        """(B, C, h, w) generated frames painted where two drawn cells of `maps` (B, E', h, w) coincide: that pair's
+        `overlap_latents` (overlap_paint; a NaN row, a pair never recorded in one cell, paints nothing)."""
+        known = torch.isfinite(self.overlap_latents).all(-1).to(maps.dtype)                    # (P,) on the device
+        for k, (i, j) in enumerate(self.config.entity_pairs):
+            lit = maps[:, i] * maps[:, j] * known[k]                                             # (B, h, w)
+            latents = torch.where(lit[:, None].to(torch.bool), self.overlap_latents[k].to(latents.dtype)[None, :, None, None],
+                                  latents)
         return latents
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,

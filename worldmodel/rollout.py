@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldmodel.dit import DiT, CacheAccess
+from worldmodel.dit import CacheAccess, DiT
 from worldmodel.flow import add_noise
 from worldmodel.kv_cache import KVCache
 
@@ -75,30 +75,24 @@ def cache_access(model: DiT, cache: KVCache, rows: np.ndarray | None, frames: in
 
 
 def write_frames(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor,
-                 rows: np.ndarray | None = None, context_sigma: float = 0.0,
-                 noise: NoiseSource | None = None, events: torch.Tensor | None = None) -> ChunkResult:
+                 rows: np.ndarray | None = None) -> ChunkResult:
     """The clean pass: store one chunk of finished frames in the cache; returns the heads. latents (B, c, C, h, w).
 
-    The chunk's last clean frame becomes each row's `previous` (the frame before the next chunk).
-    events (B, c, E, h, w): the frames' entity maps, read only when context_sigma > 0 (noised context)."""
+    The chunk's last frame becomes each row's `previous` (the frame before the next chunk)."""
     rows = _rows(cache, rows)
     b, c = latents.shape[:2]
     if c != model.config.chunk:
         raise ValueError(f"a cache write takes one chunk of {model.config.chunk} frames, got {c}")
-    sigma = torch.full((b, c), context_sigma, device=latents.device)
-    clean = latents
-    if context_sigma > 0.0:
-        assert noise is not None, "context_sigma > 0 needs a noise source"
-        latents = add_noise(latents, noise(tuple(latents.shape)), sigma)
+    sigma = torch.zeros((b, c), device=latents.device)
     access, positions = cache_access(model, cache, rows, c, write=True)
     with torch.no_grad():
-        out = model(latents, sigma, actions, positions=positions, cache=access, events=events)
-        cache.previous[access.rows] = clean[:, -1].detach().to(cache.previous.dtype)
+        out = model(latents, sigma, actions, positions=positions, cache=access)
+        cache.previous[access.rows] = latents[:, -1].detach().to(cache.previous.dtype)
     return ChunkResult(latents=latents, reward=out.reward, termination=out.termination)
 
 
-def prime(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor, rows: np.ndarray | None = None,
-          context_sigma: float = 0.0, noise: NoiseSource | None = None) -> ChunkResult:
+def prime(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tensor,
+          rows: np.ndarray | None = None) -> ChunkResult:
     """Reset the given rows and fill their cache with real context, chunk by chunk.
 
     latents (B, T, C, h, w) with T a multiple of the chunk size; actions (B, T), the action before each frame.
@@ -108,31 +102,21 @@ def prime(model: DiT, cache: KVCache, latents: torch.Tensor, actions: torch.Tens
     if t % c or t == 0:
         raise ValueError(f"context of {t} frames is not a positive multiple of the chunk size {c}")
     cache.reset(rows)
-    results = [write_frames(model, cache, latents[:, i:i + c], actions[:, i:i + c], rows, context_sigma, noise)
-               for i in range(0, t, c)]
-    return _concat(results)
-
-
-SOLVERS = ("renoise", "euler")
+    return _concat([write_frames(model, cache, latents[:, i:i + c], actions[:, i:i + c], rows) for i in range(0, t, c)])
 
 
 def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
                rows: np.ndarray | None = None, exit_step: int | None = None, grad: bool = False,
-               context_sigma: float = 0.0, solver: str = "renoise", event_min_prob: float = 0.01) -> ChunkResult:
+               event_min_prob: float = 0.01) -> ChunkResult:
     """Generate the next chunk under `actions` (B, c): few-step denoising over the cache, then the clean write.
 
     sigmas: the schedule (host floats, highest first). exit_step: the step whose x0 prediction
-    becomes the frame (default: the last). Between steps, `solver` "renoise" noises the x0 prediction
-    with fresh noise to the next sigma (the few-step sampler a distilled student is trained with);
-    "euler" takes a probability-flow ODE step x <- x + (sigma_next - sigma) * v (the sampler of an
-    undistilled flow model: its x0 prediction is a mean over futures, and re-noising a mean puts
-    faint copies of every possible sprite back into the input). The last step's x0 prediction is the
-    Euler step to sigma = 0, so both end the same way. grad: whether the exit step keeps gradients
-    (Self Forcing); every other step runs under no_grad, and the cache write is always no-grad and detached.
-    event_min_prob: entity cells less likely than this are never drawn (models with entity events).
+    becomes the frame (default: the last). Between steps the x0 prediction is noised with fresh noise
+    to the next sigma (the few-step sampler a distilled student is trained with). grad: whether the exit
+    step keeps gradients (Self Forcing); every other step runs under no_grad, and the cache write is
+    always no-grad and detached. event_min_prob: entity cells less likely than this are never drawn
+    (models with entity events).
     """
-    if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
     rows = _rows(cache, rows)
     cfg = model.config
     b, c = actions.shape
@@ -151,18 +135,16 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
         with torch.set_grad_enabled(grad and step == exit_step and torch.is_grad_enabled()):
             velocity = model(x, sigma, actions, positions=positions, cache=read, events=maps).velocity
             x0 = x - sigmas[step] * velocity
-        if step < exit_step and solver == "euler":
-            x = (x + (sigmas[step + 1] - sigmas[step]) * velocity).detach()
-        elif step < exit_step:
+        if step < exit_step:
             x = add_noise(x0.detach(), noise(shape), torch.full((b, c), sigmas[step + 1], device=x.device))
-    if cfg.catch_paint or cfg.overlap_paint:   # overlaps and the catch show the recorded latent (the sampler's are
-        x0 = model.paint(x0[:, 0], maps[:, 0])[:, None]           # blends no DiT drew: README "Session 11")
+    if cfg.overlap_paint:         # two sprites in one cell show the recorded latent, not a sampler's blend
+        x0 = model.paint(x0[:, 0], maps[:, 0])[:, None]
     score = None
     if cfg.score_digits:              # the bar shows the previous frame's score plus this step's reward
         score = model.score_bar.next_score(read.previous, outcomes[:, 0])
         x0 = model.score_bar.paint(x0[:, 0], score)[:, None]
         score = score[:, None]
-    written = write_frames(model, cache, x0.detach(), actions, rows, context_sigma, noise, maps)
+    written = write_frames(model, cache, x0.detach(), actions, rows)
     if outcomes is not None:      # the event model's reward and termination of this step, given its draw
         return ChunkResult(latents=x0, reward=outcomes[:, None, 0], termination=outcomes[:, None, 1], events=cells,
                            score=score)
@@ -186,14 +168,13 @@ def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise
 
 
 def unroll(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[float], noise: NoiseSource,
-           exit_step: int | None = None, grad: bool = False, context_sigma: float = 0.0,
-           event_min_prob: float = 0.01) -> ChunkResult:
+           exit_step: int | None = None, grad: bool = False, event_min_prob: float = 0.01) -> ChunkResult:
     """Generate T frames under actions (B, T), chunk after chunk, from an already primed cache."""
     c = model.config.chunk
     if actions.shape[1] % c:
         raise ValueError(f"{actions.shape[1]} actions are not a multiple of the chunk size {c}")
-    return _concat([next_chunk(model, cache, actions[:, i:i + c], sigmas, noise, None, exit_step, grad, context_sigma,
-                               event_min_prob=event_min_prob) for i in range(0, actions.shape[1], c)])
+    return _concat([next_chunk(model, cache, actions[:, i:i + c], sigmas, noise, None, exit_step, grad, event_min_prob)
+                    for i in range(0, actions.shape[1], c)])
 
 
 def _concat(results: list[ChunkResult]) -> ChunkResult:

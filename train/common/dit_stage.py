@@ -53,24 +53,14 @@ class DiTStageConfig:
     change_weight: float = 20.0               # flow-loss weight of the cells around the previous frame's sprites
     change_reach: int = 1                     # ... this many cells around them (where a sprite can go in a frame)
     event_weight: float = 10.0                # weight of a frame with a reward / termination in the head loss
-                                              #   (they are rare: ~7 % / ~2 % of frames; unweighted heads never fire)
-    termination_weight: float = 1.0           # flow-loss weight of a frame that ends its episode by a termination (CoinChase:
-                                              #   the catch, the only frames with the enemy on the player, ~2 %; unweighted,
-                                              #   every model drew the player alone there, given the enemy's cell: README
-                                              #   "Session 11"). Neutral where the termination follows from what the model
-                                              #   is given (CoinChase: the drawn enemy cell and the keys), as a weight of the
-                                              #   inputs moves no optimum; elsewhere it leans towards terminal frames
-    catch_entity: int = -1                    # with events_dir: the DiT's catch channel (DiTConfig.catch_entity; CoinChase:
-                                              #   0, the enemy), labelled on the catch frames (train.common.events.
-                                              #   catch_frames); distilled students must match their teacher's. -1 = none
+                                              #   (they are rare; unweighted heads never fire)
     player_channel: bool = False              # with events_dir: the player's next cell as one more event channel
                                               #   (DiTConfig.player_channel; the event model needs its player head,
                                               #   the latent cache the reader's player_cell labels); students must match
                                               #   their teacher's
-    paint_overlaps: bool = False              # the cells where two entities' event maps meet (CoinChase: the enemy on the
-                                              #   coin) carry no loss: a model with overlap_paint paints them. Trained on
-                                              #   them, every model drew that rare cell as a mode of any coin cell (2-4 %
-                                              #   of generated coins under an enemy that is elsewhere; README "Session 13")
+    paint_overlaps: bool = False              # the cells where two entities' event maps meet carry no loss: a model with
+                                              #   overlap_paint paints them; trained on them, models drew that rare cell
+                                              #   as a mode of any entity cell (docs/ablation.md "Overlaps")
     events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
                                               #   by its event model (installed frozen) and given to the generated frame
                                               #   (worldmodel.events; the latent cache needs the labels); "" = none
@@ -85,13 +75,13 @@ class DiTStageConfig:
                 raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
                                  f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
-                          event_outcomes=event_cfg.outcomes, event_player=event_cfg.player, catch_entity=self.catch_entity,
+                          event_outcomes=event_cfg.outcomes, event_player=event_cfg.player,
                           player_channel=self.player_channel)
             if self.player_channel and not event_cfg.player:
                 raise ValueError(f"player_channel: the event model in {self.events_dir} has no player head; train it with "
                                  "player=true")
-        elif self.catch_entity >= 0 or self.player_channel:
-            raise ValueError("catch_entity and player_channel need entity events: set events_dir")
+        elif self.player_channel:
+            raise ValueError("player_channel needs entity events: set events_dir")
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
                           n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
                           **events)
@@ -107,12 +97,10 @@ class DistillStageConfig(DiTStageConfig):
 
 
 def check_teacher_events(cfg: DiTStageConfig, teacher: DiTConfig) -> None:
-    """A distilled student is its teacher's design: the stage's event columns (catch, player) must be the ones the
-    teacher drew from."""
-    for name in ("catch_entity", "player_channel"):
-        if getattr(cfg, name) != getattr(teacher, name):
-            raise ValueError(f"the teacher has {name}={getattr(teacher, name)} but this stage {name}="
-                             f"{getattr(cfg, name)}: set {name}={getattr(teacher, name)}")
+    """A distilled student is its teacher's design: the stage's player channel must be the one the teacher drew from."""
+    if cfg.player_channel != teacher.player_channel:
+        raise ValueError(f"the teacher has player_channel={teacher.player_channel} but this stage player_channel="
+                         f"{cfg.player_channel}: set player_channel={teacher.player_channel}")
 
 
 def check_clip_fits(cfg: DiTStageConfig) -> None:
@@ -186,7 +174,7 @@ def install_into(targets: list[str], transform: Callable[[DiT, Autoencoder], DiT
 def load_clip_data(cfg: DiTStageConfig) -> tuple[LatentData, ClipDataset, ClipDataset]:
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     for episodes in (latents.train, latents.val):
-        add_dit_cells(episodes, cfg.player_channel, cfg.catch_entity)
+        add_dit_cells(episodes, cfg.player_channel)
     train = ClipDataset(latents.train, cfg.clip_frames, latents.n_actions)
     val = ClipDataset(latents.val or latents.train, cfg.clip_frames, latents.n_actions)
     return latents, train, val
@@ -255,15 +243,13 @@ def loss_cells(latents: torch.Tensor, events: torch.Tensor | None, cfg: DiTStage
     change weights, and with `paint_overlaps` zero where two entities' maps meet (the painted cells)."""
     cells = change_weights(latents, cfg.change_weight, cfg.change_reach)
     if cfg.paint_overlaps and events is not None:
-        cells = cells * ~overlap_cells(events, cfg.catch_entity >= 0)
+        cells = cells * ~overlap_cells(events)
     return cells
 
 
-def overlap_cells(events: torch.Tensor, catch_channel: bool) -> torch.Tensor:
-    """(B, T, 1, h, w) bool the cells where two or more entities' maps of events (B, T, E', h, w) meet (the last map,
-    a catch channel, is not an entity)."""
-    entities = events[:, :, :-1] if catch_channel else events
-    return entities.sum(2, keepdim=True) >= 2
+def overlap_cells(events: torch.Tensor) -> torch.Tensor:
+    """(B, T, 1, h, w) bool the cells where two or more drawn cells' maps of events (B, T, E', h, w) meet."""
+    return events.sum(2, keepdim=True) >= 2
 
 
 CHANGE_THRESHOLD = 0.05   # mean squared latent difference of a changed cell (unit-variance latents; a sprite is ~1)
@@ -292,11 +278,9 @@ def known_previous(actions: torch.Tensor, null_action: int) -> torch.Tensor:
     return weight
 
 
-def flow_weights(batch: dict[str, torch.Tensor], null_action: int, termination_weight: float) -> torch.Tensor:
-    """(B, T) per-frame flow-loss weight of a clip batch: `known_previous`, times `termination_weight` on frames that
-    end their episode by a termination."""
-    weight = known_previous(batch["actions"], null_action)
-    return weight * (1.0 + (termination_weight - 1.0) * batch["terminations"])
+def flow_weights(batch: dict[str, torch.Tensor], null_action: int) -> torch.Tensor:
+    """(B, T) per-frame flow-loss weight of a clip batch (`known_previous`)."""
+    return known_previous(batch["actions"], null_action)
 
 
 def head_loss(out: DiTOutput, batch: dict[str, torch.Tensor], event_weight: float = 1.0,

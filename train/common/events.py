@@ -75,7 +75,7 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
     tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
                "val/cells": torch.from_numpy(label_episodes(val, reader)) if val else torch.zeros(0, 1, dtype=torch.int64)}
     for name, readers, dtype in (("caught", CATCH_READERS, bool), ("player_cell", PLAYER_READERS, np.int64)):
-        if reader in readers:   # the catches (a DiT's catch channel, add_catch_cells), the player (the event model's)
+        if reader in readers:   # the catches (the event model's termination labels), the player (its player head)
             for split, episodes in (("train", train), ("val", val)):
                 parts = [readers[reader](e.frames) for e in episodes]
                 tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))
@@ -106,18 +106,6 @@ def catch_frames(episode: Episode) -> np.ndarray:
     return episode.infos["caught"] if "caught" in episode.infos else episode.frame_terminations()
 
 
-def add_catch_cells(episodes: list[Episode], entity: int) -> None:
-    """Give each episode's infos["event_cells"] (n+1, E) the catch column (n+1, E+1) of a DiT with a catch channel
-    (`DiTConfig.catch_entity`): `entity`'s cell on the frames of a catch (catch_frames), else -1 (the empty map).
-    CoinChase: the enemy's cell on the catch frame."""
-    for episode in episodes:
-        cells = episode.infos["event_cells"]
-        if not 0 <= entity < cells.shape[1]:
-            raise ValueError(f"catch_entity {entity} is not one of the {cells.shape[1]} labelled entities")
-        caught = np.where(catch_frames(episode), cells[:, entity], -1)
-        episode.infos["event_cells"] = np.concatenate([cells, caught[:, None]], axis=1)
-
-
 def cells_and_player(episode: Episode) -> np.ndarray:
     """(n+1, E+1) the episode's entity cells (infos["event_cells"]) and then the player's (infos["player_cell"]),
     -1 where the cache has no player labels."""
@@ -136,22 +124,8 @@ def add_player_cells(episodes: list[Episode]) -> None:
         episode.infos["event_cells"] = cells_and_player(episode)
 
 
-def add_dit_cells(episodes: list[Episode], player: bool, catch_entity: int) -> None:
+def add_dit_cells(episodes: list[Episode], player: bool) -> None:
     """The event columns a DiT is given after the entities', in its maps' order (worldmodel.dit.DiT.sample_events):
-    the player's cell (player_channel), then the catch (catch_entity >= 0)."""
+    the player's cell (player_channel)."""
     if player:
         add_player_cells(episodes)
-    if catch_entity >= 0:
-        add_catch_cells(episodes, catch_entity)
-
-
-def mean_catch_latent(episodes: list[Episode], entity: int) -> np.ndarray:
-    """(C,) the mean latent of the catch cells (`entity`'s cell on the catch frames, as add_catch_cells labels them) of
-    latent episodes: what a DiT with `catch_paint` sets the generated catch cell to."""
-    picked = []
-    for e in episodes:
-        for k in np.flatnonzero(catch_frames(e)):
-            picked.append(e.frames[k, :, *divmod(int(e.infos["event_cells"][k, entity]), e.frames.shape[-1])])
-    if not picked:
-        raise ValueError("the latent cache shows no catch: nothing to paint")
-    return np.mean(picked, axis=0)

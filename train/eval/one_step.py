@@ -82,10 +82,10 @@ def model_and_clips(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Late
 
 def true_events(dit, cells: torch.Tensor) -> torch.Tensor | None:
     """The event maps (B, T, E', h, w) a model takes, from the true cells (B, T, E[+1]) of the latent cache (with the
-    catch column when `main` added it): its entities, and the catch where the model has that channel."""
+    player column when `main` added it): its entities, and the player where the model has that channel."""
     if not dit.config.event_channels:
         return None
-    wanted = dit.config.event_inputs
+    wanted = dit.config.drawn_cells
     if cells.shape[-1] < wanted:
         raise ValueError(f"the model takes {wanted} event channels but the latent cache labels {cells.shape[-1]}")
     return cell_maps(cells[..., :wanted], dit.config.latent_size)
@@ -199,8 +199,8 @@ def main(cfg: OneStepConfig) -> dict:
     model, data = worldmodel.load(cfg.checkpoint), load_latents(Path(cfg.latents))     # each read once
     teacher = worldmodel.load(cfg.teacher) if cfg.teacher else None
     configs = [m.dit.config for m in (model, teacher) if m is not None]
-    for episodes in (data.train, data.val):    # the true player and catch cells of models with those channels (true_events)
-        add_dit_cells(episodes, any(c.player_channel for c in configs), max(c.catch_entity for c in configs))
+    for episodes in (data.train, data.val):    # the true player cells of models with that channel (true_events)
+        add_dit_cells(episodes, any(c.player_channel for c in configs))
     result = {"checkpoint": cfg.checkpoint, "sigma": cfg.sigma, "one_step": one_step_exact(cfg, model, data),
               "terminal_exact": terminal_exact(cfg, model, data), "rollout_exact": rollout_exact(cfg, model)}
     if teacher is not None:

@@ -7,8 +7,7 @@ show them wrong. This stage trains the decoder alone, with `sprite_weight` on th
 from the per-pixel median of the training frames (the static background), on the latent cache the
 autoencoder stage wrote (`<autoencoder_dir>/latents`, checked against the frozen encoder at the start).
 A HUD (`hud_rows`: CoinChase's score bar) gets its own weight on its changing pixels, lit or not
-(`hud_weight`: the sprite weight alone drew the score's digits 2, 5, 6, 8, 9 as one blend), and may get
-its own latent noise (`hud_latent_noise`).
+(`hud_weight`: the sprite weight alone drew the score's digits 2, 5, 6, 8, 9 as one blend).
 The encoder, the latent scale, the latent cache and the start bank are unchanged, so the DiT stages
 need no retraining; they save the autoencoder they read into their checkpoints, and `train.bundle
 autoencoder=...` swaps it into a finished world-model checkpoint.
@@ -67,10 +66,6 @@ class DecoderStageConfig:
                                       #   digits), lit or not, in place of sprite_weight: that weighs a pixel only where it is
                                       #   off the median frame, whose last digit is an 8, so where the latents leave digits in
                                       #   doubt the decoder draws the off-median value at 10:1 and 2, 5, 6, 8, 9 come out as one blend
-    hud_latent_noise: float | None = None   # latent_noise on the latent rows under the HUD (None: latent_noise). The frozen
-                                      #   encoder keeps those digits only ~0.1-0.3 apart in latent units: noise of std up to 0.2
-                                      #   erases them, and the decoder learns to draw their blend, which reads as no digit. 0 draws
-                                      #   every digit of real frames, but a world model's wobble too (docs/ablation.md, session 9)
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) whose frames
                                       #   join the training frames, encoded here: e.g. long coin-seeker play that
                                       #   shows scores the main recording never reaches (a digit never seen in a
@@ -86,10 +81,8 @@ class DecoderStageConfig:
             raise ValueError(f"latent_noise is a standard deviation, >= 0, got {self.latent_noise}")
         if self.hud_rows < 0 or self.hud_weight < 1.0:
             raise ValueError(f"hud_rows must be >= 0 and hud_weight >= 1, got {self.hud_rows} and {self.hud_weight}")
-        if self.hud_latent_noise is not None and self.hud_latent_noise < 0:
-            raise ValueError(f"hud_latent_noise is a standard deviation, >= 0, got {self.hud_latent_noise}")
-        if self.hud_rows == 0 and (self.hud_weight != 1.0 or self.hud_latent_noise is not None):
-            raise ValueError("hud_weight and hud_latent_noise act on the HUD: set hud_rows (CoinChase: 8) as well")
+        if self.hud_rows == 0 and self.hud_weight != 1.0:
+            raise ValueError("hud_weight acts on the HUD: set hud_rows as well")
         if not 0.0 <= self.lr_final <= 1.0:
             raise ValueError(f"lr_final is a fraction of lr in [0, 1], got {self.lr_final}")
         if self.decoder is None and (self.cell_width is not None or self.cell_blocks is not None):
@@ -119,16 +112,11 @@ def loss_weight(images: torch.Tensor, background: torch.Tensor, hud: torch.Tenso
     return torch.where(hud, torch.full_like(weight, cfg.hud_weight), weight) if cfg.hud_weight != 1.0 else weight
 
 
-def noise_latents(latents: torch.Tensor, cfg: DecoderStageConfig, frame_height: int, generator: torch.Generator) -> torch.Tensor:
-    """(B, C, h, w) training latents plus Gaussian noise of std U(0, 1) x (latent_noise; hud_latent_noise on the latent
-    rows that draw any of the top hud_rows pixel rows), one U(0, 1) per frame."""
-    hud = cfg.latent_noise if cfg.hud_latent_noise is None else cfg.hud_latent_noise
-    if cfg.latent_noise == 0 and hud == 0:
+def noise_latents(latents: torch.Tensor, cfg: DecoderStageConfig, generator: torch.Generator) -> torch.Tensor:
+    """(B, C, h, w) training latents plus Gaussian noise of std U(0, 1) x latent_noise, one U(0, 1) per frame."""
+    if cfg.latent_noise == 0:
         return latents
-    scale = torch.full((1, 1, latents.shape[2], 1), cfg.latent_noise)
-    cell = frame_height // latents.shape[2]                                       # pixel rows per latent row
-    scale[:, :, :-(-cfg.hud_rows // cell)] = hud
-    std = scale * torch.rand(len(latents), 1, 1, 1, generator=generator)
+    std = cfg.latent_noise * torch.rand(len(latents), 1, 1, 1, generator=generator)
     return latents + std * torch.randn(latents.shape, generator=generator)
 
 
@@ -199,7 +187,7 @@ def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[s
     index = torch.randint(len(data.train_frames), (cfg.batch_size,), generator=state.generator).numpy()
     images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index]).to(cfg.loop.device))   # (B, 3, H, W)
     latents = torch.from_numpy(state.scratch["latents"][index])                                     # (B, C, h, w)
-    latents = noise_latents(latents, cfg, images.shape[2], state.generator).to(cfg.loop.device)
+    latents = noise_latents(latents, cfg, state.generator).to(cfg.loop.device)
     with autocast(cfg.loop):
         recon = model.decode_float(latents).float()                                                 # (B, 3, H, W)
     loss = pixel_loss(recon, images, cfg.l1_weight, loss_weight(images, state.scratch["background"], state.scratch["hud"], cfg))

@@ -11,8 +11,7 @@ goes on after a catch (`record +env_kwargs.lethal=false`): the main recording en
 catch, so without it the event model never sees the enemy on the player as a previous frame, and an
 open-loop dream with lethal=False (the rules check) meets exactly that.
 `paint_overlaps=[DIR, ...]` turns on those checkpoints' overlap paint (DiTConfig.overlap_paint), each entity
-pair's latent fitted (train.common.paint) on the overlaps the extra datasets show; `paint_catch=[DIR, ...]`
-their catch paint (a catch channel's cell, the latent cache's mean catch latent).
+pair's latent fitted (train.common.paint) on the overlaps the extra datasets show.
 
     python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=3000
     python -m train.stages.events ... "extra_datasets=[coinchase/mixed-events-v0]" "paint_overlaps=[DIR]"   # a rerun
@@ -29,8 +28,7 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
-from train.common.events import (EVENTS_FILE, attach_events, catch_frames, cells_and_player, label_episodes,
-                                 mean_catch_latent)
+from train.common.events import EVENTS_FILE, attach_events, catch_frames, cells_and_player, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
@@ -59,17 +57,15 @@ class EventsStageConfig:
                                       #   cells, on the main recording only (an extra recording may not end at a catch)
     outcome_weight: float = 1.0
     player: bool = False              # also learn the player's next cell (cross-entropy; the latent cache's player_cell
-                                      #   labels): a catch channel then lights only where the enemy lands on it
+                                      #   labels)
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     overlap_weight: float = 1.0       # how much more often a transition from an overlap (two entities on one cell: the
-                                      #   enemy on the player) is drawn into a batch (README "Session 15")
+                                      #   enemy on the player) is drawn into a batch (docs/ablation.md "Overlaps")
     reach_anywhere: int = 2           # an entity seen moving more cells than this in one recorded frame (a respawn) may
                                       #   land anywhere; the others never further than they were seen to move
                                       #   (DiTConfig.event_reach, installed with the model); -1 = no limits
     init_dir: str = ""                # an events run dir whose checkpoint starts this run (fine-tuning), "" = fresh
     install: list[str] = field(default_factory=list)   # world-model checkpoint dirs that get this event model
-    paint_catch: list[str] = field(default_factory=list)   # world-model checkpoint dirs (with a catch channel) that
-                                                            #   paint the catch cell with the cache's mean catch latent
     paint_overlaps: list[str] = field(default_factory=list)  # world-model checkpoint dirs (with >= 2 entities) that
                                                               #   paint where two drawn entities meet (overlap_paint)
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
@@ -247,20 +243,6 @@ def install_paint(targets: list[str], flag: str, buffer: str, value: Callable[[D
     install_into(targets, transform, f"the paint ({buffer})", source, "events")
 
 
-def install_catch_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
-    """catch_paint: the catch channel's cell gets the latent cache's mean catch latent (the DiT must have the channel)."""
-    if not targets:
-        return
-    latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
-
-    def value(dit: DiT, _: Autoencoder) -> np.ndarray:                                            # (C,)
-        if dit.config.catch_entity < 0:
-            raise ValueError("this model has no catch channel (catch_entity = -1): there is no catch cell to paint")
-        return mean_catch_latent(latents.train, dit.config.catch_entity)
-
-    install_paint(targets, "catch_paint", "catch_latent", value, Path(cfg.autoencoder_dir))
-
-
 def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
     """overlap_paint: where two drawn cells meet (the entities; the player too with player_channel), each pair's latent
     fitted (train.common.paint) to the target's decoder on the overlaps the extra datasets show; NaN for a pair they
@@ -290,7 +272,6 @@ def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
 def install_all(cfg: EventsStageConfig, event_dir: Path) -> None:
     """Everything this stage writes into world-model checkpoints: the event model, then the paints."""
     install(event_dir, list(cfg.install))
-    install_catch_paint(cfg, list(cfg.paint_catch))
     install_overlap_paint(cfg, list(cfg.paint_overlaps))
 
 

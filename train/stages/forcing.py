@@ -52,7 +52,7 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     clean_heads = type(out)(out.velocity[:, :t], out.reward[:, :t], out.termination[:, :t], out.features[:, :t])
     weight = known_previous(actions, model.null_action)
     cells = loss_cells(latents, batch["events"], cfg)
-    return (flow_loss(out.velocity[:, t:], latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
+    return (flow_loss(out.velocity[:, t:], latents, noise, flow_weights(batch, model.null_action), cells)
             + cfg.head_weight * head_loss(clean_heads, batch, cfg.event_weight, weight))
 
 
@@ -67,7 +67,7 @@ def df_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
         clean = model(latents, torch.zeros_like(sigma), actions, mask)
     weight = known_previous(actions, model.null_action)
     cells = loss_cells(latents, batch["events"], cfg)
-    return (flow_loss(out.velocity, latents, noise, flow_weights(batch, model.null_action, cfg.termination_weight), cells)
+    return (flow_loss(out.velocity, latents, noise, flow_weights(batch, model.null_action), cells)
             + cfg.head_weight * head_loss(clean, batch, cfg.event_weight, weight))
 
 

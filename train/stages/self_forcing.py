@@ -77,11 +77,10 @@ def self_rollout(model: DiT, batch: dict[str, torch.Tensor], cfg: SelfForcingCon
     noise = lambda shape: torch.randn(shape, generator=generator).to(device)  # noqa: E731
     cache = new_cache(model, b, device)
     with torch.no_grad():
-        prime(model, cache, latents[:, :k], actions[:, :k], context_sigma=cfg.sampler.context_sigma, noise=noise)
+        prime(model, cache, latents[:, :k], actions[:, :k])
     sigmas = sigma_schedule(cfg.sampler.max_steps, cfg.sampler.shift)
     with torch.set_grad_enabled(grad):
-        generated = unroll(model, cache, actions[:, k:], sigmas, noise, exit_step, grad, cfg.sampler.context_sigma,
-                           cfg.sampler.event_min_prob)
+        generated = unroll(model, cache, actions[:, k:], sigmas, noise, exit_step, grad, cfg.sampler.event_min_prob)
     clip = torch.cat([latents[:, :k], generated.latents], 1)
     weight = (torch.arange(t, device=device) >= k).float().expand(b, t)
     events = None
@@ -126,7 +125,7 @@ def generator_loss(state: TrainState, clip: torch.Tensor, weight: torch.Tensor, 
     teacher, critic, g = state.modules["teacher"], state.modules["critic"], state.generator
     noisy, sigma, _ = noise_clip(clip, weight, cfg, g, per_frame=False)
     losses: dict[str, torch.Tensor] = {}
-    painted = overlap_cells(events, cfg.catch_entity >= 0) if cfg.paint_overlaps and events is not None else None
+    painted = overlap_cells(events) if cfg.paint_overlaps and events is not None else None
     if cfg.dmd_weight:
         with torch.no_grad(), autocast(cfg.loop):
             real_x0 = score_x0(teacher, noisy, sigma, actions, cfg.guidance, events)

@@ -51,7 +51,7 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
     sigma = torch.where(in_prefix, torch.zeros_like(sigma), sigma)
     drop = torch.rand(b, 1, generator=g) < cfg.action_dropout
     device = cfg.loop.device
-    first_known = flow_weights(batch, null_action, cfg.termination_weight)               # before the dropout
+    first_known = flow_weights(batch, null_action)               # before the dropout
     batch["actions"] = torch.where(drop.to(device), torch.full_like(batch["actions"], null_action), batch["actions"])
     batch["sigma"] = sigma.to(device)
     batch["weight"] = (~in_prefix).float().to(device) * first_known
