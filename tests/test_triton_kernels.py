@@ -29,7 +29,8 @@ import torch.nn.functional as F
 
 from worldmodel import kernels
 from worldmodel.config import dit_preset
-from worldmodel.dit import CacheAccess, DiT, FrameAttention, attention_plan, gate_frames, modulate_frames
+from worldmodel.blocks import CacheAccess, FrameAttention, attention_plan, gate_frames, modulate_frames
+from worldmodel.dit import DiT
 from worldmodel.kv_cache import KVCache
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None

@@ -12,32 +12,26 @@ partial or mismatched checkpoint with a message naming the file and the problem.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
-from torch import nn
+from safetensors.torch import save_file
 
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import (AutoencoderConfig, DiTConfig, SamplerConfig, WorldModelConfig,
                                dataclass_from_dict, to_dict)
 from worldmodel.dit import DiT
+from worldmodel.files import CheckpointError, load_weights, read_tensors, write_dir_atomically
+
+__all__ = ["CheckpointError", "WorldModel", "load", "load_weights", "read_config", "read_tensors", "save",
+           "write_dir_atomically"]
 
 FORMAT_VERSION = 1
 CONFIG_FILE = "config.json"
 AUTOENCODER_FILE = "autoencoder.safetensors"
 MODEL_FILE = "model.safetensors"
 START_FILE = "start_frames.safetensors"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be loaded; the message names the file and the problem."""
 
 
 @dataclass
@@ -48,27 +42,6 @@ class WorldModel:
     dit: DiT | None
     start_frames: torch.Tensor | None    # (K, T, H, W, 3) uint8
     start_actions: torch.Tensor | None   # (K, T) int64, the action before each frame (null id for the first)
-
-
-def write_dir_atomically(path: str | Path, fill: Callable[[Path], None]) -> Path:
-    """Let `fill(tmp_dir)` write a directory aside, then move it to `path` (replacing an old one)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
-    try:
-        fill(tmp)
-        for file in tmp.iterdir():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-        old = path.with_name(f".{path.name}.old-{os.getpid()}")
-        if path.exists():
-            os.rename(path, old)
-        os.rename(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return path
 
 
 def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, dit: DiT | None = None,
@@ -123,30 +96,6 @@ def read_config(path: str | Path) -> tuple[WorldModelConfig, bool]:
         raise
     except (json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
         raise CheckpointError(f"{file}: unreadable config ({type(error).__name__}: {error})") from error
-
-
-def read_tensors(file: Path) -> dict[str, torch.Tensor]:
-    """Load a safetensors file, refusing a missing or corrupt one with the file's name."""
-    if not file.is_file():
-        raise CheckpointError(f"{file}: missing")
-    try:
-        return load_file(str(file))
-    except (SafetensorError, OSError, RuntimeError, ValueError) as error:
-        raise CheckpointError(f"{file}: corrupt or truncated safetensors ({error})") from error
-
-
-def load_weights(module: nn.Module, file: Path) -> None:
-    """Load `file` into `module`, refusing missing, unexpected or mis-shaped tensors by name."""
-    state = read_tensors(file)
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = [f"{k}: file {tuple(state[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in expected.keys() & state.keys() if state[k].shape != expected[k].shape]
-    if missing or unexpected or shapes:
-        raise CheckpointError(f"{file}: does not match the config (missing {missing[:5]}, unexpected {unexpected[:5]}, "
-                              f"shape mismatches {shapes[:5]})")
-    module.load_state_dict(state)
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> WorldModel:

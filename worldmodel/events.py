@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from worldmodel.files import load_weights
+
 EVENT_MODEL_FILE = "event_model.safetensors"
 EVENT_CONFIG_FILE = "event_model.json"
 
@@ -135,7 +137,6 @@ def read_event_config(directory: str | Path) -> EventModelConfig:
 
 def load_event_model(directory: str | Path) -> EventModel:
     """The event model a train.stages.events run wrote to `directory`."""
-    from worldmodel.checkpoint import load_weights  # noqa: PLC0415  (checkpoint imports the DiT, which imports this)
 
     model = EventModel.from_config(read_event_config(directory))
     load_weights(model, Path(directory) / EVENT_MODEL_FILE)

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from worldmodel.dit import CacheAccess, DiT
+from worldmodel.blocks import CacheAccess
+from worldmodel.dit import DiT
 from worldmodel.flow import add_noise
 from worldmodel.kv_cache import KVCache
 

@@ -35,6 +35,7 @@ from torch import nn
 
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.events import one_hot
+from worldmodel.files import load_weights
 
 SCORE_BAR_FILE = "score_bar.safetensors"
 SCORE_CONFIG_FILE = "score_bar.json"
@@ -131,7 +132,6 @@ def save_score_bar(directory: Path, bar: ScoreBar, config: ScoreBarConfig) -> No
 
 def load_score_bar(directory: str | Path) -> tuple[ScoreBar, ScoreBarConfig]:
     """The score bar a train.stages.score_bar run wrote to `directory`."""
-    from worldmodel.checkpoint import load_weights  # noqa: PLC0415  (checkpoint imports the DiT, which imports this)
 
     file = Path(directory) / SCORE_CONFIG_FILE
     if not file.is_file():

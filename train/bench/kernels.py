@@ -21,7 +21,8 @@ import torch.nn.functional as F
 
 from worldmodel import kernels
 from worldmodel.config import dit_preset
-from worldmodel.dit import DiT, gate_frames, modulate_frames
+from worldmodel.blocks import gate_frames, modulate_frames
+from worldmodel.dit import DiT
 from worldmodel.rollout import cache_access, new_cache, prime
 
 
