@@ -88,10 +88,15 @@ def dataset_path(dataset_id: str, root: str | Path) -> Path:
 
 
 def resize_frame(frame: np.ndarray, size: int) -> np.ndarray:
-    """(H, W, 3) uint8 -> a new (size, size, 3) uint8 array, area-interpolated if the size differs."""
+    """(H, W, 3) uint8 -> a new (size, size, 3) uint8 array.
+
+    The whole frame is stretched to the square (the aspect ratio is not kept: no crop, no borders, so nothing the
+    game shows is lost): area averaging (cv2.INTER_AREA) where it shrinks, nearest neighbour where it grows, so a
+    small pixel-art grid (MinAtar's 10 x 10) stays crisp blocks."""
     if frame.shape[:2] == (size, size):
         return frame.copy()   # the env may reuse its frame buffer
-    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA)
+    grows = frame.shape[0] < size and frame.shape[1] < size
+    return cv2.resize(frame, (size, size), interpolation=cv2.INTER_NEAREST if grows else cv2.INTER_AREA)
 
 
 class RecordMinari(gym.Wrapper):
