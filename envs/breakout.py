@@ -30,7 +30,7 @@ SERVE_COLUMNS = (FRAME_SIZE - BALL) // 4 + 1   # ... at x = 4k, k uniform in [0,
 PADDLE_W, PADDLE_H = 12, 2
 PADDLE_Y = 60                    # the paddle's top row; a ball whose bottom would pass it bounces or is lost
 PADDLE_STEP = 4
-PADDLE_START = (FRAME_SIZE - PADDLE_W) // 2
+PADDLE_START = 24                # on the 4-pixel grid the paddle keeps: it reaches 0 and PADDLE_MAX exactly
 PADDLE_MAX = FRAME_SIZE - PADDLE_W
 ZONE_VX = (-2, -1, 1, 2)         # vx after a paddle bounce, by the quarter of the paddle the ball's centre hits
 MAX_LIVES = 5
