@@ -100,7 +100,8 @@ class BreakoutEnv(gym.Env):
     uniform in [0, 16), vx uniform in {-1, +1}, vy = +2, drawn from `self.np_random`.
 
     ## Episode End
-    1. Termination: the last life is lost (the final frame shows no pip, and the next serve).
+    1. Termination: the last life is lost (the final frame shows no pip, and the next serve); with
+       `lethal=False` the game goes on at 0 lives.
     2. Truncation: `horizon` steps elapsed.
 
     ## Arguments
@@ -109,6 +110,7 @@ class BreakoutEnv(gym.Env):
     | render_mode | str or None | None    | "rgb_array" returns the frame; "human" opens a pygame window |
     | horizon     | int         | 1000    | steps before `truncated` is True              |
     | lives       | int         | 3       | lives at the start, 1..5                      |
+    | lethal      | bool        | True    | False: the game goes on at 0 lives (for horizons no episode survives) |
 
     ## Info
     `paddle_x` int64; `ball` int64 (y, x); `velocity` int64 (vx, vy), hidden in one frame; `bricks` bool
@@ -120,14 +122,14 @@ class BreakoutEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
 
-    def __init__(self, render_mode: str | None = None, horizon: int = 1000, lives: int = 3):
+    def __init__(self, render_mode: str | None = None, horizon: int = 1000, lives: int = 3, lethal: bool = True):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if not 1 <= lives <= MAX_LIVES:
             raise ValueError(f"lives must be in [1, {MAX_LIVES}], got {lives}")
-        self.render_mode, self.horizon, self.start_lives = render_mode, horizon, lives
+        self.render_mode, self.horizon, self.start_lives, self.lethal = render_mode, horizon, lives, lethal
         self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._window = FrameWindow("Breakout")
@@ -162,7 +164,7 @@ class BreakoutEnv(gym.Env):
         self.served = False
         broken = self._move_x() + self._move_y()
         self.score += broken
-        terminated = self.lives == 0
+        terminated = self.lethal and self.lives == 0
         self.steps += 1
         truncated = self.steps >= self.horizon and not terminated
         self._needs_reset = terminated or truncated
@@ -205,7 +207,7 @@ class BreakoutEnv(gym.Env):
                 if not self.bricks.any():
                     self.bricks[:] = True
             else:
-                self.lives -= 1
+                self.lives = max(self.lives - 1, 0)
                 self.served = True
                 self._serve()
                 return 0

@@ -87,7 +87,8 @@ class BreakoutSpec(GameSpec):
                 "lives_rule": (before["lives"] > 0) & (after["lives"] != before["lives"] - served)}
 
     def events(self, before: State, after: State) -> dict[str, np.ndarray]:
-        return {"reward": (before["bricks"] & ~after["bricks"]).any((1, 2)), "termination": after["lives"] == 0}
+        return {"reward": (before["bricks"] & ~after["bricks"]).any((1, 2)),
+                "termination": (after["lives"] == 0) & (before["lives"] > 0)}
 
     def random(self, before: State, after: State) -> dict[str, np.ndarray]:
         column = np.clip(after["ball"][:, 1] // 4, 0, SERVE_COLUMNS - 1)

@@ -88,7 +88,8 @@ class CatchEnv(gym.Env):
     uniform in {2, 3, 4}, all drawn from `self.np_random` (as is every respawn).
 
     ## Episode End
-    1. Termination: the last life is lost (the final frame shows no pip, and the next ball).
+    1. Termination: the last life is lost (the final frame shows no pip, and the next ball); with
+       `lethal=False` the game goes on at 0 lives.
     2. Truncation: `horizon` steps elapsed.
 
     ## Arguments
@@ -97,6 +98,7 @@ class CatchEnv(gym.Env):
     | render_mode | str or None | None    | "rgb_array" returns the frame; "human" opens a pygame window |
     | horizon     | int         | 1000    | steps before `truncated` is True              |
     | lives       | int         | 3       | lives at the start, 1..5                      |
+    | lethal      | bool        | True    | False: the game goes on at 0 lives (for horizons no episode survives) |
 
     ## Info
     `paddle_x` int64; `ball` int64 (y, x) of the ball's top-left pixel; `speed` int64 (hidden in the
@@ -108,14 +110,14 @@ class CatchEnv(gym.Env):
 
     metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
 
-    def __init__(self, render_mode: str | None = None, horizon: int = 1000, lives: int = 3):
+    def __init__(self, render_mode: str | None = None, horizon: int = 1000, lives: int = 3, lethal: bool = True):
         if render_mode is not None and render_mode not in self.metadata["render_modes"]:
             raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
         if horizon < 1:
             raise ValueError(f"horizon must be >= 1, got {horizon}")
         if not 1 <= lives <= MAX_LIVES:
             raise ValueError(f"lives must be in [1, {MAX_LIVES}], got {lives}")
-        self.render_mode, self.horizon, self.start_lives = render_mode, horizon, lives
+        self.render_mode, self.horizon, self.start_lives, self.lethal = render_mode, horizon, lives, lethal
         self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
         self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._window = FrameWindow("Catch")
@@ -153,9 +155,9 @@ class CatchEnv(gym.Env):
             self.caught = overlaps_paddle(self.ball_x, self.paddle_x)
             self.lost = not self.caught
             self.score += int(self.caught)
-            self.lives -= int(self.lost)
+            self.lives = max(self.lives - int(self.lost), 0)
             self._spawn()
-        terminated = self.lives == 0
+        terminated = self.lethal and self.lives == 0
         self.steps += 1
         truncated = self.steps >= self.horizon and not terminated
         self._needs_reset = terminated or truncated

@@ -73,7 +73,7 @@ class CatchSpec(GameSpec):
                 "lives_rule": lives_judged & (after["lives"] != before["lives"] - lost)}
 
     def events(self, before: State, after: State) -> dict[str, np.ndarray]:
-        return {"reward": _caught(before, after), "termination": after["lives"] == 0}
+        return {"reward": _caught(before, after), "termination": (after["lives"] == 0) & (before["lives"] > 0)}
 
     def random(self, before: State, after: State) -> dict[str, np.ndarray]:
         column = np.clip(after["ball"][:, 1] // BALL, 0, SPAWN_COLUMNS - 1)

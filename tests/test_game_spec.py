@@ -193,11 +193,11 @@ def test_a_corrupted_frame_is_caught_as_malformed_or_a_violation(env_id):
     dream[0, t - 1] = _corrupt(env_id, dream[0, t - 1], state)
     before, after = spec.read(rollouts.frames[0, t - 1:t]), spec.read(dream[0, t - 1:t])
     flags = {**spec.malformed(after), **spec.violations(before, after, rollouts.actions[0, t - 1:t])}
-    assert any(flag[0] for flag in flags.values()), flags
-    report = check_game(spec, rollouts, dream, rollouts.rewards, rollouts.terminations)
-    clean = check_game(spec, rollouts, rollouts.frames[:, 1:], rollouts.rewards, rollouts.terminations)
-    assert (report.horizons[-1].well_formed < 1.0) or (report.horizons[-1].violations_per_frame > 0.0)
-    assert clean.horizons[-1].well_formed == 1.0 and clean.horizons[-1].violations_per_frame == 0.0
+    caught_by = {"dreamgym/CoinChase-v0": "entity_count", "dreamgym/Catch-v0": "ball_jump",
+                 "dreamgym/Snake-v0": "food_count", "dreamgym/Breakout-v0": "bricks_rule"}[env_id]
+    assert flags[caught_by][0], flags
+    report = check_game(spec, rollouts, dream[:, :32], rollouts.rewards, rollouts.terminations, horizons=(32,))
+    assert (report.horizons[0].well_formed < 1.0) or (report.horizons[0].violations_per_frame > 0.0)
 
 
 @pytest.mark.parametrize("env_id", ["dreamgym/Catch-v0", "dreamgym/Snake-v0", "dreamgym/Breakout-v0"])

@@ -102,6 +102,14 @@ def test_truncation_at_the_horizon_and_rgb_render_returns_the_observation(env_id
         env.step(0)
 
 
+@pytest.mark.parametrize("env_id", ["dreamgym/Catch-v0", "dreamgym/Breakout-v0"])
+def test_a_game_that_is_not_lethal_goes_on_at_zero_lives(env_id):
+    steps = play(make(env_id, lives=1, lethal=False), 0, 600, np.random.default_rng(0))
+    lost = [s for s in steps if s.after["lives"] == 0]
+    assert len(lost) > 100 and not any(s.terminated for s in steps)
+    assert sum(s.reward for s in lost) > 0                          # catches / bricks still pay at 0 lives
+
+
 # ------------------------------------------------------------ Catch
 def test_catch_paddle_moves_three_pixels_and_stops_at_the_edges():
     env = make("dreamgym/Catch-v0")
