@@ -88,7 +88,7 @@ class SnakeEnv(gym.Env):
     4x4-pixel cells whose outer ring is grey wall. The snake (a blue head with a dark eye on the side it
     faces, a green body) moves one cell per step. Entering the yellow food's cell pays +1 and grows the
     snake by one cell, and the food reappears on a cell chosen uniformly among all free inner cells (up to
-    167 outcomes). Hitting a wall or the body ends the episode: the head stays and turns red. The snake
+    165 outcomes). Hitting a wall or the body ends the episode: the head stays and turns red. The snake
     is deterministic given the actions; the food's cells are random.
 
     ## Action Space
