@@ -8,6 +8,9 @@ hold rewards, lost lives and terminations.
 """
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -24,6 +27,9 @@ EPSILON = {"dreamgym/CoinChase-v0": 0.2, "dreamgym/Catch-v0": 0.3, "dreamgym/Sna
            "dreamgym/Breakout-v0": 0.3}
 ENV_KWARGS = {"dreamgym/Catch-v0": {"lives": 2}, "dreamgym/Breakout-v0": {"lives": 2}}
 ROWS, HORIZON = 8, 300
+REPO = Path(__file__).resolve().parents[1]
+EVALUATION_ONLY = {"envs.game_spec", "envs.catch_reader", "envs.snake_reader", "envs.breakout_reader"}
+MODEL_AND_TRAINING = ("worldmodel", "train/stages", "train/common", "train/pipeline.py")
 # Random-event runs: many live steps (CoinChase without its lethal catch, more lives, random play where
 # that loses balls often) so each event has hundreds of samples: (epsilon, env kwargs).
 EVENT_RUNS = {"dreamgym/CoinChase-v0": (0.2, {"lethal": False}), "dreamgym/Catch-v0": (1.0, {"lives": 5}),
@@ -74,6 +80,22 @@ def test_every_game_of_the_suite_has_a_spec_and_unknown_ids_are_refused():
         assert all(set(events) <= set(spec.random_events) for events in spec.until_random.values())
     with pytest.raises(KeyError, match="dreamgym/Nope-v0"):
         spec_for("dreamgym/Nope-v0")
+
+
+def test_the_model_and_its_training_import_no_evaluation_spec():
+    importers = []
+    for part in MODEL_AND_TRAINING:
+        paths = [REPO / part] if part.endswith(".py") else sorted((REPO / part).rglob("*.py"))
+        for path in paths:
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom):        # from envs import game_spec counts too
+                    names = [node.module or ""] + [f"{node.module}.{a.name}" for a in node.names]
+                else:
+                    continue
+                importers += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names if n in EVALUATION_ONLY]
+    assert not importers
 
 
 @pytest.mark.parametrize("env_id", GAME_IDS)
