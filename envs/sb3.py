@@ -1,10 +1,16 @@
-"""Stable-Baselines3 VecEnvs of CoinChase: the dream (one batched forward per step) and the real game.
+"""Stable-Baselines3 VecEnvs of any game: its dream (one batched forward per step) and the real game.
 
 Owns the adapter between dreamgym's envs and SB3's `VecEnv` interface and nothing else (no
 training: that is train.rl). `DreamVecEnv` wraps `WorldModelVectorEnv`: N dreamed games advance in
-one batched forward of the world model. `make_vec_env("real" | "dream", n)` builds either; the real
-game is SB3's own `DummyVecEnv` over N `CoinChaseEnv` (in-process; the game is numpy and cheap).
-`StepClock` times env steps alone (env frames/s, dream vs real).
+one batched forward of the world model. `make_vec_env("real" | "dream", n, checkpoint)` builds either;
+the real game is SB3's own `DummyVecEnv` over N `make_game` envs (in-process): the Gymnasium id the
+checkpoint names (`dream_game`; the bundled checkpoint's game for one that names none) or `env_id=`,
+its frames resized to the dream's frame size as the recorder resizes them (`ResizeFrames`), so one
+policy plays both. `StepClock` times env steps alone (env frames/s, dream vs real).
+
+    from envs.sb3 import make_vec_env
+    dream = make_vec_env("dream", 16, "envs/checkpoints/coinchase", seed=0)
+    real = make_vec_env("real", 16, env_id="dreamgym/Catch-v0", seed=0)
 
 SB3's conventions, which differ from the Gymnasium vector env underneath:
 - observations (N, 64, 64, 3) uint8, channel-last; PPO's CnnPolicy wraps the env in VecTransposeImage
@@ -22,6 +28,7 @@ SB3's conventions, which differ from the Gymnasium vector env underneath:
 """
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,13 +36,59 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+from gymnasium import spaces
+from gymnasium.envs.registration import load_env_creator
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 from stable_baselines3.common.vec_env.base_vec_env import VecEnvIndices, VecEnvObs, VecEnvStepReturn
 
-from envs.coinchase import CoinChaseEnv
+from envs.dream import DEFAULT_CHECKPOINT
+from envs.recording import check_recordable, make_env, resize_frame
 from envs.world_model_env import WorldModelVectorEnv
+from worldmodel.checkpoint import read_config
 
 ENV_KINDS = ("real", "dream")
+
+
+def dream_game(checkpoint: str | Path | None = None) -> tuple[str, int, int]:
+    """The real game of a world-model checkpoint (None = the bundled one): its Gymnasium id, the dream's frame
+    size and its action count, from config.json alone. A checkpoint that names no game (one written before
+    checkpoints recorded it) plays the bundled checkpoint's game."""
+    config, _ = read_config(checkpoint or DEFAULT_CHECKPOINT)
+    env_id = config.env_id or read_config(DEFAULT_CHECKPOINT)[0].env_id
+    return env_id, config.autoencoder.frame_size, config.dit.n_actions
+
+
+class ResizeFrames(gym.ObservationWrapper):
+    """A real game's RGB frames as the dream sees them: (size, size, 3) uint8, resized as the recorder resizes
+    them (envs.recording.resize_frame), always a new array."""
+
+    def __init__(self, env: gym.Env, size: int):
+        check_recordable(env)
+        super().__init__(env)
+        self.size = size
+        self.observation_space = spaces.Box(0, 255, (size, size, 3), np.uint8)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return resize_frame(np.asarray(observation), self.size)
+
+
+def _takes_horizon(env_id: str) -> bool:
+    """Whether the registered constructor of `env_id` has a `horizon` argument (dreamgym's games do)."""
+    try:
+        entry = gym.spec(env_id).entry_point
+        creator = load_env_creator(entry) if isinstance(entry, str) else entry
+        return "horizon" in inspect.signature(creator).parameters
+    except (gym.error.Error, TypeError, ValueError, ImportError, AttributeError):
+        return False
+
+
+def make_game(env_id: str, frame_size: int = 64, max_episode_steps: int = 1000, **kwargs: Any) -> gym.Env:
+    """The real game `env_id` (dreamgym ids, ALE ids with ale-py, any registered image env with Discrete actions)
+    with frames resized to `frame_size` (ResizeFrames); episodes truncate after `max_episode_steps` steps (a game
+    whose constructor takes `horizon` gets it too, so its own limit does not end them sooner)."""
+    if _takes_horizon(env_id):
+        kwargs.setdefault("horizon", max_episode_steps)
+    return ResizeFrames(make_env(env_id, max_episode_steps=max_episode_steps, **kwargs), frame_size)
 
 
 class DreamVecEnv(VecEnv):
@@ -134,17 +187,20 @@ class StepClock(VecEnvWrapper):
 
 def make_vec_env(kind: str, n_envs: int, checkpoint: str | Path | None = None, seed: int | None = None,
                  max_episode_steps: int = 1000, device: str = "cpu", dtype: str = "auto",
-                 denoise_steps: int | None = None, compile: bool = False) -> VecEnv:
-    """`n_envs` CoinChase games for SB3: kind "real" (the game) or "dream" (the world model at `checkpoint`,
-    None = the bundled one). Episodes truncate after `max_episode_steps` steps. `seed` seeds the first reset
-    (env i gets seed + i). The dream-only arguments (device, dtype, denoise_steps, compile: torch.compile the
-    dream's step) are ignored for the real game."""
+                 denoise_steps: int | None = None, compile: bool = False, env_id: str | None = None) -> VecEnv:
+    """`n_envs` games for SB3: kind "dream" (the world model at `checkpoint`, None = the bundled one) or "real"
+    (the game `env_id`; None = the one `checkpoint` names, see `dream_game`; frames resized to the checkpoint's
+    frame size). Episodes truncate after `max_episode_steps` steps. `seed` seeds the first reset (env i gets
+    seed + i). The dream-only arguments (device, dtype, denoise_steps, compile: torch.compile the dream's step)
+    are ignored for the real game, and `env_id` for the dream."""
     if kind not in ENV_KINDS:
         raise ValueError(f"env must be one of {ENV_KINDS}, got {kind!r}")
     if n_envs < 1:
         raise ValueError(f"n_envs must be >= 1, got {n_envs}")
     if kind == "real":
-        env: VecEnv = DummyVecEnv([lambda: CoinChaseEnv(horizon=max_episode_steps) for _ in range(n_envs)])
+        own_id, frame_size, _ = dream_game(checkpoint)
+        game = env_id or own_id
+        env: VecEnv = DummyVecEnv([lambda: make_game(game, frame_size, max_episode_steps) for _ in range(n_envs)])
     else:
         env = DreamVecEnv(WorldModelVectorEnv(n_envs, checkpoint, denoise_steps, device, dtype,
                                               max_episode_steps=max_episode_steps, render_mode="rgb_array",

@@ -1,13 +1,14 @@
 """`python -m train.eval.rl_curves`: the RL results table and learning curves from `train.rl` run dirs.
 
 Reads each run's `metrics.jsonl` (one row per real-game evaluation), groups runs as given (`runs[i]`:
-the seeds of row `names[i]`), and writes: a markdown table of the real-game score at `frames`
-(mean ± std over the label's seeds, each seed's `real_score_mean` at that frame count) and a plot of
-real-game score vs frames (mean over seeds, shaded ± std). Baseline dirs (`mode=baseline`) give the
-random and coin-seeker rows at 0 frames.
+the seeds of row `names[i]`), and writes: a markdown table of the real-game return at `frames`
+(mean ± std over the label's seeds, each seed's `real_return_mean` at that frame count; a row without it
+gives `real_score_mean`, CoinChase's coins, which equal its return) and a plot of
+real-game return vs frames (mean over seeds, shaded ± std). Baseline dirs (`mode=baseline`) give the
+random row (and for CoinChase the coin-seeker row) at 0 frames.
 
     python -m train.eval.rl_curves "names=['real game']" "runs=[[runs/rl/real-s0,runs/rl/real-s1,runs/rl/real-s2]]" \
-        "baselines=[runs/rl/baselines,runs/rl/baselines-s1]" frames=204800 out=docs/rl/curves
+        "baselines=[runs/rl/baselines,runs/rl/baselines-s1]" frames=204800 out=runs/rl/curves
 """
 from __future__ import annotations
 
@@ -42,9 +43,14 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def real_return(row: dict) -> float:
+    """A row's mean real-game return: `real_return_mean`, else `real_score_mean` (CoinChase rows without it)."""
+    return row["real_return_mean"] if "real_return_mean" in row else row["real_score_mean"]
+
+
 def score_at(rows: list[dict], frames: int, policy: str = "ppo") -> float | None:
-    """The last `real_score_mean` logged at exactly `frames` by `policy`, or None."""
-    hits = [r["real_score_mean"] for r in rows if r.get("policy") == policy and r["frames"] == frames]
+    """The last mean real-game return logged at exactly `frames` by `policy`, or None."""
+    hits = [real_return(r) for r in rows if r.get("policy") == policy and r["frames"] == frames]
     return hits[-1] if hits else None
 
 
@@ -53,7 +59,7 @@ def summary(values: list[float]) -> str:
 
 
 def table(cfg: RLCurvesConfig) -> list[str]:
-    lines = [f"| policy | trained in | real-game score at {cfg.frames:,} frames | per seed |", "|---|---|---|---|"]
+    lines = [f"| policy | trained in | real-game return at {cfg.frames:,} frames | per seed |", "|---|---|---|---|"]
     for policy, name in (("random", "random"), ("seeker", "coin-seeker")):
         values = [s for d in cfg.baselines if (s := score_at(read_metrics(d), 0, policy)) is not None]
         if values:
@@ -75,14 +81,15 @@ def plot(cfg: RLCurvesConfig, path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for label, dirs in cfg.groups().items():
-        curves = [{r["frames"]: r["real_score_mean"] for r in read_metrics(d) if r.get("policy") == "ppo"} for d in dirs]
+        curves = [{r["frames"]: r["real_score_mean"] for r in read_metrics(d) if r.get("policy") == "ppo"}
+                  for d in dirs]
         frames = sorted(set.intersection(*(set(c) for c in curves)))
         frames = [f for f in frames if f <= cfg.frames]
         scores = np.array([[c[f] for f in frames] for c in curves])         # (seeds, points)
         ax.plot(frames, scores.mean(0), label=f"{label} (n = {len(dirs)})")
         ax.fill_between(frames, scores.mean(0) - scores.std(0), scores.mean(0) + scores.std(0), alpha=0.2)
     ax.set_xlabel("environment frames")
-    ax.set_ylabel("real-game score (coins per episode)")
+    ax.set_ylabel("real-game return (sum of rewards per episode)")
     ax.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=120)
