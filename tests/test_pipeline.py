@@ -24,9 +24,11 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
         model = worldmodel.load(path)
         assert (model.dit is None) == (stage == "autoencoder")
     assert worldmodel.load(outputs["self_forcing"]).config.stage == "self_forcing_dmd"
-    # CoinChase has an entity reader: every DiT stage draws the enemy's and the coin's cells with the events stage's model
+    # CoinChase has an entity reader: every DiT stage draws the enemy's and the coin's cells with the events stage's
+    # model
     events_dir = tmp_path / "runs/coinchase/events/checkpoint"
-    assert (tmp_path / "data/coinchase/mixed-events-v0").is_dir()   # its extra recording: play that goes on after a catch
+    # its extra recording: play that goes on after a catch
+    assert (tmp_path / "data/coinchase/mixed-events-v0").is_dir()
     event_model = load_event_model(events_dir)
     for stage in ("teacher", "df", "self_forcing", "tf"):
         dit = worldmodel.load(outputs[stage]).dit
@@ -43,8 +45,8 @@ def test_tiny_pipeline_runs_end_to_end_and_every_stage_loads(tmp_path):
         config = worldmodel.load(outputs[stage]).dit.config
         assert (config.event_player, config.player_channel, config.drawn_cells) == (True, True, 3)
         assert config.event_reach[0] == config.event_reach[2] == 1      # the enemy and the player step one cell a frame
-    # and they paint where two drawn cells meet (the enemy on the coin, on the player) with latents fitted on the events'
-    # recording (trained without those cells); a pair the recording never shows in one cell is NaN, not painted
+    # and they paint where two drawn cells meet (the enemy on the coin, on the player) with latents fitted on the
+    # events' recording (trained without those cells); a pair the recording never shows in one cell is NaN, not painted
     for stage in ("df", "self_forcing", "tf"):
         dit = worldmodel.load(outputs[stage]).dit
         fitted = torch.isfinite(dit.overlap_latents).all(-1)
@@ -72,8 +74,22 @@ def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
     assert max(steps) == 10
 
 
-def test_a_game_without_an_entity_reader_trains_without_events(tmp_path):
-    outputs = run(tiny(tmp_path, reader="''", stages="[record,autoencoder,teacher]"))
+def test_a_game_without_a_reader_learns_codes_in_its_teacher_and_the_causal_models_sample_them(tmp_path):
+    outputs = run(tiny(tmp_path, game="catch", env_id="dreamgym/Catch-v0",
+                       stages="[record,autoencoder,teacher,self_forcing]"))
+    assert list(outputs) == ["autoencoder", "teacher", "df", "self_forcing"]
+    assert (tmp_path / "runs/catch/autoencoder/latents/events.safetensors").is_file()      # the codes of every frame
+    for stage in ("teacher", "df", "self_forcing"):
+        config = worldmodel.load(outputs[stage]).dit.config
+        assert config.event_channels == 2 and not config.player_channel and not config.score_digits
+    assert worldmodel.load(outputs["self_forcing"]).config.env_id == "dreamgym/Catch-v0"
+    env = WorldModelEnv(outputs["self_forcing"])
+    obs, _ = env.reset(seed=0)
+    assert env.step(2)[0].shape == obs.shape == (64, 64, 3)
+
+
+def test_without_codes_a_game_without_a_reader_trains_the_plain_dit(tmp_path):
+    outputs = run(tiny(tmp_path, reader="''", codes=0, stages="[record,autoencoder,teacher]"))
     assert worldmodel.load(outputs["teacher"]).dit.config.event_channels == 0
     assert not (tmp_path / "runs/coinchase/events").exists()
 
@@ -92,7 +108,8 @@ def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_t
     other = tiny(tmp_path, game="pong", env_id="ALE/Pong-v5")
     assert not [o for o in stage_overrides(other, "decoder") if "hud_" in o or "sprite_weight" in o]
     assert "policy=random" in stage_overrides(other, "record")                 # plays any Discrete(n) env
-    assert stage_list(other) == ["record", "autoencoder", "decoder", "teacher", "df", "self_forcing"]
+    assert stage_list(other) == ["record", "autoencoder", "decoder", "teacher", "events", "df", "self_forcing"]
+    assert "codes=2" in stage_overrides(other, "teacher")                      # learned in the reader's place
     assert not [o for o in stage_overrides(other, "teacher") if o.startswith(("events_dir", "player_channel"))]
 
 

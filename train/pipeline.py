@@ -4,7 +4,9 @@ self_forcing (+ tf, and ode_init when it is the student).
 This file keeps only the order of the stages and their wiring (which run dir feeds which stage). The recipe lives in
 configs/: each stage's values in `configs/<stage>.yaml` (the bundled checkpoint's), a preset's variants in
 `configs/presets/<preset>.yaml`, and a game's plug-in (its frame reader, its extra recordings) in
-`configs/games/<game>.yaml`. A game without a plug-in trains from frames and actions alone. Each stage resumes where
+`configs/games/<game>.yaml`. A game without a plug-in trains from frames and actions alone: its teacher learns
+`codes` code slots (train.common.codes) in the reader's place, which the events stage then learns to sample, before
+the causal stages (teacher -> events -> df -> self_forcing). Each stage resumes where
 it stopped (a finished stage is a no-op), so re-running the command after a kill continues the chain. Every DiT
 stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmodel.load` opens.
 
@@ -28,30 +30,32 @@ from train.common.cli import CONFIG_DIR, compose, hydra_main
 STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "df", "self_forcing", "tf")
 STUDENTS = ("ode_init", "df")   # the stages Self Forcing's generator may start from
 SCORED = ("ode_init", "self_forcing", "tf", "df")   # the causal stages whose checkpoints get the score bar at the end
-RECORDINGS = ("record", "record_events", "record_score")   # the main recording, the events' and the score bar's extra ones
-READER_STAGES = ("events", "score_bar")                      # stages that need a game's frame reader
+RECORDINGS = ("record", "record_events", "record_score")  # the main recording, the extra ones of events, score bar
 
 
 @dataclass
 class PipelineConfig:
-    game: str = "coinchase"                   # names the datasets and run dirs; configs/games/<game>.yaml, if any, plugs
-                                              #   in that game's reader and extra recordings
-    env_id: str = "dreamgym/CoinChase-v0"     # the real game recorded in stage 0 (any Gymnasium id with image frames
-                                              #   and Discrete actions)
-    policy: str = ""                          # recording policy (envs.policies); "" = the game plug-in's, else random
-    root: str = "runs"                        # run dirs: <root>/<game>/<stage>
-    data_root: str = "data/minari"            # Minari datasets root
-    preset: str = "small"                     # small (the bundled recipe) | tiny (seconds): configs/presets/<preset>.yaml
-    baselines: bool = False                   # also train the TF baseline (and DF, when it is not the student)
+    game: str = "coinchase"               # names the datasets and run dirs; configs/games/<game>.yaml, if any,
+                                          #   plugs in that game's reader and extra recordings
+    env_id: str = "dreamgym/CoinChase-v0"  # the real game recorded in stage 0 (any Gymnasium id with image frames
+                                          #   and Discrete actions)
+    policy: str = ""                      # recording policy (envs.policies); "" = the game plug-in's, else random
+    root: str = "runs"                    # run dirs: <root>/<game>/<stage>
+    data_root: str = "data/minari"        # Minari datasets root
+    preset: str = "small"                 # small (the bundled recipe) | tiny (seconds): configs/presets/<preset>.yaml
+    baselines: bool = False               # also train the TF baseline (and DF, when it is not the student)
     stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "events", "score_bar",
                                                        "teacher", "self_forcing"])
-    reader: str = "auto"                      # frame reader labelling the random entities (train.common.events.READERS):
-                                              #   "auto" = the game plug-in's, "" = none (frames and actions alone)
-    player: bool = True                       # with a reader: the DiT is told the player's next cell (player channel)
-    paint_overlaps: bool = True               # with a reader: where two drawn cells meet, the finished models paint the
-                                              #   latent fitted on the events' recording (DiTConfig.overlap_paint)
-    student: str = "df"                       # Self Forcing's generator starts from: df (the diffusion-forcing model, the
-                                              #   bundled recipe) | ode_init (the paper's regression on teacher ODE pairs)
+    reader: str = "auto"                  # frame reader labelling the random entities (train.common.events.READERS):
+                                          #   "auto" = the game plug-in's, "" = none (frames and actions alone)
+    codes: int = 2                        # without a reader: code slots the teacher learns where the randomness
+                                          #   lands (train.common.codes), sampled at play by the event model; 0 = none
+    player: bool = True                   # with a reader: the DiT is told the player's next cell (player channel)
+    paint_overlaps: bool = True           # with a reader: where two drawn cells meet, the finished models paint the
+                                          #   latent fitted on the events' recording (DiTConfig.overlap_paint)
+    student: str = "df"                   # Self Forcing's generator starts from: df (the diffusion-forcing model,
+                                          #   the bundled recipe) | ode_init (the paper's regression on teacher ODE
+                                          #   pairs)
     device: str = "cpu"
     progress: bool = True
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
@@ -85,6 +89,11 @@ class PipelineConfig:
         return stage in self.plugin.get("stages", {})
 
     @property
+    def learns_codes(self) -> bool:
+        """No reader: the teacher learns code slots, and the events stage their prior."""
+        return not self.entity_reader and self.codes > 0
+
+    @property
     def player_on(self) -> bool:
         """The DiT stages get the player's cell as an event channel (and the latent cache the events' recording)."""
         from train.common.events import PLAYER_READERS  # noqa: PLC0415
@@ -110,9 +119,16 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     wanted = set(cfg.stages) | ({"tf", "df"} if cfg.baselines else set())
     if "self_forcing" in wanted:
         wanted.add(cfg.student)
-    # no reader: no entity events; the score bar rises by the event model's reward and needs the game's recording
-    return [s for s in STAGES if s in wanted and (s not in READER_STAGES or cfg.entity_reader)
-            and (s != "score_bar" or cfg.has_recording("record_score"))]
+    if cfg.learns_codes and wanted & {"ode_init", "df", "self_forcing", "tf"}:   # they draw the codes the teacher
+        wanted |= {"teacher", "events"}                                          #   learned
+    order = list(STAGES)
+    if cfg.learns_codes:       # the teacher learns the codes the events stage then samples
+        order.remove("events")
+        order.insert(order.index("teacher") + 1, "events")
+    # no reader: no score bar (it rises by the event model's reward and needs the game's recording), and events only
+    # over learned codes
+    return [s for s in order if s in wanted and (s != "events" or cfg.entity_reader or cfg.learns_codes)
+            and (s != "score_bar" or (cfg.entity_reader and cfg.has_recording("record_score")))]
 
 
 def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
@@ -124,7 +140,8 @@ def as_overrides(values: dict[str, Any], prefix: str = "") -> list[str]:
 
     out = []
     for key, value in values.items():
-        out += as_overrides(value, f"{prefix}{key}.") if isinstance(value, dict) else [f"++{prefix}{key}={render(value)}"]
+        nested = isinstance(value, dict)
+        out += as_overrides(value, f"{prefix}{key}.") if nested else [f"++{prefix}{key}={render(value)}"]
     return out
 
 
@@ -156,15 +173,18 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
                 wiring.append(f"cache_datasets=[{cfg.recording_id('record_events')}]")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
-        if stage != "events" and cfg.entity_reader and ("events" in stage_list(cfg)
-                                                         or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
+        if stage == "teacher" and cfg.learns_codes:
+            wiring.append(f"codes={cfg.codes}")
+        elif stage != "events" and (cfg.entity_reader or cfg.learns_codes) and (
+                "events" in stage_list(cfg) or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
             wiring.append(f"events_dir={cfg.run_dir('events')}")
             if cfg.player_on:
                 wiring.append("player_channel=true")
             if cfg.paints_overlaps:    # the cells the finished models paint are not theirs to learn
                 wiring.append("paint_overlaps=true")
-        if stage == "events":      # the extra recording: in the latent cache already with the player channel, else beside
-            extra = cfg.recording_id("record_events") if cfg.has_recording("record_events") and not cfg.player_on else ""
+        if stage == "events":  # the extra recording: in the latent cache already with the player channel, else beside
+            beside = cfg.has_recording("record_events") and not cfg.player_on
+            extra = cfg.recording_id("record_events") if beside else ""
             wiring += [f"data_root={cfg.data_root}", f"reader={cfg.entity_reader}", f"extra_datasets=[{extra}]",
                        f"player={cfg.player_on}"]
         if stage in ("tf", "df"):

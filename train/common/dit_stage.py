@@ -58,9 +58,10 @@ class DiTStageConfig:
                                               #   (DiTConfig.player_channel; the event model needs its player head,
                                               #   the latent cache the reader's player_cell labels); students must match
                                               #   their teacher's
-    paint_overlaps: bool = False              # the cells where two entities' event maps meet carry no loss: a model with
-                                              #   overlap_paint paints them; trained on them, models drew that rare cell
-                                              #   as a mode of any entity cell (docs/ablation.md "Overlaps")
+    paint_overlaps: bool = False              # the cells where two entities' event maps meet carry no loss: a model
+                                              #   with overlap_paint paints them; trained on them, models drew that
+                                              #   rare cell as a mode of any entity cell
+                                              #   (docs/ablation.md "Overlaps: two sprites in one cell")
     events_dir: str = ""                      # a train.stages.events run dir: the random entities' next cells are drawn
                                               #   by its event model (installed frozen) and given to the generated frame
                                               #   (worldmodel.events; the latent cache needs the labels); "" = none
@@ -72,19 +73,20 @@ class DiTStageConfig:
         if self.events_dir:
             event_cfg = read_event_config(Path(self.events_dir) / "checkpoint")
             if event_cfg.entities != latents.event_entities:
-                raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the latent "
-                                 f"cache labels {latents.event_entities}: re-run the autoencoder stage with events=<reader>")
+                raise ValueError(f"the event model in {self.events_dir} draws {event_cfg.entities} entities but the "
+                                 f"latent cache labels {latents.event_entities}: "
+                                 "re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
                           event_outcomes=event_cfg.outcomes, event_player=event_cfg.player,
                           player_channel=self.player_channel)
             if self.player_channel and not event_cfg.player:
-                raise ValueError(f"player_channel: the event model in {self.events_dir} has no player head; train it with "
-                                 "player=true")
+                raise ValueError(f"player_channel: the event model in {self.events_dir} has no player head; "
+                                 "train it with player=true")
         elif self.player_channel:
             raise ValueError("player_channel needs entity events: set events_dir")
         return dit_preset(self.size, latent_channels=sample.shape[1], latent_size=sample.shape[2],
-                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window, sink=self.sink,
-                          **events)
+                          n_actions=latents.n_actions, causal=causal, chunk=self.chunk, window=self.window,
+                          sink=self.sink, **events)
 
 
 @dataclass
@@ -197,7 +199,8 @@ def batch_to_device(batch: dict[str, torch.Tensor], device: str) -> dict[str, to
     """Clip batch: latents (B, T, C, h, w) float, actions (B, T), rewards (B, T), terminations (B, T) float; with entity
     labels also event_cells (B, T, E) int64 and their one-hot maps events (B, T, E, h, w); else events is None."""
     out = {"latents": batch["frames"].to(device, torch.float32), "actions": batch["actions"].to(device),
-           "rewards": batch["rewards"].to(device, torch.float32), "terminations": batch["terminations"].to(device, torch.float32),
+           "rewards": batch["rewards"].to(device, torch.float32),
+           "terminations": batch["terminations"].to(device, torch.float32),
            "events": None}
     if "event_cells" in batch:
         out["event_cells"] = batch["event_cells"].to(device)
@@ -222,10 +225,10 @@ def change_weights(latents: torch.Tensor, change_weight: float, reach: int = 1) 
     The weight is a function of the previous frame only, i.e. of what the model is given, never of the
     frame it predicts: then weighting the elements of a squared error moves no optimum (each stays the
     conditional mean) and only stops the static cells from drowning the rare dynamic ones in the
-    gradient. A weight read off the predicted frame (the cells that changed or hold a sprite *now*,
-    as before) is not neutral: where a sprite may go with probability p, the optimum becomes
-    w p / (w p + 1 - p) of a sprite (p = 5 %, w = 20: 51 %), so models drew every possible next cell
-    of the enemy and the coin at once ("ghosts"; docs/ablation.md)."""
+    gradient. A weight read off the predicted frame (the cells that changed or hold a sprite *now*)
+    is not neutral: where a sprite may go with probability p, the optimum becomes
+    w p / (w p + 1 - p) of a sprite, not p, so models drew every possible next cell
+    of the enemy and the coin at once ("ghosts"; docs/ablation.md "The loss weight")."""
     if change_weight == 1.0:
         return torch.ones_like(latents[:, :, :1])
     previous = previous_frames(latents)
@@ -305,7 +308,8 @@ def reward_termination_loss(reward: torch.Tensor, termination: torch.Tensor, rew
     return (per_step * step).sum() / step.sum().clamp_min(1.0)
 
 
-def noisy_clip(batch: dict[str, torch.Tensor], sigma: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def noisy_clip(batch: dict[str, torch.Tensor], sigma: torch.Tensor,
+               generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame noised latents and the noise used. sigma (B, T)."""
     latents = batch["latents"]
     noise = torch.randn(latents.shape, generator=generator).to(latents.device)
@@ -323,7 +327,8 @@ def set_lr(state: TrainState, cfg: DiTStageConfig, name: str = "model", base_lr:
     return lr
 
 
-def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model", module: nn.Module | None = None) -> float:
+def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model",
+                   module: nn.Module | None = None) -> float:
     """Average across ranks, clip, step, zero the optimizer `name` (over `module`, default the module of that name);
     returns the pre-clip grad norm."""
     module = state.modules[name] if module is None else module
@@ -334,7 +339,8 @@ def optimizer_step(state: TrainState, cfg: DiTStageConfig, name: str = "model", 
     return float(norm)
 
 
-def accumulated_step(state: TrainState, cfg: DiTStageConfig, micro_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
+def accumulated_step(state: TrainState, cfg: DiTStageConfig,
+                     micro_loss: Callable[[], tuple[torch.Tensor, torch.Tensor]],
                      name: str = "loss") -> dict[str, float]:
     """One update of the model over `loop.grad_accum` micro-batches, then its EMA. `micro_loss()` draws a
     micro-batch and returns (the loss to backpropagate, the loss to log); returns {name, grad_norm, lr}."""
@@ -355,7 +361,8 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
         target.lerp_(source.detach(), 1.0 - decay)
 
 
-def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData, stage: str, module: str = "ema") -> Path:
+def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData, stage: str,
+                     module: str = "ema") -> Path:
     """<run_dir>/checkpoint: the autoencoder from its stage + this stage's (EMA) DiT + the start bank."""
     ae = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint")
     dit: DiT = state.modules[module]
@@ -367,18 +374,20 @@ def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData
 
 @torch.no_grad()
 def evaluate_flow(model: DiT, dataset: ClipDataset, cfg: DiTStageConfig, frame_mask: torch.Tensor | None,
-                  batches: int = 4) -> dict[str, float]:
-    """Held-out flow loss at fixed sigmas {0.25, 0.5, 0.75, 1.0} (same clips and noise every call)."""
+                  batches: int = 4, events: Callable | None = None) -> dict[str, float]:
+    """Held-out flow loss at fixed sigmas {0.25, 0.5, 0.75, 1.0} (same clips and noise every call). events(batch,
+    generator): the clip's event maps where they are not the cache's labels (learned codes)."""
     generator = torch.Generator().manual_seed(1234)
     model.eval()
     losses = []
     for _ in range(batches):
         batch = sample_clips(dataset, cfg, generator)
         b, t = batch["actions"].shape
+        maps = batch["events"] if events is None else events(batch, generator)
         for level in (0.25, 0.5, 0.75, 1.0):
             sigma = torch.full((b, t), level, device=cfg.loop.device)
             noisy, noise = noisy_clip(batch, sigma, generator)
-            out = model(noisy, sigma, batch["actions"], frame_mask, events=batch["events"])
+            out = model(noisy, sigma, batch["actions"], frame_mask, events=maps)
             losses.append(float(flow_loss(out.velocity, batch["latents"], noise)))
     model.train()
     return {"val_flow_loss": sum(losses) / len(losses)}
