@@ -24,7 +24,9 @@ from worldmodel.data import load_episodes
 REPO = Path(__file__).resolve().parents[1]
 TINY_AE = ["model.widths=[8,16,32]", "model.latent_channels=4", "batch_size=8", "warmup_steps=1", "lr=3e-3",
            "start_bank_size=4", "loop.progress=false", "loop.log_every=5"]
-TINY_DIT = ["size=tiny", "batch_size=8", "warmup_steps=1", "lr=2e-3", "loop.progress=false", "loop.log_every=5"]
+# the stages' own defaults, not the bundled recipe's (configs/<stage>.yaml) long-run shapes and schedule
+TINY_DIT = ["size=tiny", "batch_size=8", "warmup_steps=1", "lr=2e-3", "lr_final=1.0", "clip_frames=8", "window=7",
+            "change_weight=20", "loop.progress=false", "loop.log_every=5"]
 
 
 def losses(run_dir: Path, key: str) -> list[float]:
@@ -41,7 +43,8 @@ def runs(tmp_path_factory):
     autoencoder.main(compose("autoencoder", autoencoder.AutoencoderStageConfig,
                              TINY_AE + common + [f"run_dir={root / 'ae'}", "loop.max_steps=60", "loop.eval_every=60"]))
     teacher.main(compose("teacher", teacher.TeacherConfig,
-                         TINY_DIT + [f"autoencoder_dir={root / 'ae'}", f"run_dir={root / 'teacher'}", "loop.max_steps=60"]))
+                         TINY_DIT + [f"autoencoder_dir={root / 'ae'}", f"run_dir={root / 'teacher'}",
+                                     "loop.max_steps=60"]))
     return root
 
 
@@ -64,7 +67,8 @@ def test_decoder_stage_trains_the_decoder_only_and_rewrites_the_autoencoder_in_p
     before = load(runs / "ae_sharp" / "checkpoint")
     decoder.main(compose("decoder", decoder.DecoderStageConfig, [
         f"autoencoder_dir={runs / 'ae_sharp'}", f"run_dir={runs / 'decoder'}", f"data_root={runs / 'data'}",
-        "dataset_id=test/stages-v0", "batch_size=8", "loop.max_steps=6", "loop.eval_every=6", "loop.progress=false"]))
+        "dataset_id=test/stages-v0", "batch_size=8", "loop.max_steps=6", "loop.eval_every=6", "loop.progress=false",
+        "decoder=null"]))                                   # fine-tune the source's own decoder
     after = load(runs / "ae_sharp" / "checkpoint")
     assert after.config == before.config and torch.equal(after.start_frames, before.start_frames)
     old, new = before.autoencoder.state_dict(), after.autoencoder.state_dict()
@@ -105,7 +109,8 @@ def test_ode_init_then_self_forcing_produce_loadable_students(runs):
     assert ode["train/x0_loss"] < losses(runs / "ode", "train/x0_loss")[0]
     metrics = self_forcing.main(compose("self_forcing", self_forcing.SelfForcingConfig, TINY_DIT + [
         f"autoencoder_dir={runs / 'ae'}", f"teacher_dir={runs / 'teacher'}", f"student_dir={runs / 'ode'}",
-        f"run_dir={runs / 'sf'}", "loop.max_steps=4", "critic_ratio=2", "sid_weight=0.5", "gan_weight=0.5", "gan_sigma_max=0.5",
+        f"run_dir={runs / 'sf'}", "loop.max_steps=4", "critic_ratio=2", "sid_weight=0.5", "gan_weight=0.5",
+        "gan_sigma_max=0.5",
         "r1_weight=0.1", "r2_weight=0.1"]))
     assert "train/critic_flow" in metrics
     model = load(runs / "sf" / "checkpoint")
@@ -113,14 +118,16 @@ def test_ode_init_then_self_forcing_produce_loadable_students(runs):
 
 
 def _teacher_cmd(runs: Path, run_dir: Path, steps: int) -> list[str]:
-    return [sys.executable, "-m", "train.stages.teacher", *TINY_DIT, f"autoencoder_dir={runs / 'ae'}", f"run_dir={run_dir}",
+    return [sys.executable, "-m", "train.stages.teacher", *TINY_DIT, f"autoencoder_dir={runs / 'ae'}",
+            f"run_dir={run_dir}",
             f"loop.max_steps={steps}", "loop.ckpt_every=2", "loop.eval_every=0", "loop.threads=1"]
 
 
 def test_training_killed_with_sigkill_resumes_to_the_same_state(runs):
     whole, killed = runs / "whole", runs / "killed"
     subprocess.run(_teacher_cmd(runs, whole, 12), check=True, cwd=REPO, capture_output=True)
-    process = subprocess.Popen(_teacher_cmd(runs, killed, 12), cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(_teacher_cmd(runs, killed, 12), cwd=REPO, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
     deadline = time.time() + 120
     while not (killed / STATE_DIR / "state.json").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.05)
@@ -200,4 +207,4 @@ def test_a_stage_knows_it_already_trained_from_its_saved_step_and_output_alone(t
     assert already_trained(tmp_path, LoopConfig(max_steps=10), output)
     assert not already_trained(tmp_path, LoopConfig(max_steps=11), output)        # asked to train longer
     (tmp_path / STATE_DIR / "state.json").write_text("{")
-    assert not already_trained(tmp_path, LoopConfig(max_steps=10), output)        # unreadable: train (load_state says why)
+    assert not already_trained(tmp_path, LoopConfig(max_steps=10), output)   # unreadable: train (load_state says why)
