@@ -43,11 +43,12 @@ class GameRollouts:
     alive: np.ndarray           # (S, H) bool the episode had not ended before this step
 
 
-def play_real(spec: GameSpec, seeds: list[int], horizon: int, actions: np.ndarray | Policy,
-              env_kwargs: dict[str, Any] | None = None) -> GameRollouts:
-    """Play `spec.env_id` from reset(seed) for each seed, `horizon` steps of `actions` (S, H) int or of a
-    policy (`policy.reset(np.random.default_rng(seed))` per row, then `policy(obs, info)` per step)."""
-    env = gym.make(spec.env_id, **(env_kwargs or {})).unwrapped
+def play_real(spec: GameSpec | None, seeds: list[int], horizon: int, actions: np.ndarray | Policy,
+              env_kwargs: dict[str, Any] | None = None, env: gym.Env | None = None) -> GameRollouts:
+    """Play `spec.env_id` (or `env`, for a game without a spec: frames only, no states) from reset(seed) for each
+    seed, `horizon` steps of `actions` (S, H) int or of a policy (`policy.reset(np.random.default_rng(seed))` per
+    row, then `policy(obs, info)` per step)."""
+    env = gym.make(spec.env_id, **(env_kwargs or {})).unwrapped if env is None else env
     rows = []
     for row, seed in enumerate(seeds):
         obs, info = env.reset(seed=seed)
@@ -68,10 +69,10 @@ def play_real(spec: GameSpec, seeds: list[int], horizon: int, actions: np.ndarra
             infos.append(info)
             rewards.append(reward)
             ends.append(terminated)
-        rows.append((np.stack(frames), spec.real_states(infos), acts, rewards, ends, alive))
+        rows.append((np.stack(frames), spec.real_states(infos) if spec else {}, acts, rewards, ends, alive))
     env.close()
     return GameRollouts(frames=np.stack([r[0] for r in rows]),
-                        states={k: np.stack([r[1][k] for r in rows]) for k in spec.fields},
+                        states={k: np.stack([r[1][k] for r in rows]) for k in (spec.fields if spec else ())},
                         actions=np.array([r[2] for r in rows], np.int64).reshape(len(seeds), horizon),
                         rewards=np.array([r[3] for r in rows], np.float64).reshape(len(seeds), horizon),
                         terminations=np.array([r[4] for r in rows], bool).reshape(len(seeds), horizon),
