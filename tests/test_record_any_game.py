@@ -49,3 +49,16 @@ def test_an_atari_game_records_through_the_same_stage(tmp_path):
     pytest.importorskip("ale_py")
     episodes, n_actions = recorded(tmp_path, "pong/random-v0", "env_id=ALE/Pong-v5", "frames=50")
     assert n_actions == 6 and episodes[0].frames.shape[1:] == (64, 64, 3)
+
+
+def test_the_pipeline_trains_from_an_existing_minari_dataset(tmp_path, monkeypatch):
+    from train.pipeline import PipelineConfig, run
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "minari"))
+    recorded(tmp_path / "minari", "someone/catch-v0", "env_id=dreamgym/Catch-v0", "episodes=3")
+    cfg = compose("pipeline", PipelineConfig, [f"root={tmp_path}/runs", f"data_root={tmp_path}/data", "preset=tiny",
+                                               "progress=false", "game=catch", "env_id=dreamgym/Catch-v0",
+                                               "from_dataset=someone/catch-v0", "stages=[record,autoencoder]"])
+    outputs = run(cfg)
+    episodes, n_actions = load_episodes("catch/imported-v0", tmp_path / "data")
+    assert n_actions == 3 and len(episodes) == 3 and "autoencoder" in outputs

@@ -14,6 +14,7 @@ stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmode
     python -m train.pipeline game=catch env_id=dreamgym/Catch-v0              # any image Gymnasium env
     python -m train.pipeline preset=tiny root=/tmp/dg                         # minutes, for smoke tests
     python -m train.pipeline baselines=true                                   # + the TF baseline
+    python -m train.pipeline game=pong env_id=ALE/Pong-v5 from_dataset=atari/pong/expert-v0   # a Minari dataset
 """
 from __future__ import annotations
 
@@ -40,6 +41,8 @@ class PipelineConfig:
     env_id: str = "dreamgym/CoinChase-v0"  # the real game recorded in stage 0 (any Gymnasium id with image frames
                                           #   and Discrete actions)
     policy: str = ""                      # recording policy (envs.policies); "" = the game plug-in's, else random
+    from_dataset: str = ""                # start from this existing Minari dataset (converted by the record stage)
+                                          #   instead of recording env_id
     root: str = "runs"                    # run dirs: <root>/<game>/<stage>
     data_root: str = "data/minari"        # Minari datasets root
     preset: str = "small"                 # small (the bundled recipe) | tiny (seconds): configs/presets/<preset>.yaml
@@ -73,7 +76,7 @@ class PipelineConfig:
 
     @property
     def recording_policy(self) -> str:
-        return self.policy or self.plugin.get("policy", "random")
+        return "imported" if self.from_dataset else self.policy or self.plugin.get("policy", "random")
 
     @property
     def dataset_id(self) -> str:
@@ -157,7 +160,9 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
     common = [f"loop.device={cfg.device}", f"loop.progress={cfg.progress}"]
     if stage in RECORDINGS:
         wiring = [f"env_id={cfg.env_id}", f"dataset_id={cfg.recording_id(stage)}", f"root={cfg.data_root}",
-                  f"progress={cfg.progress}", f"policy={cfg.recording_policy}"]
+                  f"progress={cfg.progress}"]
+        wiring += [f"from_dataset={cfg.from_dataset}"] if cfg.from_dataset and stage == "record" else \
+            [f"policy={'random' if cfg.from_dataset else cfg.recording_policy}"]
         common = []
     elif stage == "score_bar":
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder={Path(cfg.run_dir('autoencoder')) / 'checkpoint'}",
