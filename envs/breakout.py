@@ -1,21 +1,19 @@
 """Breakout: a ball bounces between a paddle and a wall of bricks that vanish when hit.
 
-Owns the game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec; knows nothing
-of models. Positions are pixels (row y, column x) of a sprite's top-left corner. The physics is integer
-and deterministic: the ball moves `vx` then `vy` pixels a step, each axis on its own, and reflects off
-the frame's sides, the bar, bricks and the paddle; only a serve (at the start and after a lost ball)
-draws from `self.np_random`.
+Owns the game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec (reset, step and
+render come from envs.pixel_game.PixelGame); knows nothing of models. Positions are pixels (row y, column x)
+of a sprite's top-left corner. The physics is integer and deterministic: the ball moves `vx` then `vy` pixels
+a step, each axis on its own, and reflects off the frame's sides, the bar, bricks and the paddle; only a serve
+(at the start and after a lost ball) draws from `self.np_random`.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.pixels import draw_number, draw_pips, number_left, pip_boxes
-from envs.window import FrameWindow
+from envs.pixel_game import PADDLE_ACTIONS, PixelGame, ball_tracker, check_lives, move_paddle, paddle_deltas
+from envs.pixels import MAX_LIVES, PIPS, SCORE_DIGITS, SCORE_LEFT, SCORE_TOP, bar_frame, draw_number, draw_pips
 
 FRAME_SIZE = 64
 HUD_PX = 8                       # rows 0..7: the bar with lives (left) and score (right); the ceiling below it
@@ -30,13 +28,11 @@ SERVE_COLUMNS = (FRAME_SIZE - BALL) // 4 + 1   # ... at x = 4k, k uniform in [0,
 PADDLE_W, PADDLE_H = 12, 2
 PADDLE_Y = 60                    # the paddle's top row; a ball whose bottom would pass it bounces or is lost
 PADDLE_STEP = 4
+ACTION_MEANINGS = PADDLE_ACTIONS
+PADDLE_DELTAS = paddle_deltas(PADDLE_STEP)   # pixels per action id
 PADDLE_START = 24                # on the 4-pixel grid the paddle keeps: it reaches 0 and PADDLE_MAX exactly
 PADDLE_MAX = FRAME_SIZE - PADDLE_W
 ZONE_VX = (-2, -1, 1, 2)         # vx after a paddle bounce, by the quarter of the paddle the ball's centre hits
-MAX_LIVES = 5
-SCORE_DIGITS = 3
-PIPS = pip_boxes(MAX_LIVES, top=2, left=2, size=4, pitch=6)
-SCORE_TOP, SCORE_LEFT = 1, number_left(SCORE_DIGITS, FRAME_SIZE)
 
 PALETTE = np.array(
     [
@@ -51,13 +47,6 @@ PALETTE = np.array(
     dtype=np.uint8,
 )
 FLOOR, PADDLE, BALL_COLOUR, BRICK, BAR, DIGIT, PIP = range(len(PALETTE))
-ACTION_MEANINGS = ("NOOP", "LEFT", "RIGHT")
-PADDLE_DELTAS = (0, -PADDLE_STEP, PADDLE_STEP)
-
-
-def move_paddle(x: int, action: int) -> int:
-    """The paddle's column after `action` (clamped to the frame)."""
-    return min(max(x + PADDLE_DELTAS[action], 0), PADDLE_MAX)
 
 
 def bricks_under(y: int, x: int) -> tuple[slice, slice]:
@@ -67,13 +56,10 @@ def bricks_under(y: int, x: int) -> tuple[slice, slice]:
     return slice(r0, max(r1, r0)), slice(x // BRICK_W, (x + BALL - 1) // BRICK_W + 1)
 
 
-def tracking_action(info: dict[str, Any]) -> int:
-    """A scripted player: the action that moves the paddle's centre toward the ball's (from `info`)."""
-    gap = int(info["ball"][1]) + BALL // 2 - (int(info["paddle_x"]) + PADDLE_W // 2)
-    return 0 if abs(gap) < PADDLE_STEP else (1 if gap < 0 else 2)
+tracking_action = ball_tracker(BALL, PADDLE_W, PADDLE_STEP)   # a scripted player: tracks the ball
 
 
-class BreakoutEnv(gym.Env):
+class BreakoutEnv(PixelGame):
     """Break a wall of bricks with a bouncing ball.
 
     ## Description
@@ -120,57 +106,32 @@ class BreakoutEnv(gym.Env):
     v0: first release.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 20}
+    metadata = {**PixelGame.metadata, "render_fps": 20}
 
     def __init__(self, render_mode: str | None = None, horizon: int = 1000, lives: int = 3, lethal: bool = True):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        if not 1 <= lives <= MAX_LIVES:
-            raise ValueError(f"lives must be in [1, {MAX_LIVES}], got {lives}")
-        self.render_mode, self.horizon, self.start_lives, self.lethal = render_mode, horizon, lives, lethal
-        self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
-        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-        self._window = FrameWindow("Breakout")
+        super().__init__("Breakout", len(ACTION_MEANINGS), render_mode, horizon)
+        self.start_lives, self.lethal = check_lives(lives, MAX_LIVES), lethal
         self.bricks = np.ones((BRICK_ROWS, BRICK_COLS), bool)
         self.paddle_x, self.ball_y, self.ball_x, self.vx, self.vy = PADDLE_START, SERVE_Y, 0, 1, SPEED_Y
-        self.lives = self.score = self.steps = 0
+        self.lives = self.score = 0
         self.served = False
-        self._needs_reset = True
 
     def get_action_meanings(self) -> list[str]:
         return list(ACTION_MEANINGS)
 
     # ---------------------------------------------------------------- rules
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    def _start(self) -> None:
         self.bricks = np.ones((BRICK_ROWS, BRICK_COLS), bool)
         self.paddle_x = PADDLE_START
-        self.lives, self.score, self.steps, self.served = self.start_lives, 0, 0, False
+        self.lives, self.score, self.served = self.start_lives, 0, False
         self._serve()
-        self._needs_reset = False
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), self._info()
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise gym.error.InvalidAction(
-                f"action {action!r} ({type(action).__name__}) is not in the action space {self.action_space}")
-        if self._needs_reset:
-            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode ended")
-        self.paddle_x = move_paddle(self.paddle_x, int(action))
+    def _advance(self, action: int) -> tuple[float, bool]:
+        self.paddle_x = move_paddle(self.paddle_x, PADDLE_DELTAS[action], PADDLE_MAX)
         self.served = False
         broken = self._move_x() + self._move_y()
         self.score += broken
-        terminated = self.lethal and self.lives == 0
-        self.steps += 1
-        truncated = self.steps >= self.horizon and not terminated
-        self._needs_reset = terminated or truncated
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), float(broken), terminated, truncated, self._info()
+        return float(broken), self.lethal and self.lives == 0
 
     def _break(self, y: int, x: int) -> int:
         """Remove the bricks a ball at (y, x) would overlap; how many there were."""
@@ -226,9 +187,7 @@ class BreakoutEnv(gym.Env):
 
     # -------------------------------------------------------------- drawing
     def _frame(self) -> np.ndarray:
-        frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), np.uint8)         # (64, 64, 3)
-        frame[:] = PALETTE[FLOOR]
-        frame[:HUD_PX] = PALETTE[BAR]
+        frame = bar_frame(PALETTE[FLOOR], PALETTE[BAR], HUD_PX, FRAME_SIZE)     # (64, 64, 3)
         draw_pips(frame, self.lives, PIPS, PALETTE[PIP])
         draw_number(frame, self.score, SCORE_DIGITS, SCORE_TOP, SCORE_LEFT, PALETTE[DIGIT])
         for r, c in zip(*np.nonzero(self.bricks), strict=True):
@@ -237,14 +196,3 @@ class BreakoutEnv(gym.Env):
         frame[PADDLE_Y:PADDLE_Y + PADDLE_H, self.paddle_x:self.paddle_x + PADDLE_W] = PALETTE[PADDLE]
         frame[self.ball_y:self.ball_y + BALL, self.ball_x:self.ball_x + BALL] = PALETTE[BALL_COLOUR]
         return frame
-
-    def render(self) -> np.ndarray | None:
-        frame = self._frame()
-        if self.render_mode == "rgb_array":
-            return frame
-        if self.render_mode == "human":
-            self._window.show(frame, fps=self.metadata["render_fps"])
-        return None
-
-    def close(self) -> None:
-        self._window.close()

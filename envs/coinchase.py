@@ -1,19 +1,19 @@
 """CoinChase: the bundled 64x64 game that dreamgym's world models learn.
 
-Owns the real game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec.
-It knows nothing of models. Grid coordinates are (row, col) over CELLS x CELLS cells of
-CELL_PX pixels; row 0 is the score bar, rows 1..CELLS-1 are the maze.
+Owns the real game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec (reset, step and
+render come from envs.pixel_game.PixelGame). It knows nothing of models. Grid coordinates are (row, col) over
+CELLS x CELLS cells of CELL_PX pixels; row 0 is the score bar, rows 1..CELLS-1 are the maze.
 """
 from __future__ import annotations
 
 from enum import IntEnum
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.window import FrameWindow
+from envs.pixel_game import PixelGame
+from envs.pixels import DIGIT_MASKS as DIGIT_MASKS   # the score's font, also read by envs.coinchase_reader
+from envs.pixels import bar_frame, draw_number, number_left
 
 CELL_PX = 8          # pixels per grid cell; also the autoencoder's downsampling, so a cell is a latent
 CELLS = 8            # grid is CELLS x CELLS cells -> 64 x 64 pixels
@@ -60,16 +60,8 @@ SPRITES = {
     ENEMY: ((np.abs(_yy - _xx) <= 1) | (np.abs(_yy + _xx - 2 * _c) <= 1)),
 }
 
-# 3x5 digit font, one string per row, '#' = lit.
-_FONT = {
-    "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
-    "2": ("###", "..#", "###", "#..", "###"), "3": ("###", "..#", ".##", "..#", "###"),
-    "4": ("#.#", "#.#", "###", "..#", "..#"), "5": ("###", "#..", "###", "..#", "###"),
-    "6": ("###", "#..", "###", "#.#", "###"), "7": ("###", "..#", ".#.", ".#.", ".#."),
-    "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
-}
-DIGIT_MASKS = {d: np.array([[ch == "#" for ch in row] for row in rows]) for d, rows in _FONT.items()}
-SCORE_DIGITS = 3     # the bar shows the score modulo 1000, zero padded
+SCORE_DIGITS = 3     # the bar shows the score modulo 1000, zero padded, in the `DIGIT_MASKS` font
+SCORE_TOP, SCORE_LEFT = 1, number_left(SCORE_DIGITS, FRAME_SIZE)
 
 
 def free_cells() -> list[tuple[int, int]]:
@@ -82,7 +74,7 @@ def is_free(cell: tuple[int, int]) -> bool:
     return HUD_ROWS <= r < CELLS and 0 <= c < CELLS and (r, c) not in WALLS
 
 
-class CoinChaseEnv(gym.Env):
+class CoinChaseEnv(PixelGame):
     """Collect coins while a red enemy hunts you.
 
     ## Description
@@ -139,57 +131,36 @@ class CoinChaseEnv(gym.Env):
     v0: first release.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+    metadata = {**PixelGame.metadata, "render_fps": 15}
 
     def __init__(self, render_mode: str | None = None, horizon: int = 1000, chase_prob: float = 0.5,
                  enemy_move_prob: float = 0.5, lethal: bool = True):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        super().__init__("CoinChase", len(ACTION_NAMES), render_mode, horizon)
         for name, value in (("chase_prob", chase_prob), ("enemy_move_prob", enemy_move_prob)):
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
-        self.render_mode = render_mode
-        self.horizon = horizon
         self.chase_prob = chase_prob
         self.enemy_move_prob = enemy_move_prob
         self.lethal = lethal
         self.caught = False           # the last step ended with the enemy on (or swapping with) the player
-        self.action_space = spaces.Discrete(len(ACTION_NAMES))
-        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
         self._free = free_cells()
         self._background = self._draw_background()
-        self._window = FrameWindow("CoinChase")
         self.player = self.coin = self.enemy = (0, 0)
         self.score = 0
-        self.steps = 0
-        self._needs_reset = True
 
     # ---------------------------------------------------------------- rules
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    def _start(self) -> None:
         rng = self.np_random
         self.player = self._free[rng.integers(len(self._free))]
         far = [c for c in self._free if abs(c[0] - self.player[0]) + abs(c[1] - self.player[1]) >= 4]
         self.enemy = far[rng.integers(len(far))]
         self.coin = self._random_free_cell(exclude={self.player, self.enemy})
         self.score = 0
-        self.steps = 0
         self.caught = False
-        self._needs_reset = False
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), self._info()
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise gym.error.InvalidAction(
-                f"action {action!r} ({type(action).__name__}) is not in the action space {self.action_space}")
-        if self._needs_reset:
-            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode ended")
+    def _advance(self, action: int) -> tuple[float, bool]:
         old_player = self.player
-        self.player = self._moved(self.player, int(action))
+        self.player = self._moved(self.player, action)
         reward = 0.0
         if self.player == self.coin:
             reward = 1.0
@@ -198,13 +169,7 @@ class CoinChaseEnv(gym.Env):
         old_enemy = self.enemy
         self.enemy = self._enemy_move()
         self.caught = self.enemy == self.player or (self.enemy == old_player and old_enemy == self.player)
-        terminated = self.caught and self.lethal
-        self.steps += 1
-        truncated = self.steps >= self.horizon and not terminated
-        self._needs_reset = terminated or truncated
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), reward, terminated, truncated, self._info()
+        return reward, self.caught and self.lethal
 
     def _moved(self, cell: tuple[int, int], action: int) -> tuple[int, int]:
         dr, dc = ACTION_DELTAS[action]
@@ -254,9 +219,7 @@ class CoinChaseEnv(gym.Env):
     # -------------------------------------------------------------- drawing
     @staticmethod
     def _draw_background() -> np.ndarray:
-        frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), dtype=np.uint8)
-        frame[:] = PALETTE[FLOOR]
-        frame[: HUD_ROWS * CELL_PX] = PALETTE[BAR]
+        frame = bar_frame(PALETTE[FLOOR], PALETTE[BAR], HUD_ROWS * CELL_PX, FRAME_SIZE)
         for r, c in WALLS:
             frame[r * CELL_PX:(r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX] = PALETTE[WALL]
         return frame
@@ -266,20 +229,5 @@ class CoinChaseEnv(gym.Env):
         for colour, cell in ((COIN, self.coin), (PLAYER, self.player), (ENEMY, self.enemy)):
             block = frame[cell[0] * CELL_PX:(cell[0] + 1) * CELL_PX, cell[1] * CELL_PX:(cell[1] + 1) * CELL_PX]
             block[SPRITES[colour]] = PALETTE[colour]
-        text = f"{self.score % 10 ** SCORE_DIGITS:0{SCORE_DIGITS}d}"
-        top, left = 1, FRAME_SIZE - 4 * len(text) - 1
-        for i, ch in enumerate(text):
-            x = left + 4 * i
-            frame[top:top + 5, x:x + 3][DIGIT_MASKS[ch]] = PALETTE[DIGIT]
+        draw_number(frame, self.score, SCORE_DIGITS, SCORE_TOP, SCORE_LEFT, PALETTE[DIGIT])
         return frame
-
-    def render(self) -> np.ndarray | None:
-        frame = self._frame()
-        if self.render_mode == "rgb_array":
-            return frame
-        if self.render_mode == "human":
-            self._window.show(frame, fps=self.metadata["render_fps"])
-        return None
-
-    def close(self) -> None:
-        self._window.close()

@@ -1,21 +1,20 @@
 """External games as dreamgym frame envs: MinAtar's five games as 64x64 RGB uint8 Gymnasium envs.
 
-Owns `MinAtarRGBEnv`, which plays a MinAtar game (Young & Tian 2019; `pip install dreamgym[minatar]`)
-and draws its 10x10 grid of C boolean channels as a 64x64 RGB frame: each cell takes the colour of the
-highest-numbered channel set there (as MinAtar's own display does) from a fixed palette, upscaled by
-nearest neighbour (cells are 6 or 7 pixels wide). MinAtar is imported only when an env is built.
+Owns `MinAtarRGBEnv`, which plays a MinAtar game (Young & Tian 2019; `pip install dreamgym[minatar]`) and
+draws its 10x10 grid of C boolean channels as a 64x64 RGB frame: each cell takes the colour of the
+highest-numbered channel set there (as MinAtar's own display does) from a fixed palette, upscaled by nearest
+neighbour (cells are 6 or 7 pixels wide). MinAtar is imported only when an env is built; reset, step and
+render come from envs.pixel_game.PixelGame.
 """
 from __future__ import annotations
 
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from envs.window import FrameWindow
+from envs.pixel_game import FRAME_SIZE, PixelGame
 
-FRAME_SIZE = 64
 GRID = 10                                              # MinAtar's grid is GRID x GRID cells
 MINATAR_GAMES = {"Asterix": "asterix", "Breakout": "breakout", "Freeway": "freeway", "Seaquest": "seaquest",
                  "SpaceInvaders": "space_invaders"}   # our name -> MinAtar's module name
@@ -50,7 +49,7 @@ def grid_to_frame(state: np.ndarray) -> np.ndarray:
     return PALETTE[colour[_PIXEL_TO_CELL][:, _PIXEL_TO_CELL]]
 
 
-class MinAtarRGBEnv(gym.Env):
+class MinAtarRGBEnv(PixelGame):
     """A MinAtar game with 64x64 RGB frames.
 
     ## Description
@@ -83,69 +82,34 @@ class MinAtarRGBEnv(gym.Env):
     `state`: the (10, 10, C) bool channel state (MinAtar's ground truth).
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 15}
+    metadata = {**PixelGame.metadata, "render_fps": 15}
 
     def __init__(self, game: str = "Breakout", render_mode: str | None = None, horizon: int = 1000,
                  sticky_action_prob: float = 0.1, difficulty_ramping: bool = True):
         if game not in MINATAR_GAMES:
             raise ValueError(f"game must be one of {sorted(MINATAR_GAMES)}, got {game!r}")
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
+        super().__init__(f"MinAtar {game}", len(MINATAR_ACTIONS), render_mode, horizon)
         minatar = _import_minatar()
-        self.game, self.render_mode, self.horizon = game, render_mode, horizon
+        self.game = game
         self._game = minatar.Environment(MINATAR_GAMES[game], sticky_action_prob=sticky_action_prob,
                                          difficulty_ramping=difficulty_ramping)
         self._actions = list(self._game.minimal_action_set())
-        self.action_space = spaces.Discrete(len(self._actions))
-        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-        self._window = FrameWindow(f"MinAtar {game}")
-        self.steps = 0
-        self._needs_reset = True
+        self.action_space = spaces.Discrete(len(self._actions))      # the game's minimal set, not MinAtar's full one
 
     def get_action_meanings(self) -> list[str]:
         return [MINATAR_ACTIONS[a] for a in self._actions]
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    def _start(self) -> None:
         self._game.seed(int(self.np_random.integers(SEED_BOUND)))
         self._game.last_action = 0                     # sticky actions repeat the last action: none yet
         self._game.reset()
-        self.steps = 0
-        self._needs_reset = False
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), self._info()
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise gym.error.InvalidAction(
-                f"action {action!r} ({type(action).__name__}) is not in the action space {self.action_space}")
-        if self._needs_reset:
-            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode ended")
-        reward, terminal = self._game.act(self._actions[int(action)])
-        self.steps += 1
-        terminated = bool(terminal)
-        truncated = self.steps >= self.horizon and not terminated
-        self._needs_reset = terminated or truncated
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), float(reward), terminated, truncated, self._info()
+    def _advance(self, action: int) -> tuple[float, bool]:
+        reward, terminal = self._game.act(self._actions[action])
+        return float(reward), bool(terminal)
 
     def _frame(self) -> np.ndarray:
         return grid_to_frame(self._game.state())
 
     def _info(self) -> dict[str, Any]:
         return {"state": self._game.state().copy()}
-
-    def render(self) -> np.ndarray | None:
-        frame = self._frame()
-        if self.render_mode == "rgb_array":
-            return frame
-        if self.render_mode == "human":
-            self._window.show(frame, fps=self.metadata["render_fps"])
-        return None
-
-    def close(self) -> None:
-        self._window.close()

@@ -1,23 +1,39 @@
-"""Pixel primitives shared by the game suite (Catch, Snake, Breakout) and its frame readers.
+"""Pixel primitives shared by the real games (CoinChase, Catch, Snake, Breakout) and their frame readers.
 
-Owns how the suite draws a number (CoinChase's 3x5 digit font), a row of life pips and a filled box into
-a (64, 64, 3) uint8 frame, and the matching deterministic reads from per-pixel palette labels: nearest
-palette colour per pixel, the digits of a number, which pips are lit, where the best-filled box of a
-size lies. Drawing and reading live side by side so a reader is exact on its game's frames by design.
+Owns the 3x5 digit font (`DIGIT_MASKS`) and how the games draw a frame's floor and score bar, a number and
+a row of life pips into a (64, 64, 3) uint8 frame, and the matching deterministic reads from per-pixel
+palette labels: nearest palette colour per pixel, the digits of a number, which pips are lit, where the
+best-filled box of a size lies. Drawing and reading live side by side so a reader is exact on its game's
+frames by design.
 Shapes: N frames, H x W pixels; masks are (N, H, W) bool, labels (N, H, W) int64.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from envs.coinchase import DIGIT_MASKS
-
+# 3x5 digit font, one string per row, '#' = lit.
+_FONT = {
+    "0": ("###", "#.#", "#.#", "#.#", "###"), "1": (".#.", "##.", ".#.", ".#.", "###"),
+    "2": ("###", "..#", "###", "#..", "###"), "3": ("###", "..#", ".##", "..#", "###"),
+    "4": ("#.#", "#.#", "###", "..#", "..#"), "5": ("###", "#..", "###", "..#", "###"),
+    "6": ("###", "#..", "###", "#.#", "###"), "7": ("###", "..#", ".#.", ".#.", ".#."),
+    "8": ("###", "#.#", "###", "#.#", "###"), "9": ("###", "#.#", "###", "..#", "###"),
+}
+DIGIT_MASKS = {d: np.array([[ch == "#" for ch in row] for row in rows]) for d, rows in _FONT.items()}
 DIGIT_H, DIGIT_W = DIGIT_MASKS["0"].shape     # 5 x 3 pixels per digit
 DIGIT_PITCH = DIGIT_W + 1                     # one pixel between digits
 DIGIT_TOLERANCE = 1                           # wrong pixels a digit may have and still read (if no other glyph ties)
 CHUNK = 256                                   # frames labelled at once (bounds the distance matrix's memory)
 
 _GLYPHS = np.stack([DIGIT_MASKS[str(d)] for d in range(10)]).reshape(10, -1)      # (10, 15) bool
+
+
+def bar_frame(floor: np.ndarray, bar: np.ndarray, bar_rows: int, size: int = 64) -> np.ndarray:
+    """A new (size, size, 3) uint8 frame of `floor` colour whose top `bar_rows` rows are `bar` colour."""
+    frame = np.empty((size, size, 3), np.uint8)
+    frame[:] = floor
+    frame[:bar_rows] = bar
+    return frame
 
 
 def number_left(digits: int, width: int) -> int:
@@ -57,6 +73,14 @@ def draw_pips(frame: np.ndarray, lit: int, boxes: list[tuple[slice, slice]], col
     """Fill the first `lit` pip boxes of frame (H, W, 3) with `colour`."""
     for rows, cols in boxes[:lit]:
         frame[rows, cols] = colour
+
+
+# The bar layout Catch, Snake and Breakout share: the score's digits right-aligned in the 64-pixel bar,
+# and (Catch, Breakout) up to MAX_LIVES life pips on its left.
+SCORE_DIGITS = 3
+SCORE_TOP, SCORE_LEFT = 1, number_left(SCORE_DIGITS, 64)
+MAX_LIVES = 5                                 # life pips the bar has room for
+PIPS = pip_boxes(MAX_LIVES, top=2, left=2, size=4, pitch=6)
 
 
 def read_pips(mask: np.ndarray, boxes: list[tuple[slice, slice]]) -> tuple[np.ndarray, np.ndarray]:

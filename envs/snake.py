@@ -1,20 +1,19 @@
 """Snake: a snake on a 4-pixel grid eats food that respawns on a uniformly random free cell.
 
-Owns the game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec; knows nothing
-of models. Grid coordinates are (row, col) over ROWS x COLS cells of CELL_PX pixels below an 8-pixel
-score bar; the outer ring of cells is wall, so the snake and the food live on the 12 x 14 inner cells.
+Owns the game's rules, its drawing (numpy only, a fixed palette) and its Gymnasium spec (reset, step and
+render come from envs.pixel_game.PixelGame); knows nothing of models. Grid coordinates are (row, col) over
+ROWS x COLS cells of CELL_PX pixels below an 8-pixel score bar; the outer ring of cells is wall, so the snake
+and the food live on the 12 x 14 inner cells.
 """
 from __future__ import annotations
 
 from collections import deque
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
-from gymnasium import spaces
 
-from envs.pixels import draw_number, number_left
-from envs.window import FrameWindow
+from envs.pixel_game import PixelGame
+from envs.pixels import SCORE_DIGITS, SCORE_LEFT, SCORE_TOP, bar_frame, draw_number
 
 FRAME_SIZE = 64
 HUD_PX = 8                       # rows 0..7: the score bar
@@ -23,8 +22,6 @@ COLS = FRAME_SIZE // CELL_PX     # 16
 ROWS = (FRAME_SIZE - HUD_PX) // CELL_PX   # 14
 START_LENGTH = 3                 # head + 2 body cells, heading right from START_HEAD
 START_HEAD = (ROWS // 2, COLS // 2)
-SCORE_DIGITS = 3
-SCORE_TOP, SCORE_LEFT = 1, number_left(SCORE_DIGITS, FRAME_SIZE)
 
 PALETTE = np.array(
     [
@@ -80,7 +77,7 @@ def food_seeking_action(info: dict[str, Any]) -> int:
     return min(options)[1] if options else 0
 
 
-class SnakeEnv(gym.Env):
+class SnakeEnv(PixelGame):
     """Steer a growing snake to food on a walled grid.
 
     ## Description
@@ -123,45 +120,27 @@ class SnakeEnv(gym.Env):
     v0: first release.
     """
 
-    metadata = {"render_modes": ["rgb_array", "human"], "render_fps": 10}
+    metadata = {**PixelGame.metadata, "render_fps": 10}
 
     def __init__(self, render_mode: str | None = None, horizon: int = 1000):
-        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
-            raise ValueError(f"render_mode must be one of {self.metadata['render_modes']} or None, got {render_mode!r}")
-        if horizon < 1:
-            raise ValueError(f"horizon must be >= 1, got {horizon}")
-        self.render_mode, self.horizon = render_mode, horizon
-        self.action_space = spaces.Discrete(len(ACTION_MEANINGS))
-        self.observation_space = spaces.Box(0, 255, (FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-        self._window = FrameWindow("Snake")
+        super().__init__("Snake", len(ACTION_MEANINGS), render_mode, horizon)
         self._background = self._draw_background()
         self.snake: deque[tuple[int, int]] = deque()     # head first
         self.food: tuple[int, int] = (0, 0)
-        self.direction, self.score, self.steps, self.dead = RIGHT, 0, 0, False
-        self._needs_reset = True
+        self.direction, self.score, self.dead = RIGHT, 0, False
 
     def get_action_meanings(self) -> list[str]:
         return list(ACTION_MEANINGS)
 
     # ---------------------------------------------------------------- rules
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+    def _start(self) -> None:
         row, col = START_HEAD
         self.snake = deque((row, col - i) for i in range(START_LENGTH))
-        self.direction, self.score, self.steps, self.dead = RIGHT, 0, 0, False
+        self.direction, self.score, self.dead = RIGHT, 0, False
         self.food = self._random_free_cell()
-        self._needs_reset = False
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), self._info()
 
-    def step(self, action):
-        if not self.action_space.contains(action):
-            raise gym.error.InvalidAction(
-                f"action {action!r} ({type(action).__name__}) is not in the action space {self.action_space}")
-        if self._needs_reset:
-            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode ended")
-        self.direction = turn(self.direction, int(action))
+    def _advance(self, action: int) -> tuple[float, bool]:
+        self.direction = turn(self.direction, action)
         dr, dc = DELTAS[self.direction]
         head = (self.snake[0][0] + dr, self.snake[0][1] + dc)
         grows = head == self.food
@@ -178,13 +157,7 @@ class SnakeEnv(gym.Env):
                     self.food = self._random_free_cell()
             else:
                 self.snake.pop()
-        terminated = self.dead or full
-        self.steps += 1
-        truncated = self.steps >= self.horizon and not terminated
-        self._needs_reset = terminated or truncated
-        if self.render_mode == "human":
-            self.render()
-        return self._frame(), reward, terminated, truncated, self._info()
+        return reward, self.dead or full
 
     def free_cells(self) -> list[tuple[int, int]]:
         """Inner cells the snake does not cover, row-major: where the food may appear."""
@@ -203,9 +176,7 @@ class SnakeEnv(gym.Env):
     # -------------------------------------------------------------- drawing
     @staticmethod
     def _draw_background() -> np.ndarray:
-        frame = np.empty((FRAME_SIZE, FRAME_SIZE, 3), np.uint8)
-        frame[:] = PALETTE[FLOOR]
-        frame[:HUD_PX] = PALETTE[BAR]
+        frame = bar_frame(PALETTE[FLOOR], PALETTE[BAR], HUD_PX, FRAME_SIZE)
         walls = np.repeat(np.repeat(WALL_GRID, CELL_PX, 0), CELL_PX, 1)           # (56, 64)
         frame[HUD_PX:][walls] = PALETTE[WALL]
         return frame
@@ -226,14 +197,3 @@ class SnakeEnv(gym.Env):
         """The (CELL_PX, CELL_PX, 3) view of a grid cell's pixels."""
         r, c = cell
         return frame[HUD_PX + r * CELL_PX:HUD_PX + (r + 1) * CELL_PX, c * CELL_PX:(c + 1) * CELL_PX]
-
-    def render(self) -> np.ndarray | None:
-        frame = self._frame()
-        if self.render_mode == "rgb_array":
-            return frame
-        if self.render_mode == "human":
-            self._window.show(frame, fps=self.metadata["render_fps"])
-        return None
-
-    def close(self) -> None:
-        self._window.close()
