@@ -36,7 +36,7 @@ CPU_COMPILE_OPTIONS = {"cpp_wrapper": True}
 
 
 def pick_dtype(dtype: str, device: torch.device, rows: int) -> str:
-    """The DiT dtype a DreamCore runs: `dtype` itself, or for "auto" the faster one measured for this batch size."""
+    """The DiT dtype a DreamCore runs: `dtype` itself, or for "auto" the faster one for this batch size."""
     if dtype == "auto":
         native_bf16 = device.type == "cpu" and torch.backends.mkldnn.is_available() and \
             torch.ops.mkldnn._is_mkldnn_bf16_supported()
@@ -63,9 +63,11 @@ class DreamCore:
         path = Path(checkpoint) if checkpoint is not None else DEFAULT_CHECKPOINT
         self.model = worldmodel.load(path, device)
         if self.model.dit is None:
-            raise worldmodel.CheckpointError(f"{path} holds only an autoencoder; a dreamed env needs a DiT stage checkpoint")
+            raise worldmodel.CheckpointError(f"{path} holds only an autoencoder; "
+                                             "a dreamed env needs a DiT stage checkpoint")
         if not self.model.dit.config.causal:
-            raise worldmodel.CheckpointError(f"{path} holds a bidirectional teacher; a dreamed env needs a causal model")
+            raise worldmodel.CheckpointError(f"{path} holds a bidirectional teacher; "
+                                             "a dreamed env needs a causal model")
         if self.model.dit.config.chunk != 1:
             raise worldmodel.CheckpointError(f"{path} generates chunks of {self.model.dit.config.chunk} frames; "
                                              "an interactive env needs a frame-wise (chunk=1) model")
@@ -84,9 +86,10 @@ class DreamCore:
         self.cuda_graph = cuda_graph and self.device.type == "cuda"   # replay the step as a CUDA graph
         self._graphs: dict[int, _GraphedStep] = {}                    # denoising steps -> captured step
         # torch.compile of the device step (fuses its elementwise chains): minutes of compiling at the first step of
-        # each denoising-step count, then faster frames (docs/bench/README.md); off by default. On the CPU the graph is
-        # called from C++ (CPU_COMPILE_OPTIONS).
-        if compile:    # every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8
+        # each denoising-step count, then faster frames (docs/bench/README.md "Compiled path"); off by default. On the
+        # CPU the graph is called from C++ (CPU_COMPILE_OPTIONS).
+        # Every core, batch size and step count is its own compiled graph: allow more than dynamo's default 8.
+        if compile:
             torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 64)
         options = CPU_COMPILE_OPTIONS if self.device.type == "cpu" else None
         self._device_step = torch.compile(self._dream, dynamic=False, options=options) if compile else self._dream
@@ -136,7 +139,7 @@ class DreamCore:
             self._prime(self.cache, rows[fresh], frames[fresh], actions[fresh])
         if not fresh.all():
             banked = np.flatnonzero(~fresh)
-            wanted, first = np.unique(index[banked], return_index=True)         # each bank entry once, where first asked
+            wanted, first = np.unique(index[banked], return_index=True)   # each bank entry once, where first asked
             missing = ~self._bank_primed[wanted]
             if missing.any():
                 at = banked[first[missing]]

@@ -66,10 +66,12 @@ class VideoWriter:
         if scale < 1:
             raise ValueError(f"scale must be an integer >= 1, got {scale}")
         if self.path.exists() and not overwrite:
-            raise FileExistsError(f"video {str(self.path)!r} already exists; choose another path or pass overwrite=True")
+            raise FileExistsError(f"video {str(self.path)!r} already exists; "
+                                  "choose another path or pass overwrite=True")
         self.fps, self.scale, self.overwrite = float(fps), int(scale), overwrite
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.partial = self.path.with_name(f".{self.path.stem}{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}")
+        self.partial = self.path.with_name(
+            f".{self.path.stem}{PARTIAL_TAG}{os.getpid()}-{secrets.token_hex(4)}{SUFFIX}")
         self.frames_written = 0
         self.size: tuple[int, int] | None = None   # (height, width), set by the first frame
         self._writer: cv2.VideoWriter | None = None
@@ -114,7 +116,8 @@ class VideoWriter:
                 os.unlink(self.partial)
         except FileExistsError:
             self.partial.unlink(missing_ok=True)
-            raise FileExistsError(f"video {str(self.path)!r} appeared while recording; pass overwrite=True to replace it") from None
+            raise FileExistsError(f"video {str(self.path)!r} appeared while recording; "
+                                  "pass overwrite=True to replace it") from None
         return self.path
 
     def abort(self) -> None:
@@ -149,7 +152,8 @@ class RecordMp4(gym.Wrapper):
         overwrite: replace an existing file; else FileExistsError.
     """
 
-    def __init__(self, env: gym.Env, path: str | Path, fps: float | None = None, scale: int = 1, overwrite: bool = False):
+    def __init__(self, env: gym.Env, path: str | Path, fps: float | None = None, scale: int = 1,
+                 overwrite: bool = False):
         obs = env.observation_space
         if not (isinstance(obs, spaces.Box) and obs.dtype == np.uint8 and len(obs.shape) == 3 and obs.shape[2] == 3):
             raise ValueError(f"RecordMp4 needs RGB frame observations, Box(0, 255, (H, W, 3), uint8), got {obs}")

@@ -30,7 +30,8 @@ def _check_action(space: spaces.Discrete, action: Any) -> int:
     return int(action)
 
 
-def _start(core: DreamCore, rng: np.random.Generator, options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, int, int]:
+def _start(core: DreamCore, rng: np.random.Generator,
+           options: dict[str, Any] | None) -> tuple[np.ndarray, np.ndarray, int, int]:
     """The real context a reset primes with: (T, H, W, 3) frames, (T,) actions, a torch noise seed, and the
     bank index used (-1 for frames given in options)."""
     options = dict(options or {})
@@ -173,14 +174,19 @@ class WorldModelEnv(DreamShell, gym.Env):
     | checkpoint            | str or None | None      | checkpoint dir; None = the bundled CoinChase model |
     | denoise_steps         | int or None | None      | 1..max; None = the checkpoint's default |
     | device                | str         | "cpu"     | torch device ("cuda" on a GPU) |
-    | dtype                 | str         | "auto"    | DiT weights: "float32", "bfloat16", "float16", or "auto": float32 at batch 1 and on CUDA, bfloat16 from 16 envs on a CPU with native bf16 (faster there, same rules check; `envs.dream.pick_dtype`) |
+    | dtype                 | str         | "auto"    | DiT weights "float32", "bfloat16", "float16" or "auto" (below) |
     | render_mode           | str or None | None      | "rgb_array" or "human" (pygame window) |
     | max_episode_steps     | int         | 1000      | truncation horizon |
     | termination_threshold | float       | 0.5       | on the termination head's probability |
     | round_rewards         | bool        | True      | round predicted rewards to integers |
-    | timing_info           | bool        | False     | also put `step_ms` in step infos (wall time differs run to run, so `check_env`'s determinism check needs it off) |
-    | cuda_graph            | bool        | True      | on CUDA, replay each step as a captured CUDA graph (False: eager kernels; same frames) |
-    | compile               | bool        | False     | torch.compile the step (CPU or CUDA): ~2 min of compiling at the first step, then faster frames |
+    | timing_info           | bool        | False     | also put `step_ms` in step infos (below) |
+    | cuda_graph            | bool        | True      | on CUDA, replay each step as a captured CUDA graph (below) |
+    | compile               | bool        | False     | torch.compile the step, CPU or CUDA (below) |
+
+    dtype="auto": float32 at batch 1 and on CUDA, bfloat16 from 16 envs on a CPU with native bf16 (faster
+    there, same rules check; `envs.dream.pick_dtype`). timing_info: wall time differs run to run, so
+    `check_env`'s determinism check needs it off. cuda_graph=False runs eager kernels; the frames are the
+    same. compile: minutes of compiling at the first step, then faster frames.
 
     ## Info
     reset: `start_index`. step: `denoise_steps`, `frame_index`, `termination_prob`, `raw_reward`, and
@@ -231,7 +237,8 @@ class WorldModelEnv(DreamShell, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         frames, actions, noise_seed, index = _start(self.core, self.np_random, options)
-        self._frame = self.core.reset_rows(np.array([0]), [noise_seed], frames[None], actions[None], np.array([index]))[0]
+        self._frame = self.core.reset_rows(np.array([0]), [noise_seed], frames[None], actions[None],
+                                           np.array([index]))[0]
         self._steps[:], self._needs_reset = 0, False
         if self.render_mode == "human":
             self.render()
@@ -240,7 +247,8 @@ class WorldModelEnv(DreamShell, gym.Env):
     def step(self, action):
         action = _check_action(self.action_space, action)
         if self._needs_reset:
-            raise gym.error.ResetNeeded("call reset() before step(), and again after the episode terminated or truncated")
+            raise gym.error.ResetNeeded("call reset() before step(), "
+                                        "and again after the episode terminated or truncated")
         out = self.core.step(np.array([action]))
         self._frame = out.frames[0]
         rewards, terminations, truncations, infos = self._score(out)
@@ -317,13 +325,15 @@ class WorldModelVectorEnv(DreamShell, VectorEnv):
         starts = [_start(self.core, self._rngs[r], options) for r in rows]
         if len(rows):
             self._frames[rows] = self.core.reset_rows(rows, [s[2] for s in starts], np.stack([s[0] for s in starts]),
-                                                      np.stack([s[1] for s in starts]), np.array([s[3] for s in starts]))
+                                                      np.stack([s[1] for s in starts]),
+                                                      np.array([s[3] for s in starts]))
         self._steps[rows] = 0
         self._done[rows] = False
         return self._frames[rows].copy(), {"start_index": np.array([s[3] for s in starts], np.int64)}
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None):
-        seeds = [None if seed is None else seed + i for i in range(self.num_envs)] if not isinstance(seed, list) else seed
+        seeds = ([None if seed is None else seed + i for i in range(self.num_envs)]
+                 if not isinstance(seed, list) else seed)
         if len(seeds) != self.num_envs:
             raise ValueError(f"got {len(seeds)} seeds for {self.num_envs} envs")
         obs, info = self.reset_rows(np.arange(self.num_envs), seeds, options)

@@ -1,8 +1,9 @@
 """Shared test set-up: headless pygame, a small torch thread count, and the fixtures several test files use.
 
-Fixtures: `one_torch_thread` (module scope, opt-in), `untrained_checkpoint` (a randomly initialised CoinChase-shaped world-model checkpoint with
-real start contexts, built once per session: speed and plumbing do not depend on what the weights
-learned) and `perturbed_model` (a factory of tiny DiTs with non-zero weights everywhere).
+Fixtures: `one_torch_thread` (module scope, opt-in), `untrained_checkpoint` (a randomly initialised
+CoinChase-shaped world-model checkpoint with real start contexts, built once per test run: speed and
+plumbing do not depend on what the weights learned) and `perturbed_model` (a factory of tiny DiTs with
+non-zero weights everywhere).
 """
 import os
 
@@ -32,7 +33,7 @@ def untrained_checkpoint(tmp_path_factory):
 @pytest.fixture(scope="module")
 def one_torch_thread():
     """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_torch_thread")`): its models
-    are small, and on a busy 2-core machine two threads make a dreamed step ~25x slower."""
+    are small, and on a busy 2-core machine two threads make a dreamed step many times slower."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

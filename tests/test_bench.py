@@ -126,7 +126,8 @@ def test_config_refuses_unknown_stages_and_a_missing_batch_1():
 
 
 def test_command_line_runs_one_section(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "train.bench", "quick=true", "model=false", "peer=false", "training=false",
+    done = subprocess.run([sys.executable, "-m", "train.bench", "quick=true", "model=false", "peer=false",
+                           "training=false",
                            f"markdown_path={tmp_path / 'g.md'}", f"json_path={tmp_path / 'g.json'}"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr

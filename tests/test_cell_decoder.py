@@ -1,7 +1,6 @@
 """The cell decoder (AutoencoderConfig.decoder="cell") as a specification: what it outputs, which pixels a
 latent cell draws, how configs choose it, how the decoder stage trains one from scratch behind a frozen
 encoder, and how train.bundle swaps it into a world-model checkpoint."""
-import dataclasses
 import json
 
 import numpy as np
@@ -100,7 +99,8 @@ def _train_cell_decoder(root, steps: int) -> dict:
     return decoder.main(compose("decoder", decoder.DecoderStageConfig, [
         "decoder=cell", "cell_width=8", f"autoencoder_dir={root / 'ae'}", f"out_dir={root / 'cell'}",
         f"run_dir={root / 'cell_run'}", f"data_root={root / 'data'}", "dataset_id=test/cell-v0", "batch_size=4",
-        "eval_frames=8", "lr_final=0.1", "latent_noise=0.2", f"loop.max_steps={steps}", "loop.eval_every=2", "loop.progress=false"]))
+        "eval_frames=8", "lr_final=0.1", "latent_noise=0.2", f"loop.max_steps={steps}", "loop.eval_every=2",
+        "loop.progress=false"]))
 
 
 def test_decoder_stage_trains_a_new_cell_decoder_behind_the_frozen_encoder_and_resumes(tiny_autoencoder):
@@ -192,7 +192,8 @@ def test_the_hud_weight_weighs_the_changing_hud_pixels_lit_or_not_and_leaves_the
 
 def test_latent_noise_has_a_random_strength_per_frame_up_to_latent_noise():
     latents = torch.zeros(64, 4, 8, 8)
-    noised = decoder.noise_latents(latents, decoder.DecoderStageConfig(latent_noise=0.2), torch.Generator().manual_seed(0))
+    noised = decoder.noise_latents(latents, decoder.DecoderStageConfig(latent_noise=0.2),
+                                   torch.Generator().manual_seed(0))
     per_frame = noised.flatten(1).std(1)
     assert (noised != 0).float().mean() > 0.99 and float(per_frame.max()) < 0.2 * 1.2
     assert float(per_frame.min()) < 0.05 < 0.15 < float(per_frame.max())          # strengths spread over (0, 0.2)

@@ -71,7 +71,8 @@ def walk_to(env: CoinChaseEnv, goal: Cell, seeds=range(200)) -> dict:
 
 
 def play_random(env: CoinChaseEnv, steps: int, seed: int):
-    """Yield (observation and info before, action, step result) for `steps` random steps; resets after an episode ends."""
+    """Yield (observation and info before, action, step result) for `steps` random steps; resets after an episode
+    ends."""
     rng = np.random.default_rng(seed)
     obs, info = env.reset(seed=seed)
     for _ in range(steps):

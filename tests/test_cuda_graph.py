@@ -13,7 +13,8 @@ pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a C
 def _primed(cuda_graph: bool, rows: int = 4) -> DreamCore:
     core = DreamCore(None, rows, "cuda", denoise_steps=4, cuda_graph=cuda_graph)
     starts = [core.start_context(r % core.bank_size) for r in range(rows)]
-    core.reset_rows(np.arange(rows), list(range(rows)), np.stack([s[0] for s in starts]), np.stack([s[1] for s in starts]))
+    core.reset_rows(np.arange(rows), list(range(rows)), np.stack([s[0] for s in starts]),
+                    np.stack([s[1] for s in starts]))
     return core
 
 

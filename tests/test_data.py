@@ -92,7 +92,8 @@ def test_sample_batch_is_seeded_and_stacked():
     for key in first:
         assert torch.equal(first[key], again[key])
     for b in range(6):
-        assert first["frames"][b, :, 0, 0, 1].tolist() == list(range(int(first["start"][b]), int(first["start"][b]) + 4))
+        assert first["frames"][b, :, 0, 0, 1].tolist() == list(range(int(first["start"][b]),
+                                                                     int(first["start"][b]) + 4))
 
 
 def test_split_is_seeded_disjoint_and_keeps_a_val_episode():

@@ -61,7 +61,8 @@ def test_cached_rollout_matches_full_forward(chunk, perturbed_model):
         # denoise the next chunk over the cache == TF forward [clean | noisy] restricted to that chunk
         noisy = torch.randn(2, chunk, 4, 4, 4)
         access, positions = cache_access(model, cache, np.arange(2), chunk, write=False)
-        v_cached = model(noisy, sigma[:, 3:3 + chunk], actions[:, 3:3 + chunk], positions=positions, cache=access).velocity
+        v_cached = model(noisy, sigma[:, 3:3 + chunk], actions[:, 3:3 + chunk], positions=positions,
+                         cache=access).velocity
         both = torch.cat([latents[:, :3 + chunk], torch.cat([latents[:, :3], noisy], 1)], 1)
         sig = torch.cat([torch.zeros(2, 3 + chunk), torch.zeros(2, 3), sigma[:, 3:3 + chunk]], 1)
         act = torch.cat([actions[:, :3 + chunk], actions[:, :3 + chunk]], 1)
@@ -74,7 +75,8 @@ def test_classifier_free_guidance_of_one_is_the_conditional_velocity(perturbed_m
     model = perturbed_model(causal=False)
     latents, sigma, actions = clip()
     with torch.no_grad():
-        assert torch.allclose(model.guided_velocity(latents, sigma, actions, 1.0), model(latents, sigma, actions).velocity)
+        assert torch.allclose(model.guided_velocity(latents, sigma, actions, 1.0),
+                              model(latents, sigma, actions).velocity)
         strong = model.guided_velocity(latents, sigma, actions, 3.0)
         assert not torch.allclose(strong, model(latents, sigma, actions).velocity)
 

@@ -62,12 +62,13 @@ def _dream_alike(eager: DreamCore, compiled: DreamCore, frames: int = 3) -> None
         np.testing.assert_allclose(a.rewards, b.rewards, atol=1e-4)
 
 
-@pytest.mark.slow   # a torch.compile of the whole step: ~2 minutes on 2 CPU cores
+@pytest.mark.slow   # a torch.compile of the whole step: minutes on a CPU
 def test_the_compiled_step_dreams_the_eager_frames(untrained_checkpoint):
-    _dream_alike(_core(untrained_checkpoint, 2), DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2, compile=True))
+    _dream_alike(_core(untrained_checkpoint, 2),
+                 DreamCore(untrained_checkpoint, 2, "cpu", denoise_steps=2, compile=True))
 
 
-@pytest.mark.slow   # two compiles of the whole step: ~4 minutes on 2 CPU cores
+@pytest.mark.slow   # two compiles of the whole step: minutes on a CPU
 def test_two_compiled_cores_of_different_weights_each_dream_their_own_frames(untrained_checkpoint, tmp_path):
     """Compiled graphs are cached per code object: a second model of the same shapes must run its own weights."""
     from train.common.untrained import save_untrained

@@ -5,7 +5,6 @@ import json
 import cv2
 import numpy as np
 import pytest
-import torch
 
 import train.eval.run
 from envs.coinchase import PALETTE, CoinChaseEnv
@@ -208,7 +207,8 @@ def test_the_command_writes_tables_json_plots_and_videos_and_resumes_from_its_ca
         assert (out / png).stat().st_size > 0
     assert (out / "videos" / "policy_start0.mp4").stat().st_size > 0
 
-    monkeypatch.setattr(train.eval.run, "dream_frames", lambda *a, **k: pytest.fail("a cached model was rolled out again"))
+    monkeypatch.setattr(train.eval.run, "dream_frames",
+                        lambda *a, **k: pytest.fail("a cached model was rolled out again"))
     for plot in ("plot_rules", "plot_horizons"):                   # already checked above; slow
         monkeypatch.setattr(train.eval.run, plot, lambda *a, **k: [])
     again = main(cfg)

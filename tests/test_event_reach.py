@@ -1,6 +1,6 @@
 """Entity reach (DiTConfig.event_reach): an entity never lands further from its last drawn cell than the recording
 ever saw it move in one frame; the events stage measures the reach, installs it, and the rollout keeps each row's
-last draw in the KV cache (README "Session 15")."""
+last draw in the KV cache (docs/model.md "Entity reach (`DiTConfig.event_reach`)")."""
 import numpy as np
 import pytest
 import torch

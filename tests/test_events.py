@@ -31,7 +31,7 @@ def test_sampling_follows_the_probabilities_and_the_floor():
 
 
 def test_the_most_likely_cell_survives_any_floor():
-    logits = torch.zeros(3, 2, 50)                             # 2 % each, floor 10 %
+    logits = torch.zeros(3, 2, 50)                             # 1/50 each, floor 0.1
     cells = sample_cells(logits, torch.randn(3, 2, 50), min_prob=0.1)
     assert cells.shape == (3, 2) and ((cells >= 0) & (cells < 50)).all()
 
@@ -109,7 +109,8 @@ def test_with_outcomes_the_step_reward_and_termination_come_from_the_event_model
     result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], noise, event_min_prob=0.0)
     tokens = model.event_model.tokens(previous, torch.tensor([3, 4]))
     expected = model.event_model.outcome_logits(tokens, cell_maps(result.events[:, 0], 4))
-    assert torch.allclose(result.reward[:, 0], expected[:, 0]) and torch.allclose(result.termination[:, 0], expected[:, 1])
+    assert torch.allclose(result.reward[:, 0], expected[:, 0]) and torch.allclose(result.termination[:, 0],
+                                                                                    expected[:, 1])
 
 
 def test_installing_an_event_model_with_outcomes_turns_them_on(tmp_path, untrained_checkpoint):
@@ -198,7 +199,7 @@ def test_overlap_weight_draws_overlap_transitions_that_much_more_often():
     from train.stages.events import EventsStageConfig, Transitions, draw_batch
 
     overlap = torch.zeros(1000, dtype=torch.bool)
-    overlap[:10] = True                                                  # 1 % of the transitions
+    overlap[:10] = True                                                  # 1 in 100 of the transitions
     data = Transitions(*(torch.zeros(1000) for _ in range(7)), overlap=overlap)
     generator = torch.Generator().manual_seed(0)
     plain = draw_batch(data, EventsStageConfig(batch_size=20000), generator)

@@ -75,7 +75,8 @@ def test_no_part_imports_a_part_it_must_not_know(package):
 def test_the_checker_sees_relative_lazy_and_nested_imports(tmp_path, monkeypatch):
     module = tmp_path / "envs" / "sub" / "m.py"
     module.parent.mkdir(parents=True)
-    module.write_text("import numpy\nfrom .. import coinchase\n\ndef f():\n    from train.common.loop import x\n    import viewer.app\n")
+    module.write_text("import numpy\nfrom .. import coinchase\n\n"
+                      "def f():\n    from train.common.loop import x\n    import viewer.app\n")
     monkeypatch.setattr(sys.modules[__name__], "REPO", tmp_path)
     assert imported_parts(module) == {"numpy": 1, "envs": 2, "train": 5, "viewer": 6}
 

@@ -1,5 +1,5 @@
 """Painted cells: where two drawn entities meet (overlap_paint), the generated cell is a latent fitted to how the
-decoder draws the recorded overlaps, since no DiT draws two sprites in one cell (README "Session 13")."""
+decoder draws the recorded overlaps, since no DiT draws two sprites in one cell (docs/model.md "Overlap paint")."""
 import numpy as np
 import pytest
 import torch
@@ -40,7 +40,8 @@ def test_the_rollout_writes_the_painted_overlap_into_the_frame_and_the_cache(per
     model.event_model.cell_logits = lambda tokens: logits
     cache = new_cache(model, 2)
     prime(model, cache, torch.randn(2, 2, 4, 4, 4), torch.tensor([[5, 1], [5, 2]]))
-    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s), event_min_prob=0.0)
+    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s),
+                        event_min_prob=0.0)
     assert (result.events[:, 0] == 6).all()
     assert (result.latents[:, 0, :, 1, 2] == 7.0).all()
     assert (cache.previous[:, :, 1, 2] == 7.0).all()                          # the next step reads the painted cell
@@ -48,13 +49,15 @@ def test_the_rollout_writes_the_painted_overlap_into_the_frame_and_the_cache(per
 
 def test_the_fitted_cell_latent_draws_the_recorded_cells_better_than_their_mean_encoding():
     torch.manual_seed(0)
+    # each cell drawn from its latent
     autoencoder = Autoencoder(AutoencoderConfig(frame_size=32, latent_channels=4, widths=[8, 8, 8], decoder="cell",
-                                                cell_width=16, cell_blocks=0)).eval()     # each cell drawn from its latent
+                                                cell_width=16, cell_blocks=0)).eval()
     rng = np.random.default_rng(0)
     cells = rng.integers(0, 16, 16)
     rows, cols = torch.from_numpy(cells // 4), torch.from_numpy(cells % 4)
     latents = torch.randn(16, 4, 4, 4)
-    latents[torch.arange(16), :, rows, cols] = torch.tensor([1.5, -1.0, 0.5, 2.0])   # the one latent of the recorded cells
+    # the one latent of the recorded cells
+    latents[torch.arange(16), :, rows, cols] = torch.tensor([1.5, -1.0, 0.5, 2.0])
     with torch.no_grad():
         frames = autoencoder.decode(latents).numpy()                                     # (16, 32, 32, 3) uint8
         target = autoencoder.to_float(torch.from_numpy(frames))

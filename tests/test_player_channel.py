@@ -1,6 +1,6 @@
 """The player's cell as an event channel (DiTConfig.player_channel): the event model's player head says where the
 player will be, every generated frame is given that cell, and where the enemy lands on it (the catch) the frame is
-painted like any other overlap (README "Session 14")."""
+painted like any other overlap (docs/model.md "Player channel")."""
 import numpy as np
 import pytest
 import torch
@@ -18,7 +18,8 @@ def test_the_player_channel_needs_the_player_head_and_adds_a_drawn_cell_and_its_
     config = DiTConfig(event_channels=2, event_outcomes=True, event_player=True, player_channel=True)
     assert config.drawn_cells == 3                                                   # enemy, coin, player
     assert config.entity_pairs == [(0, 1), (0, 2), (1, 2)]
-    assert DiTConfig(event_channels=1, event_player=True, player_channel=True, overlap_paint=True).entity_pairs == [(0, 1)]
+    assert DiTConfig(event_channels=1, event_player=True, player_channel=True,
+                     overlap_paint=True).entity_pairs == [(0, 1)]
 
 
 def test_the_drawn_player_cell_is_the_player_heads_likeliest_and_comes_after_the_entities(perturbed_model):
@@ -42,7 +43,7 @@ def test_the_enemy_on_the_player_is_painted_and_a_pair_never_recorded_is_not(per
                             overlap_paint=True, chunk=1, window=3)
     with torch.no_grad():
         model.overlap_latents.copy_(torch.tensor([[1.0] * 4, [2.0] * 4, [float("nan")] * 4]))  # coin-player: none
-    cells = torch.tensor([[5, 9, 5], [3, 7, 7]])            # row 0: the enemy on the player; row 1: the player on the coin
+    cells = torch.tensor([[5, 9, 5], [3, 7, 7]])     # row 0: the enemy on the player; row 1: the player on the coin
     painted = model.paint(torch.zeros(2, 4, 4, 4), cell_maps(cells, 4))
     assert painted[0, :, 1, 1].tolist() == [2.0] * 4 and painted[0].abs().sum() == 8
     assert not painted[1].any() and not painted.isnan().any()
@@ -62,7 +63,8 @@ def test_the_rollout_draws_the_catch_where_the_enemy_lands_on_the_players_cell(p
     model.event_model.player_logits = lambda tokens: player
     cache = new_cache(model, 2)
     prime(model, cache, torch.randn(2, 2, 4, 4, 4), torch.tensor([[5, 1], [5, 2]]))
-    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s), event_min_prob=0.0)
+    result = next_chunk(model, cache, torch.tensor([[3], [4]]), [1.0, 0.5], lambda s: torch.randn(s),
+                        event_min_prob=0.0)
     assert result.events[:, 0].tolist() == [[6, 0, 6], [6, 0, 2]]
     assert (result.latents[0, 0, :, 1, 2] == 7.0).all() and not (result.latents[1, 0, :, 1, 2] == 7.0).all()
 

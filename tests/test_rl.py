@@ -5,7 +5,6 @@ import warnings
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("stable_baselines3")
 
@@ -114,7 +113,8 @@ def test_a_terminated_row_restarts_in_the_same_step_and_alone(untrained_checkpoi
 
 def test_ppo_sees_channel_first_images_through_vec_transpose(untrained_checkpoint):
     env = make_vec_env("dream", 2, untrained_checkpoint, seed=0)
-    model = PPO("CnnPolicy", env, n_steps=8, batch_size=8, policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
+    model = PPO("CnnPolicy", env, n_steps=8, batch_size=8,
+                policy_kwargs={"features_extractor_kwargs": {"features_dim": 16}})
     assert isinstance(model.env, VecTransposeImage) and isinstance(model.env.unwrapped, DreamVecEnv)
     assert model.observation_space.shape == (3, 64, 64)
 

@@ -114,7 +114,8 @@ def test_a_per_row_reset_restarts_that_row_and_leaves_the_others_untouched(pertu
             draws_before_reset = len(drawn)
             if reset:
                 prime(model, cache, new_latents, new_actions, rows=np.array([1]))
-            return torch.cat([next_chunk(model, cache, a, sigmas, noise).latents for a in steps[1:]], 1), draws_before_reset
+            return (torch.cat([next_chunk(model, cache, a, sigmas, noise).latents for a in steps[1:]], 1),
+                    draws_before_reset)
 
     (untouched, _), (restarted, draws) = run(reset=False), run(reset=True)
     torch.testing.assert_close(restarted[[0, 2]], untouched[[0, 2]], atol=1e-5, rtol=1e-4)

@@ -63,7 +63,8 @@ def test_each_generated_frame_shows_the_last_score_plus_the_rounded_reward(pertu
 
 def test_a_frames_label_is_the_sum_of_its_episodes_rewards_before_it():
     episode = Episode(frames=np.zeros((5, 1, 1, 1), np.float32), actions=np.zeros(4, np.int64),
-                      rewards=np.array([0.0, 1.0, 0.0, 1.0]), terminations=np.zeros(4, bool), truncations=np.zeros(4, bool))
+                      rewards=np.array([0.0, 1.0, 0.0, 1.0]), terminations=np.zeros(4, bool),
+                      truncations=np.zeros(4, bool))
     assert stage.scored_frames([episode, episode], None, 0).scores.tolist() == [0, 0, 1, 1, 2] * 2
 
 
@@ -137,7 +138,8 @@ def test_installing_keeps_the_dit_and_needs_event_outcomes(tmp_path, untrained_c
     torch.manual_seed(1)
     bar = config.build()
     save_score_bar(bar_dir, bar, config)
-    assert torch.equal(load_score_bar(bar_dir)[0].state_dict()["painter.0.weight"], bar.state_dict()["painter.0.weight"])
+    assert torch.equal(load_score_bar(bar_dir)[0].state_dict()["painter.0.weight"],
+                       bar.state_dict()["painter.0.weight"])
     with pytest.raises(ValueError, match="event_outcomes"):
         stage.install(bar_dir, [str(target)])
     dit = worldmodel.load(target).dit

@@ -73,7 +73,8 @@ def test_a_self_forcing_iteration_keeps_grads_through_one_step_per_frame_and_det
 
     caches = []
     make_cache = train.stages.self_forcing.new_cache
-    monkeypatch.setattr(train.stages.self_forcing, "new_cache", lambda *a, **k: caches.append(make_cache(*a, **k)) or caches[-1])
+    monkeypatch.setattr(train.stages.self_forcing, "new_cache",
+                        lambda *a, **k: caches.append(make_cache(*a, **k)) or caches[-1])
     torch.manual_seed(0)
     model = DiT(dit_preset("tiny", latent_channels=4, latent_size=4, n_actions=5, causal=True, window=4))
     cfg = SelfForcingConfig(size="tiny", window=4, clip_frames=5, prefix_frames=1)
@@ -159,7 +160,8 @@ def test_sid_alpha_changes_the_gradient_when_scores_see_the_sample():
 
 
 @pytest.mark.parametrize("reuse,rolled_out_at", [(1, list(range(10))), (2, [0, 2, 4, 5, 7, 9]), (5, [0, 4, 5, 9])])
-def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(tmp_path, monkeypatch, reuse, rolled_out_at):
+def test_critic_reuse_shares_a_rollout_between_consecutive_critic_updates_only(tmp_path, monkeypatch, reuse,
+                                                                               rolled_out_at):
     import train.stages.self_forcing
     from train.bench.common import BenchConfig
     from train.bench.training import synthetic_latents, write_dit_checkpoint

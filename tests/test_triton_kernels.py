@@ -28,7 +28,6 @@ import torch
 import torch.nn.functional as F
 
 from worldmodel import kernels
-from worldmodel.config import dit_preset
 from worldmodel.blocks import CacheAccess, FrameAttention, attention_plan, gate_frames, modulate_frames
 from worldmodel.dit import DiT
 from worldmodel.kv_cache import KVCache
@@ -207,7 +206,8 @@ def check_rollout_over_a_wrapping_cache_matches() -> float:
         cache, noise_g = new_cache(model, batch=2), torch.Generator().manual_seed(4)
         with torch.no_grad():
             primed = prime(model, cache, context, actions[:, :4])
-            result = unroll(model, cache, actions[:, 4:], [1.0, 0.5], lambda shape: torch.randn(shape, generator=noise_g))
+            result = unroll(model, cache, actions[:, 4:], [1.0, 0.5],
+                            lambda shape: torch.randn(shape, generator=noise_g))
         return primed.reward, result.latents, result.reward, cache.layers[-1].k            # latents (B, 6, C, h, w)
 
     off, on, calls = _off_and_on(run)

@@ -34,7 +34,8 @@ class BundleConfig:
     dst: str = "envs/checkpoints/coinchase"                # the bundled default
     bank: int = 16                                         # start contexts kept
     weights_dtype: str = "float16"                         # float16 | bfloat16 | float32
-    autoencoder: str | None = None                         # a checkpoint dir whose autoencoder replaces src's (None: src's)
+    autoencoder: str | None = None                         # a checkpoint dir whose autoencoder replaces src's
+                                                           #   (None: src's)
     note: str = ""                                         # free text kept in SOURCE.json (e.g. the command)
 
 

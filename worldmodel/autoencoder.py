@@ -32,7 +32,8 @@ class ResBlock(nn.Module):
 def conv_decoder(config: AutoencoderConfig) -> nn.Sequential:
     """(B, C, h, w) -> (B, 3, H, W): transposed convs, each doubling the resolution through reversed `widths`."""
     widths = config.widths
-    dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 1), ResBlock(widths[-1]), ResBlock(widths[-1])]
+    dec: list[nn.Module] = [nn.Conv2d(config.latent_channels, widths[-1], 1), ResBlock(widths[-1]),
+                            ResBlock(widths[-1])]
     previous = widths[-1]
     for level, width in enumerate(list(reversed(widths[:-1])) + [widths[0] // 2]):
         dec += [nn.SiLU(), nn.ConvTranspose2d(previous, width, 4, stride=2, padding=1)]
@@ -44,7 +45,8 @@ def conv_decoder(config: AutoencoderConfig) -> nn.Sequential:
 
 
 def cell_decoder(config: AutoencoderConfig) -> nn.Sequential:
-    """(B, C, h, w) -> (B, 3, h*p, w*p): every conv at latent resolution; cell (i, j)'s features become its p x p pixels."""
+    """(B, C, h, w) -> (B, 3, h*p, w*p): every conv at latent resolution; cell (i, j)'s features become its
+    p x p pixels."""
     cell = 2 ** config.downsample_levels
     width = config.cell_width
     return nn.Sequential(nn.Conv2d(config.latent_channels, width, 1),                  # (B, width, h, w)
@@ -86,7 +88,8 @@ class Autoencoder(nn.Module):
     @staticmethod
     def to_uint8(images: torch.Tensor) -> torch.Tensor:
         """float (B, 3, H, W) in [-1, 1] -> uint8 (B, H, W, 3)."""
-        return images.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+        return (images.float().add(1.0).mul(127.5).round_().clamp_(0, 255).to(torch.uint8)
+                .permute(0, 2, 3, 1).contiguous())
 
     def encode_float(self, images: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) in [-1, 1] -> (B, C, h, w) unit-scale latents."""

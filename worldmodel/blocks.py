@@ -58,7 +58,7 @@ class Rotation:
         quarter = half // 4 if cells is not None else 0
         timed = half - 2 * quarter
         freqs = base ** (-torch.arange(timed, device=positions.device, dtype=torch.float32) / timed)   # (Dh/2 - 2q,)
-        angles = positions.to(torch.float32)[..., None] * freqs                                        # (..., S, Dh/2 - 2q)
+        angles = positions.to(torch.float32)[..., None] * freqs                      # (..., S, Dh/2 - 2q)
         if quarter:
             spatial = spatial_base ** (-torch.arange(quarter, device=positions.device, dtype=torch.float32) / quarter)
             grid = cells.to(torch.float32)[..., None] * spatial                                        # (S, 2, q)
@@ -93,7 +93,8 @@ def attention_plan(b: int, frames: int, n: int, frame_mask: torch.Tensor | None,
     token_pos = positions.repeat_interleave(n, dim=-1)                                            # (T*N,) or (B, T*N)
     if token_pos.dim() == 2:
         token_pos = token_pos[:, None]                                                            # (B, 1, T*N)
-    own = Rotation.at(token_pos, None if cells is None else cells.repeat(frames, 1), head_dim, base, spatial_base, dtype)
+    own = Rotation.at(token_pos, None if cells is None else cells.repeat(frames, 1), head_dim, base, spatial_base,
+                      dtype)
     mask = None if frame_mask is None else frame_mask.repeat_interleave(n, 0).repeat_interleave(n, 1)  # (T*N, T*N)
     if cache is None:
         return AttentionPlan(mask, own, None)
@@ -183,7 +184,8 @@ class FrameAdaLNBlock(nn.Module):
                 layer: int) -> torch.Tensor:
         frames = cond.shape[1]
         assert x.shape[1] % frames == 0, f"{x.shape[1]} tokens do not split into {frames} frames (x {tuple(x.shape)})"
-        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.ada(cond).chunk(6, dim=-1)  # 6 x (B, T, D)
+        # 6 x (B, T, D)
+        shift_attn, scale_attn, gate_attn, shift_mlp, scale_mlp, gate_mlp = self.ada(cond).chunk(6, dim=-1)
         if kernels.active(x):
             from worldmodel.kernels.adaln import gate_residual, gate_residual_norm_modulate, norm_modulate  # noqa: PLC0415
 

@@ -55,7 +55,8 @@ def save(path: str | Path, config: WorldModelConfig, autoencoder: Autoencoder, d
         raise ValueError("start_frames and start_actions go together")
 
     def fill(tmp: Path) -> None:
-        meta = {"format_version": FORMAT_VERSION, "autoencoder": to_dict(config.autoencoder), "dit": to_dict(config.dit),
+        meta = {"format_version": FORMAT_VERSION, "autoencoder": to_dict(config.autoencoder),
+                "dit": to_dict(config.dit),
                 "sampler": to_dict(config.sampler), "latent_scale": config.latent_scale, "stage": config.stage,
                 "env_id": config.env_id, "has_model": dit is not None}
         (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2))

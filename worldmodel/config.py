@@ -32,13 +32,15 @@ class AutoencoderConfig:
     def __post_init__(self) -> None:
         self.widths = tuple(self.widths)
         if len(self.widths) != self.downsample_levels:
-            raise ValueError(f"widths {self.widths} must have one entry per downsample level ({self.downsample_levels})")
+            raise ValueError(f"widths {self.widths} must have one entry per downsample level "
+                             f"({self.downsample_levels})")
         if self.frame_size % 2 ** self.downsample_levels:
             raise ValueError(f"frame_size {self.frame_size} is not divisible by 2**{self.downsample_levels}")
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown autoencoder decoder {self.decoder!r}; choose from {DECODERS}")
         if self.cell_width < 1 or self.cell_blocks < 0:
-            raise ValueError(f"cell_width must be >= 1 and cell_blocks >= 0, got {self.cell_width} and {self.cell_blocks}")
+            raise ValueError(f"cell_width must be >= 1 and cell_blocks >= 0, "
+                             f"got {self.cell_width} and {self.cell_blocks}")
 
 
 @dataclass
@@ -74,7 +76,7 @@ class DiTConfig:
                                     #   where the player is (docs/model.md "Player channel")
     event_reach: list[int] = field(default_factory=list)   # per drawn cell (entities, then the player): the most
                                     #   latent cells (Manhattan) it moves in one frame, -1 = anywhere (a respawn);
-                                    #   a cell further from the row's last drawn one is never drawn (measured on the
+                                    #   a cell further from the row's last drawn one is never drawn (observed on the
                                     #   recording by the events stage). Empty = no limit
     overlap_paint: bool = False     # where two drawn cells coincide, the generated cell is set to that pair's latent
                                     #   (DiT.overlap_latents, fitted to the decoder on recorded overlaps): two sprites
@@ -112,7 +114,8 @@ class DiTConfig:
         if self.dim % self.heads or (self.dim // self.heads) % 2:
             raise ValueError(f"dim {self.dim} must split into {self.heads} heads of even size")
         if (self.previous_frame or self.action_channels or self.event_channels) and not self.stem_width:
-            raise ValueError("previous_frame, action_channels and event_channels feed the conv stem: set stem_width > 0")
+            raise ValueError("previous_frame, action_channels and event_channels feed the conv stem: "
+                             "set stem_width > 0")
         if self.event_channels and not self.previous_frame:
             raise ValueError("event_channels: the event model reads the previous frame; set previous_frame")
         if self.event_reach and len(self.event_reach) != self.drawn_cells:
@@ -124,7 +127,8 @@ class DiTConfig:
             raise ValueError("overlap_paint paints where two drawn cells coincide: it needs two (event_channels + "
                              "player_channel >= 2)")
         if self.spatial_rope and (self.dim // self.heads) // 2 < 4:
-            raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, got head size {self.dim // self.heads}")
+            raise ValueError(f"spatial_rope needs at least 4 rotary pairs per head, "
+                             f"got head size {self.dim // self.heads}")
         if self.score_digits and not self.event_outcomes:
             raise ValueError("score_digits: the bar's score rises by the step's reward, which must be known before the "
                              "frame is written; install an event model with outcomes (event_outcomes)")

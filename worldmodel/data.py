@@ -178,7 +178,8 @@ class ClipDataset(Dataset):
         self.window_start = np.concatenate(starts or [np.zeros(0, np.int64)]).astype(np.int64)
         if len(self.window_start) == 0:
             longest = max((len(e) for e in episodes), default=0)
-            raise ValueError(f"no window of {clip_len} frames: {len(episodes)} episodes, the longest has {longest} frames")
+            raise ValueError(f"no window of {clip_len} frames: {len(episodes)} episodes, "
+                             f"the longest has {longest} frames")
 
     def __len__(self) -> int:
         return len(self.window_start)

@@ -95,11 +95,13 @@ class DiT(nn.Module):
                             if config.event_channels else None)
         # event_reach as a device tensor (not saved: the config holds it), read by sample_events
         self.register_buffer("reach", torch.tensor(config.event_reach, dtype=torch.int64), persistent=False)
-        if config.overlap_paint:      # (P, C) each pair's overlap latent, fitted to the decoder (installed); NaN: a pair
-                                      #   never recorded in one cell, not painted
+        # (P, C) each pair's overlap latent, fitted to the decoder (installed); NaN: a pair never recorded in one
+        # cell, not painted
+        if config.overlap_paint:
             self.register_buffer("overlap_latents", torch.zeros(len(config.entity_pairs), c))
+        # trained by its own stage only
         self.score_bar = (ScoreBar(c, config.latent_size, config.score_digits, config.score_rows, config.score_dim,
-                                   config.score_pixels).requires_grad_(False) if config.score_digits else None)   # trained by its own stage only
+                                   config.score_pixels).requires_grad_(False) if config.score_digits else None)
 
     def initialize_weights(self) -> None:
         """Xavier linears; adaLN modulations and the velocity output start at zero (each block = identity).
@@ -171,7 +173,8 @@ class DiT(nn.Module):
                                  f"{self.config.event_channels}): pass events (B, T, E, h, w) for noisy frames")
             return torch.zeros(b, t, self.config.drawn_cells, h, w, device=sigma.device)
         if events.shape != (b, t, self.config.drawn_cells, h, w):
-            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = {(b, t, self.config.drawn_cells, h, w)}")
+            raise ValueError(f"events {tuple(events.shape)} must be (B, T, E, h, w) = "
+                             f"{(b, t, self.config.drawn_cells, h, w)}")
         return events * (sigma > 0).to(events.dtype)[..., None, None, None]
 
     @torch.no_grad()
@@ -208,8 +211,8 @@ class DiT(nn.Module):
         known = torch.isfinite(self.overlap_latents).all(-1).to(maps.dtype)                    # (P,) on the device
         for k, (i, j) in enumerate(self.config.entity_pairs):
             lit = maps[:, i] * maps[:, j] * known[k]                                             # (B, h, w)
-            latents = torch.where(lit[:, None].to(torch.bool), self.overlap_latents[k].to(latents.dtype)[None, :, None, None],
-                                  latents)
+            latents = torch.where(lit[:, None].to(torch.bool),
+                                  self.overlap_latents[k].to(latents.dtype)[None, :, None, None], latents)
         return latents
 
     def forward(self, latents: torch.Tensor, sigma: torch.Tensor, actions: torch.Tensor,
@@ -246,7 +249,8 @@ class DiT(nn.Module):
         x = tokens.reshape(b, t * n, -1)                                            # (B, T*N, D)
         cond = self.noise_embed(sigma) + self.action_embed(actions)                 # (B, T, D)
         plan = cache.plan if cache is not None and cache.plan is not None and cache.plan.own.cos.dtype == x.dtype else \
-            attention_plan(b, t, n, frame_mask, positions, cache, self.token_cells if self.config.spatial_rope else None,
+            attention_plan(b, t, n, frame_mask, positions, cache,
+                           self.token_cells if self.config.spatial_rope else None,
                            self.head_dim, self.config.rope_base, self.config.spatial_rope_base, x.dtype)
         if cache is not None:
             cache.plan = plan

@@ -2,9 +2,9 @@
 
 A game's random choices (CoinChase: the enemy's step, the coin's respawn cell) make the next frame
 multimodal. A few-step diffusion student then paints the mean over the choices — a faint enemy
-over several cells, a coin in two places — and more training did not fix it (docs/ablation.md,
-sessions 6-7), while the player, whose motion is deterministic given the keys, was already exact.
-So the world model factors each transition as p(frame | events, past) p(events | past, action):
+over several cells, a coin in two places — and more training did not fix it
+(docs/ablation.md "The random entities"), while the player, whose motion is deterministic given the keys, was
+already exact. So the world model factors each transition as p(frame | events, past) p(events | past, action):
 
 - `EventModel` (this file) is the categorical prior: from the previous latent frame and the action
   it gives, per random entity, logits over the latent cells where the entity will be.
@@ -48,7 +48,8 @@ class EventModelConfig:
     outcomes: bool = False          # also the transition's reward and termination, given the drawn cells
     player: bool = False            # also logits over the player's next cell (deterministic given the keys)
     reach: list[int] = field(default_factory=list)   # per entity, then the player: the most cells it moved in one
-                                    #   recorded frame, -1 = anywhere (observed_reach; installed as DiTConfig.event_reach)
+                                    #   recorded frame, -1 = anywhere (observed_reach; installed as
+                                    #   DiTConfig.event_reach)
 
 
 class EventModel(nn.Module):
@@ -58,9 +59,9 @@ class EventModel(nn.Module):
     neighbourhood (where an entity can be one frame later is next to where it is: a local rule, as in
     the DiT's stem), then a small transformer over the K cell tokens (a learned cell table and the
     action added to every token) carries what is global: the enemy's chase needs the player's cell,
-    anywhere in the frame; the coin respawns when the player reaches it. Measured: the same
-    transformer without the stem put ~30 % of the enemy's mass on cells it cannot reach after 1,000
-    steps (docs/ablation.md)."""
+    anywhere in the frame; the coin respawns when the player reaches it. Without the stem the same
+    transformer kept putting the enemy on cells it cannot reach
+    (docs/ablation.md "The fix: draw the entities first (the event model)")."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
                  dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False, player: bool = False):
@@ -85,8 +86,8 @@ class EventModel(nn.Module):
 
     @classmethod
     def from_config(cls, config: EventModelConfig) -> EventModel:
-        return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim, config.depth,
-                   outcomes=config.outcomes, player=config.player)
+        return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim,
+                   config.depth, outcomes=config.outcomes, player=config.player)
 
     def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.cell_logits(self.tokens(previous, actions))
@@ -123,7 +124,8 @@ class EventModel(nn.Module):
 
 def save_event_model(directory: Path, model: EventModel, config: EventModelConfig) -> None:
     """directory/event_model.safetensors + event_model.json (the train.stages.events checkpoint)."""
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(Path(directory) / EVENT_MODEL_FILE))
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()},
+              str(Path(directory) / EVENT_MODEL_FILE))
     (Path(directory) / EVENT_CONFIG_FILE).write_text(json.dumps(asdict(config), indent=2))
 
 
@@ -145,7 +147,8 @@ def load_event_model(directory: str | Path) -> EventModel:
 
 def event_loss(logits: torch.Tensor, cells: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of logits (N, E, K) against the true cells (N, E) int64, mean over entities and (weighted) rows."""
-    per_row = F.cross_entropy(logits.flatten(0, 1), cells.flatten(), reduction="none").view(cells.shape).mean(-1)  # (N,)
+    per_row = F.cross_entropy(logits.flatten(0, 1), cells.flatten(),
+                              reduction="none").view(cells.shape).mean(-1)   # (N,)
     if weight is None:
         return per_row.mean()
     return (per_row * weight).sum() / weight.sum().clamp_min(1.0)
@@ -186,7 +189,8 @@ def observed_reach(cells: list[np.ndarray], latent_size: int, anywhere: int) -> 
     for episode in cells:
         before, after = episode[:-1], episode[1:]
         seen = (before >= 0) & (after >= 0)
-        moved = (np.abs(before // latent_size - after // latent_size) + np.abs(before % latent_size - after % latent_size))
+        moved = (np.abs(before // latent_size - after // latent_size)
+                 + np.abs(before % latent_size - after % latent_size))
         most = np.maximum(most, np.where(seen, moved, -1).max(0, initial=-1))
     return [int(m) if 0 <= m <= anywhere else -1 for m in most]
 

@@ -90,11 +90,13 @@ class KVCache:
             self.previous[index] = 0.0
         self.cells[index] = -1
 
-    def copy_rows(self, rows: np.ndarray | torch.Tensor, source: KVCache, source_rows: np.ndarray | torch.Tensor) -> None:
+    def copy_rows(self, rows: np.ndarray | torch.Tensor, source: KVCache,
+                  source_rows: np.ndarray | torch.Tensor) -> None:
         """Make `rows` of this cache hold exactly what `source_rows` of `source` hold (keys, values, previous frame,
         slot bookkeeping): a primed row restored without running the model. Same shapes and layout required."""
         dst, src = self.row_index(rows), source.row_index(source_rows)
-        if (source.slots, source.tokens_per_frame, len(source.layers)) != (self.slots, self.tokens_per_frame, len(self.layers)):
+        if ((source.slots, source.tokens_per_frame, len(source.layers))
+                != (self.slots, self.tokens_per_frame, len(self.layers))):
             raise ValueError("copy_rows needs a cache of the same layers, slots and tokens per frame")
         for mine, theirs in zip(self.layers, source.layers, strict=True):
             mine.k[dst] = theirs.k[src]

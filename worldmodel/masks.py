@@ -38,7 +38,8 @@ def teacher_forcing_mask(frames: int, chunk: int, device: torch.device | str = "
 
 
 def previous_frames(latents: torch.Tensor, first: torch.Tensor | None = None) -> torch.Tensor:
-    """The frame before each frame of a sequence: (B, T, ...) -> (B, T, ...); before frame 0 `first` (B, ...) or zeros."""
+    """The frame before each frame of a sequence: (B, T, ...) -> (B, T, ...); before frame 0 `first` (B, ...)
+    or zeros."""
     first = torch.zeros_like(latents[:, 0]) if first is None else first
     return torch.cat([first[:, None].to(latents.dtype), latents[:, :-1]], dim=1)
 

@@ -32,16 +32,18 @@ class ChunkResult:
     latents: torch.Tensor      # (B, c, C, h, w) generated clean latents (the exit step's x0 prediction)
     reward: torch.Tensor       # (B, c) from the clean cache-writing pass (or the event model's, with event_outcomes)
     termination: torch.Tensor  # (B, c) logits, same source
-    events: torch.Tensor | None = None   # (B, c, E) int64 sampled entity cells (flat latent cell index), if the model has them
-    score: torch.Tensor | None = None    # (B, c) int64 the score the frames' bar shows, if the model carries it (score_digits)
+    events: torch.Tensor | None = None   # (B, c, E) int64 sampled entity cells (flat latent cell index), if any
+    score: torch.Tensor | None = None    # (B, c) int64 the score the frames' bar shows, if any (score_digits)
 
 
-def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> KVCache:
+def new_cache(model: DiT, batch: int, device: torch.device | str = "cpu",
+              dtype: torch.dtype = torch.float32) -> KVCache:
     """An empty KV cache sized by the model's config (window, sink, layers, heads)."""
     cfg = model.config
     if not cfg.causal:
         raise ValueError("a bidirectional model has no KV cache rollout; use a causal (student / TF / DF) model")
-    return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink, device, dtype,
+    return KVCache(batch, cfg.depth, cfg.heads, model.head_dim, cfg.tokens_per_frame, cfg.window, cfg.sink,
+                   device, dtype,
                    latent_shape=(cfg.latent_channels, cfg.latent_size, cfg.latent_size),
                    drawn_cells=cfg.drawn_cells if cfg.event_reach else 0)
 
@@ -153,7 +155,8 @@ def next_chunk(model: DiT, cache: KVCache, actions: torch.Tensor, sigmas: list[f
 
 
 def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise: NoiseSource, min_prob: float,
-                last: torch.Tensor | None = None) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
+                last: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The chunk's entity cells (B, c, E) and one-hot maps (B, c, E, h, w), drawn from the event model on each
     row's last frame `previous` (B, C, h, w), and the step's (reward, termination logit) (B, 2) when the event
     model gives them; Nones for a model without entity events. last (B, R): each row's previous draw, which bounds

@@ -1,9 +1,9 @@
 """The displayed score as explicit state: a learned painter and reader of the score bar's latent rows.
 
-Measured (docs/ablation.md, sessions 8-9): the DiT paints the score bar's latents 0.31 from every
-real digit, farther than the encoder keeps the digits from each other (0.11-0.3), so the dreamed score
-flickers and misreads in ~35 % of frames even through a decoder that draws every real digit. A
-generative model is the wrong tool for a counter. The bar shows the episode's return so far, so the
+The DiT paints the score bar's latents farther from every real digit than the encoder keeps the
+digits from each other, so the dreamed score flickers and misreads even through a decoder that draws
+every real digit (docs/ablation.md "The score as state (the score bar)"). A generative model is the
+wrong tool for a counter. The bar shows the episode's return so far, so the
 world model carries it as state, the way the event model carries where the random entities go:
 
     score_t = read(previous latent) + round(reward_t);   frame_t's bar rows = paint(score_t)
@@ -13,9 +13,8 @@ world model carries it as state, the way the event model carries where the rando
 - `read`: the bar's latent rows -> each digit's class, trained on real latents (so a real start frame
   reads right) and on painted ones (so a dreamed frame reads back exactly what was painted).
 - `draw` (with `bar_pixels`): digits -> the bar's pixels, regressed on real frames' bars, replacing
-  what the decoder draws there. Measured (docs/ablation.md, session 10): no decoder drew every score
-  from the encoder's latents (the digits lie 0.11 apart there; the best decoder read back 58-66 % of
-  painted scores 0..162, and 0 % of real scores ending in 8), while the bar is a deterministic function
+  what the decoder draws there: no decoder drew every score from the encoder's latents, where the
+  digits lie close together (docs/ablation.md "The glyphs"), while the bar is a deterministic function
   of the score, which a regression learns exactly.
 
 Labels need no game reader: a frame's score is the sum of the episode's rewards before it (the
@@ -49,7 +48,8 @@ class ScoreBar(nn.Module):
                  bar_pixels: int = 0):
         super().__init__()
         if digits < 1 or not 0 < rows < latent_size:
-            raise ValueError(f"a score bar needs digits >= 1 and 0 < rows < latent_size, got digits={digits} rows={rows}")
+            raise ValueError(f"a score bar needs digits >= 1 and 0 < rows < latent_size, "
+                             f"got digits={digits} rows={rows}")
         if bar_pixels % rows:
             raise ValueError(f"bar_pixels ({bar_pixels}) must be whole latent rows ({rows} rows)")
         self.digits, self.rows, self.bar_pixels = digits, rows, bar_pixels
@@ -107,7 +107,8 @@ class ScoreBar(nn.Module):
 
 
 def mlp(inputs: int, width: int, outputs: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width), nn.GELU(), nn.Linear(width, outputs))
+    return nn.Sequential(nn.Linear(inputs, width), nn.GELU(), nn.Linear(width, width), nn.GELU(),
+                         nn.Linear(width, outputs))
 
 
 @dataclass

@@ -31,7 +31,8 @@ class BenchConfig:
     matmul_precision: str = "highest"   # torch.set_float32_matmul_precision for the run: "high" lets CUDA run fp32
                                         #   matmuls as TF32 (the matmul throughput of the limits is measured so too)
     threads: int = 1                    # torch CPU threads, the peer's too (1 is stable on a shared machine)
-    dtype: str = "auto"                 # DiT dtype of the env figures (envs.dream.pick_dtype: auto picks per batch size)
+    dtype: str = "auto"                 # DiT dtype of the env figures (envs.dream.pick_dtype: auto picks per
+                                        #   batch size)
     quick: bool = False                 # replace the loop counts by QUICK_LOOPS (tiny models): < 60 s, for tests
     seed: int = 0
     markdown_path: str = "runs/bench/bench.md"
@@ -99,7 +100,8 @@ class BenchConfig:
 # What quick=true puts in place of the full run's loop counts and model sizes.
 QUICK_LOOPS = dict(game_steps=500, record_steps=200, untrained_size="tiny", untrained_widths=[8, 8, 8],
                    warmup_frames=1, timed_frames=2, horizon=60, horizon_early=20, horizon_window=10,
-                   vector_frames=2, dtype_batches=[1, 2], profile_batches=[1, 2], profile_frames=1, matmul_size=256, matmul_repeats=2, train_size="tiny", train_batch=2,
+                   vector_frames=2, dtype_batches=[1, 2], profile_batches=[1, 2], profile_frames=1, matmul_size=256,
+                   matmul_repeats=2, train_size="tiny", train_batch=2,
                    train_warmup_iters=1, train_iters=1, critic_ratio=2, critic_reuse=[1, 2])
 
 

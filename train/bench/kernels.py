@@ -70,7 +70,8 @@ def kernel_speed(size: str = "base", batch: int = 16, dtype: torch.dtype = torch
         return {}, "triton is not installed (pip install 'dreamgym[triton]')"
     torch.manual_seed(0)
     model = DiT(dit_preset(size)).to(device, dtype).eval()
-    with torch.no_grad():   # adaLN-Zero starts as identity with a zero output: perturb, so the difference means something
+    # adaLN-Zero starts as identity with a zero output: perturb, so the difference means something
+    with torch.no_grad():
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
     cfg = model.config

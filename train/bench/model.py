@@ -130,7 +130,8 @@ def vector_fps(path: Path, num_envs: int, cfg: BenchConfig, rng: np.random.Gener
 
 
 def dtype_speed(path: Path, cfg: BenchConfig, rng: np.random.Generator) -> dict[int, dict[str, Any]]:
-    """Per batch size of cfg.dtype_batches: ms/frame (env_denoise_steps) in float32 and bfloat16, and what "auto" picks."""
+    """Per batch size of cfg.dtype_batches: ms/frame (env_denoise_steps) in float32 and bfloat16, and what "auto"
+    picks."""
     out = {}
     for batch in cfg.dtype_batches:
         cores = {name: primed_core(path, batch, cfg.env_denoise_steps, cfg, name) for name in ("float32", "bfloat16")}
@@ -160,7 +161,8 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
             params_m = (core.dit.num_params() / 1e6, sum(p.numel() for p in core.autoencoder.parameters()) / 1e6)
             decoder = core.autoencoder.config.decoder
     single = frame_ms[1]
-    latency = {s: {"total_ms": single[s], "decode_ms": decode, "dream_ms": single[s] - decode} for s in cfg.denoise_steps}
+    latency = {s: {"total_ms": single[s], "decode_ms": decode, "dream_ms": single[s] - decode}
+               for s in cfg.denoise_steps}
     flop_bound = {}
     for steps, count in flops.items():
         limit_ms, dit_limit_ms = count["total"] / matmul_flops * 1e3, count["dit"] / matmul_flops * 1e3
@@ -177,9 +179,12 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
 
 def model_markdown(fig: dict[str, Any]) -> list[str]:
     steps = list(fig["latency"])
-    lines = [f"Model: {fig['checkpoint']}; DiT {fig['dit_params_m']:.2f} M, autoencoder {fig['autoencoder_params_m']:.2f} M "
-             f"parameters ({fig['decoder']} decoder). Measured matmul throughput {fig['matmul_gflops']:.1f} GFLOP/s (fp32). "
-             "ms/frame = one batched DreamCore step (denoise + cache write + decode) ÷ batch, median; ms per denoising step = slope of "
+    lines = [f"Model: {fig['checkpoint']}; DiT {fig['dit_params_m']:.2f} M, "
+             f"autoencoder {fig['autoencoder_params_m']:.2f} M "
+             f"parameters ({fig['decoder']} decoder). "
+             f"Measured matmul throughput {fig['matmul_gflops']:.1f} GFLOP/s (fp32). "
+             "ms/frame = one batched DreamCore step (denoise + cache write + decode) ÷ batch, median; "
+             "ms per denoising step = slope of "
              "ms/frame over the step counts.", "",
              "| batch | " + " | ".join(f"{s} step(s) ms/frame" for s in steps) + " | ms per denoising step |",
              "|---" * (len(steps) + 2) + "|"]
@@ -191,22 +196,25 @@ def model_markdown(fig: dict[str, Any]) -> list[str]:
               "| denoise steps | dream ms | decode ms | latency ms | frames/s |", "|---|---|---|---|---|"]
     lines += [f"| {s} | {v['dream_ms']:.2f} | {v['decode_ms']:.2f} | {v['total_ms']:.2f} | {1e3 / v['total_ms']:.1f} |"
               for s, v in fig["latency"].items()]
-    lines += ["", "FLOP-bound limit = FLOPs per frame (counted by torch FlopCounterMode on one batch-1 step) ÷ measured "
-              "matmul throughput; MFU = its inverse ratio:", "",
+    lines += ["", "FLOP-bound limit = FLOPs per frame (counted by torch FlopCounterMode on one batch-1 step) ÷ "
+              "measured matmul throughput; MFU = its inverse ratio:", "",
               "| denoise steps | MFLOPs DiT | MFLOPs decode | limit ms | frame ÷ limit | DiT time ÷ DiT limit | MFU |",
               "|---|---|---|---|---|---|---|"]
     lines += [f"| {s} | {v['flops_dit'] / 1e6:.1f} | {v['flops_decode'] / 1e6:.1f} | {v['limit_ms']:.3f} | "
               f"{v['ratio']:.1f} | {v['dit_ratio']:.1f} | {v['mfu']:.1%} |" for s, v in fig["flop_bound"].items()]
     h = fig["horizon"]
     lines += ["", f"Long horizon (batch 1, one episode): frame {h['late_frame']:,} takes {h['late_ms']:.2f} ms vs "
-              f"{h['early_ms']:.2f} ms at frame {h['early_frame']:,} — ratio **{h['time_ratio']:.3f}** (goal ≤ {HORIZON_GOAL}); "
-              f"memory {h['late_memory_mb']:.1f} MB vs {h['early_memory_mb']:.1f} MB — ratio **{h['memory_ratio']:.3f}**.",
+              f"{h['early_ms']:.2f} ms at frame {h['early_frame']:,} — "
+              f"ratio **{h['time_ratio']:.3f}** (goal ≤ {HORIZON_GOAL}); "
+              f"memory {h['late_memory_mb']:.1f} MB vs {h['early_memory_mb']:.1f} MB — "
+              f"ratio **{h['memory_ratio']:.3f}**.",
               "", f"WorldModelVectorEnv, dtype={fig['dtype']!r}:", "",
               "| VectorEnv N | DiT dtype | frames/s |", "|---|---|---|"]
     lines += [f"| {n} | {v['dtype']} | {v['fps']:.1f} |" for n, v in fig["vector_fps"].items()]
     lines += ["", "DiT dtype per batch size (ms/frame, whole env step; the decoder stays float32); `auto` is the env "
               "default (`envs.dream.pick_dtype`):", "",
-              "| batch | float32 ms/frame | bfloat16 ms/frame | bfloat16 ÷ float32 | auto picks |", "|---|---|---|---|---|"]
+              "| batch | float32 ms/frame | bfloat16 ms/frame | bfloat16 ÷ float32 | auto picks |",
+              "|---|---|---|---|---|"]
     lines += [f"| {b} | {v['float32']:.2f} | {v['bfloat16']:.2f} | {v['bfloat16'] / v['float32']:.3f} | {v['auto']} |"
               for b, v in fig["dtypes"].items()]
     return lines

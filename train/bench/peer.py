@@ -35,7 +35,8 @@ def peer_speed(cfg: BenchConfig, ours: Callable[[], dict[int, float]]) -> dict[s
                           capture_output=True, text=True, timeout=cfg.peer_timeout_s, cwd=REPO)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
     if done.returncode != 0 or not lines:
-        return {"skipped": f"peer script failed (exit {done.returncode}): {(done.stderr or done.stdout).strip()[-300:]}"}
+        return {"skipped": f"peer script failed (exit {done.returncode}): "
+                           f"{(done.stderr or done.stdout).strip()[-300:]}"}
     peer = json.loads(lines[-1])
     ours_ms = ours()
     ratios = {b: ours_ms[b] / peer[f"ms_per_frame_b{b}"] for b in ours_ms if f"ms_per_frame_b{b}" in peer}

@@ -3,8 +3,8 @@
 Owns `step_profile`: torch.profiler over `profile_frames` DreamCore steps at each of
 `profile_batches`, after a warm-up. Per batch size it reports the step's wall ms, the operators
 (kernels on CUDA) launched per step, and the top `profile_top` operators by self time (device time
-on CUDA, host time on CPU) with their share of the total — the table issue 15 asked for, so that the
-largest items are fixed first, not guessed at.
+on CUDA, host time on CPU) with their share of the total, so that the largest items are fixed first,
+not guessed at.
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def step_profile(path: Path, cfg: BenchConfig) -> dict[int, dict[str, Any]]:
         total = sum(r[2] for r in rows)
         rows.sort(key=lambda r: -r[2])
         n = cfg.profile_frames
-        out[batch] = {"step_ms": wall, "ops_per_step": sum(r[1] for r in rows) / n, "total_ms_per_step": total / n / 1e3,
+        out[batch] = {"step_ms": wall, "ops_per_step": sum(r[1] for r in rows) / n,
+                      "total_ms_per_step": total / n / 1e3,
                       "top": [(name, calls / n, t / n / 1e3, t / total) for name, calls, t in rows[:cfg.profile_top]]}
     return out
 

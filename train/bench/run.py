@@ -49,7 +49,8 @@ def headline(fig: dict[str, Any]) -> list[str]:
         m = fig["model"]
         steps = fig["config"]["env_denoise_steps"]
         if steps in m["flop_bound"]:
-            rows.append((f"frame time ÷ FLOP-bound limit (batch 1, denoising steps = {steps})", m["flop_bound"][steps]["ratio"]))
+            rows.append((f"frame time ÷ FLOP-bound limit (batch 1, denoising steps = {steps})",
+                         m["flop_bound"][steps]["ratio"]))
         h = m["horizon"]
         rows.append((f"frame time at frame {h['late_frame']:,} ÷ frame {h['early_frame']:,} (goal ≤ {HORIZON_GOAL})",
                      h["time_ratio"]))
@@ -83,12 +84,14 @@ def report(fig: dict[str, Any]) -> str:
              f"Device: **{fig['device']}**. Mode: {'quick (shrunk loops, tiny models)' if fig['quick'] else 'full'}. "
              f"Measured {fig['date']} in {fig['seconds']:.0f} s; every figure comes from this one run.", "",
              f"Step path: cuda_graph={cfg['cuda_graph']}, compile={cfg['compile']}, fp32 matmul precision "
-             f"{cfg.get('matmul_precision', 'highest')!r}, Triton kernels {'on' if fig.get('triton_kernels') else 'off'}.", "",
+             f"{cfg.get('matmul_precision', 'highest')!r}, "
+             f"Triton kernels {'on' if fig.get('triton_kernels') else 'off'}.", "",
              "## Ratios", "", *headline(fig)]
     sections = (("game", "a. Game", game_markdown), ("model", "b. Model", model_markdown),
                 ("peer", "c. Peer", peer_markdown), ("training", "d. Training speed", training_markdown),
                 ("kernels", "e. Triton kernels", kernels_markdown),
-                ("profile", "f. Where a step's time goes", lambda f: profile_markdown(f, fig["device"].startswith("cuda"))))
+                ("profile", "f. Where a step's time goes",
+                 lambda f: profile_markdown(f, fig["device"].startswith("cuda"))))
     for key, title, render in sections:
         if key in fig:
             lines += ["", f"## {title} ({fig['device']})", "", *render(fig[key])]

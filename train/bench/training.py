@@ -64,7 +64,8 @@ def synthetic_pairs(cfg: ode_init.ODEInitConfig, latents: LatentData) -> dict[st
     n, t, s = 4 * cfg.batch_size, cfg.clip_frames, cfg.sampler.max_steps
     shape = latents.train[0].frames.shape[1:]
     return {"states": torch.randn(n, s, t, *shape, generator=g), "targets": torch.randn(n, t, *shape, generator=g),
-            "real": torch.randn(n, t, *shape, generator=g), "actions": torch.randint(N_ACTIONS + 1, (n, t), generator=g),
+            "real": torch.randn(n, t, *shape, generator=g),
+            "actions": torch.randint(N_ACTIONS + 1, (n, t), generator=g),
             "rewards": torch.zeros(n, t), "terminations": torch.zeros(n, t)}
 
 
@@ -179,7 +180,8 @@ def training_speed(cfg: BenchConfig, matmul_flops: float | None = None) -> dict[
         out["sf_over_tf"] = {reuse: stages[sf_key(reuse)]["s_per_it"] / tf["s_per_it"] for reuse in cfg.critic_reuse}
         sf = stages[sf_key(cfg.critic_reuse[0])]
         out["sf_generator_over_tf"] = sf["generator_s_per_it"] / tf["s_per_it"]
-        out["sf_memory_over_tf"] = sf["peak_memory_mb"] / tf["peak_memory_mb"] if tf["peak_memory_mb"] > 0 else float("nan")
+        out["sf_memory_over_tf"] = (sf["peak_memory_mb"] / tf["peak_memory_mb"] if tf["peak_memory_mb"] > 0
+                                    else float("nan"))
     return out
 
 
@@ -194,7 +196,8 @@ def training_markdown(fig: dict[str, Any]) -> list[str]:
              "| stage | it/s | s/it | state MB | iteration peak MB | peak MB | GFLOPs/it | MFU |",
              "|---|---|---|---|---|---|---|---|"]
     for name, s in fig["stages"].items():
-        lines.append(f"| {name} | {s['it_per_s']:.2f} | {s['s_per_it']:.3f} | {s['state_mb']:.1f} | {s['iteration_mb']:.1f} | "
+        lines.append(f"| {name} | {s['it_per_s']:.2f} | {s['s_per_it']:.3f} | {s['state_mb']:.1f} | "
+                     f"{s['iteration_mb']:.1f} | "
                      f"{s['peak_memory_mb']:.1f} | {s['gflops_per_it']:.2f} | {s['mfu']:.1%} |")
         if name.startswith("self_forcing"):
             for part in ("generator", "critic"):

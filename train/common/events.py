@@ -73,7 +73,8 @@ def label_episodes(episodes: list[Episode], reader: str) -> np.ndarray:
 def save_events(directory: Path, train: list[Episode], val: list[Episode], reader: str) -> None:
     """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order."""
     tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
-               "val/cells": torch.from_numpy(label_episodes(val, reader)) if val else torch.zeros(0, 1, dtype=torch.int64)}
+               "val/cells": (torch.from_numpy(label_episodes(val, reader)) if val
+                             else torch.zeros(0, 1, dtype=torch.int64))}
     for name, readers, dtype in (("caught", CATCH_READERS, bool), ("player_cell", PLAYER_READERS, np.int64)):
         if reader in readers:   # the catches (the event model's termination labels), the player (its player head)
             for split, episodes in (("train", train), ("val", val)):
@@ -116,10 +117,12 @@ def cells_and_player(episode: Episode) -> np.ndarray:
 
 def add_player_cells(episodes: list[Episode]) -> None:
     """Give each episode's infos["event_cells"] (n+1, E) the player column (n+1, E+1) of a DiT with a player channel
-    (`DiTConfig.player_channel`): the reader's player cell of each frame (infos["player_cell"]), -1 where it found none."""
+    (`DiTConfig.player_channel`): the reader's player cell of each frame (infos["player_cell"]), -1 where it found
+    none."""
     for episode in episodes:
         if "player_cell" not in episode.infos:
-            raise ValueError(f"player_channel needs the player's cells in the latent cache (player_cell, from {EVENTS_FILE}): "
+            raise ValueError("player_channel needs the player's cells in the latent cache "
+                             f"(player_cell, from {EVENTS_FILE}): "
                              "delete it and re-run the autoencoder stage with events=<reader> to relabel")
         episode.infos["event_cells"] = cells_and_player(episode)
 

@@ -40,7 +40,8 @@ def encode_frames(autoencoder: Autoencoder, frames: np.ndarray, batch: int = 256
     return torch.cat(parts).numpy()
 
 
-def start_bank(episodes: list[Episode], n_actions: int, context: int, size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def start_bank(episodes: list[Episode], n_actions: int, context: int, size: int,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """`size` real contexts of `context` frames from the start of episodes (what a reset shows first)."""
     eligible = [e for e in episodes if len(e.frames) >= context]
     if not eligible:
@@ -68,9 +69,11 @@ def _pack(episodes: list[Episode], prefix: str) -> dict[str, torch.Tensor]:
 
 def _unpack(tensors: dict[str, torch.Tensor], prefix: str) -> list[Episode]:
     f_off, s_off = tensors[f"{prefix}/frame_offsets"].numpy(), tensors[f"{prefix}/step_offsets"].numpy()
-    get = {k: tensors[f"{prefix}/{k}"].numpy() for k in ("latents", "actions", "rewards", "terminations", "truncations")}
+    get = {k: tensors[f"{prefix}/{k}"].numpy()
+           for k in ("latents", "actions", "rewards", "terminations", "truncations")}
     return [Episode(frames=get["latents"][f_off[i]:f_off[i + 1]], actions=get["actions"][s_off[i]:s_off[i + 1]],
-                    rewards=get["rewards"][s_off[i]:s_off[i + 1]], terminations=get["terminations"][s_off[i]:s_off[i + 1]],
+                    rewards=get["rewards"][s_off[i]:s_off[i + 1]],
+                    terminations=get["terminations"][s_off[i]:s_off[i + 1]],
                     truncations=get["truncations"][s_off[i]:s_off[i + 1]], infos={})
             for i in range(len(f_off) - 1)]
 
@@ -102,7 +105,8 @@ def load_latents(directory: str | Path) -> LatentData:
         events = read_tensors(Path(directory) / EVENTS_FILE)
         for split, episodes in (("train", data.train), ("val", data.val)):
             if episodes:
-                extra = {k.split("/", 1)[1]: v for k, v in events.items() if k.startswith(split + "/") and k != split + "/cells"}
+                extra = {k.split("/", 1)[1]: v for k, v in events.items()
+                         if k.startswith(split + "/") and k != split + "/cells"}
                 attach_events(episodes, events[f"{split}/cells"], **extra)
         data.event_entities = int(events["train/cells"].shape[1])
     return data

@@ -106,8 +106,10 @@ def save_state(run_dir: Path, state: TrainState) -> None:
             optim_tensors.update(tensors)
             optim_meta[name] = meta
         save_file(optim_tensors, str(tmp / "optim.safetensors"))
-        save_file({"generator": state.generator.get_state(), "torch": torch.get_rng_state()}, str(tmp / "rng.safetensors"))
-        (tmp / "state.json").write_text(json.dumps({"step": state.step, "optimizers": optim_meta, "extra": state.extra}))
+        save_file({"generator": state.generator.get_state(), "torch": torch.get_rng_state()},
+                  str(tmp / "rng.safetensors"))
+        (tmp / "state.json").write_text(json.dumps({"step": state.step, "optimizers": optim_meta,
+                                                    "extra": state.extra}))
 
     write_dir_atomically(run_dir / STATE_DIR, fill)
 
@@ -130,7 +132,8 @@ def load_state(run_dir: Path, state: TrainState) -> bool:
     try:
         meta = json.loads((directory / "state.json").read_text())
     except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{directory / 'state.json'}: unreadable ({error}); delete {directory} to restart") from error
+        raise CheckpointError(f"{directory / 'state.json'}: unreadable ({error}); "
+                              f"delete {directory} to restart") from error
     modules = read_tensors(directory / "modules.safetensors")
     for name, module in state.modules.items():
         prefix = f"{name}/"
@@ -167,7 +170,8 @@ class MetricsLog:
 
 
 def run_loop(name: str, loop: LoopConfig, run_dir: Path, state: TrainState, train_step: Callable[[TrainState], dict],
-             evaluate: Callable[[TrainState], dict] | None = None, on_save: Callable[[TrainState], None] | None = None) -> dict:
+             evaluate: Callable[[TrainState], dict] | None = None,
+             on_save: Callable[[TrainState], None] | None = None) -> dict:
     """Run `train_step` from state.step to loop.max_steps; log, evaluate, checkpoint, guard against NaN.
 
     `on_save` writes the stage's world-model checkpoint next to the resumable state. Returns the
@@ -207,7 +211,8 @@ def run_loop(name: str, loop: LoopConfig, run_dir: Path, state: TrainState, trai
             if main_rank:
                 log.write(state.step, last)
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in last.items()})
-        if evaluate is not None and loop.eval_every and (state.step % loop.eval_every == 0 or state.step == loop.max_steps):
+        if evaluate is not None and loop.eval_every and (state.step % loop.eval_every == 0
+                                                         or state.step == loop.max_steps):
             scores = {f"eval/{k}": v for k, v in evaluate(state).items()}
             if main_rank:
                 log.write(state.step, scores)

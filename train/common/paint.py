@@ -1,12 +1,11 @@
 """Paint latents: for a kind of cell no DiT draws (two entities in one cell), the one latent the frozen decoder
 draws as the recorded pixels of such cells.
 
-CoinChase's enemy on the coin leaves 8 of the coin's 24 pixels showing; the encoder maps those cells close to the
-enemy's alone (mean distance 0.33, spread 0.27), and the decoder draws them, and their mean, as the enemy alone
-(of 100 held-out recorded overlaps, 26 decoded as encoded and 12 as the mean encoding read back as both
-sprites; README "Session 13"). So the latent a DiT with `overlap_paint` writes there is fitted instead: starting
-from the mean encoding, gradient descent on the decoder's pixel error of the recorded overlap cells, each decoded
-in its own recorded frame (the decoder's convolutions see the neighbours).
+CoinChase's enemy on the coin leaves a few of the coin's pixels showing; the encoder maps those cells close to the
+enemy's alone, and the decoder draws them, and their mean, mostly as the enemy alone
+(docs/ablation.md "Overlaps: two sprites in one cell"). So the latent a DiT with `overlap_paint` writes there is
+fitted instead: starting from the mean encoding, gradient descent on the decoder's pixel error of the recorded
+overlap cells, each decoded in its own recorded frame (the decoder's convolutions see the neighbours).
 """
 from __future__ import annotations
 
@@ -23,7 +22,8 @@ from worldmodel.data import Episode
 def fit_cell_latent(autoencoder: Autoencoder, frames: np.ndarray, cells: np.ndarray, steps: int = 300,
                     lr: float = 0.05, batch: int = 32, seed: int = 0) -> np.ndarray:
     """(C,) the latent that, put at each frame's `cells` (N,) flat latent cell of uint8 `frames` (N, H, W, 3) in
-    place of the frame's own encoding, the decoder (frozen here) draws closest (squared error) to the recorded pixels."""
+    place of the frame's own encoding, the decoder (frozen here) draws closest (squared error) to the recorded
+    pixels."""
     if len(frames) == 0 or len(frames) != len(cells):
         raise ValueError(f"need recorded frames and one cell each, got {len(frames)} frames and {len(cells)} cells")
     device = next(autoencoder.parameters()).device
@@ -63,7 +63,8 @@ def overlap_frames(frames: np.ndarray, cells: np.ndarray, pair: tuple[int, int],
 def recorded_overlaps(episodes: list[Episode], reader: str) -> tuple[np.ndarray, np.ndarray]:
     """The frames of pixel `episodes` where two labelled cells share a cell, and their labelled cells: ((M, H, W, 3)
     uint8, (M, E')). The cells are the entity `reader`'s, then the player's where the reader has one (PLAYER_READERS;
-    a DiT's player_channel), in a DiT's drawn-cell order. Only those frames are kept: a recording's are hundreds of MB."""
+    a DiT's player_channel), in a DiT's drawn-cell order. Only those frames are kept: a recording's are hundreds of
+    MB."""
     frames, cells = [], []
     for episode in episodes:
         labels = label_episodes([episode], reader)                                            # (n+1, E)

@@ -62,7 +62,8 @@ def play(cfg: EventsEvalConfig, n_actions: int) -> tuple[np.ndarray, np.ndarray,
 
 
 def floored(probs: np.ndarray, min_prob: float) -> np.ndarray:
-    """What `worldmodel.events.sample_cells` draws from: cells below min_prob removed (the likeliest kept), renormalised."""
+    """What `worldmodel.events.sample_cells` draws from: cells below min_prob removed (the likeliest kept),
+    renormalised."""
     keep = (probs >= min_prob) | (probs == probs.max(-1, keepdims=True))
     kept = probs * keep
     return kept / kept.sum(-1, keepdims=True)

@@ -137,13 +137,16 @@ def terminal_exact(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Laten
     if not ending:
         return {}
     clips = ClipDataset(ending, cfg.clip_frames, data.n_actions)
-    last = [i for i in range(len(clips)) if clips.window_start[i] + cfg.clip_frames == len(ending[clips.window_episode[i]])]
+    last = [i for i in range(len(clips))
+            if clips.window_start[i] + cfg.clip_frames == len(ending[clips.window_episode[i]])]
     items = [clips[i] for i in last]
     clean = torch.stack([item["frames"] for item in items]).float()                        # (B, T, C, h, w)
     actions = torch.stack([item["actions"] for item in items])                              # (B, T)
     dit = model.dit.eval()
-    events = true_events(dit, torch.stack([item["event_cells"] for item in items])) if "event_cells" in items[0] else None
-    predicted = last_frame_x0(dit, clean, actions, events, cfg.sigma, cfg.guidance, torch.Generator().manual_seed(cfg.seed))
+    events = (true_events(dit, torch.stack([item["event_cells"] for item in items])) if "event_cells" in items[0]
+              else None)
+    predicted = last_frame_x0(dit, clean, actions, events, cfg.sigma, cfg.guidance,
+                              torch.Generator().manual_seed(cfg.seed))
     decode = model.autoencoder.decode
     got, real = read_state(decode(predicted.float()).numpy()), read_state(decode(clean[:, -1]).numpy())
     player, enemy = (got.player == real.player).all(1), (got.enemy == real.enemy).all(1)
@@ -175,7 +178,8 @@ def teacher_one_of_each(cfg: OneStepConfig, model: worldmodel.WorldModel, data: 
 
     def velocity(x: torch.Tensor, sigma: float) -> torch.Tensor:
         sig = torch.cat([torch.zeros(b, cfg.prefix), torch.full((b, t - cfg.prefix), sigma)], 1)
-        return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance, events=events)[:, cfg.prefix:]
+        return teacher.guided_velocity(torch.cat([prefix, x], 1), sig, actions, cfg.guidance,
+                                       events=events)[:, cfg.prefix:]
 
     noise = torch.randn(b, t - cfg.prefix, *prefix.shape[2:], generator=generator)
     sample, _ = euler_sample(velocity, noise, ode_sigmas(cfg.euler_steps, model.config.sampler.shift))
@@ -192,7 +196,8 @@ def teacher_context(cfg: OneStepConfig, model: worldmodel.WorldModel, data: Late
     got = read_state(autoencoder.decode(last_frame_x0(teacher, clean, actions, events, cfg.sigma, cfg.guidance,
                                                       generator)).numpy())
     real = read_state(autoencoder.decode(clean[:, -1]).numpy())
-    return {name: float((getattr(got, name) == getattr(real, name)).all(1).mean()) for name in ("player", "coin", "enemy")}
+    return {name: float((getattr(got, name) == getattr(real, name)).all(1).mean())
+            for name in ("player", "coin", "enemy")}
 
 
 def main(cfg: OneStepConfig) -> dict:

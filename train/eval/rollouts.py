@@ -31,7 +31,8 @@ MISSING_PLAYER = 8.0    # position error charged when no player is drawn (the gr
 PSNR_CAP = 60.0         # identical frames (PSNR inf) count as 60 dB in means
 EVENT = 0.5             # a predicted reward / termination probability above this is an event
 Reader = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]   # frames -> player (N, 2), score (N,) or None
-Stream = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]   # per frame: frames (S, H, W, 3), rewards (S,), terms (S,)
+# per frame: frames (S, H, W, 3), rewards (S,), terms (S,)
+Stream = Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]
 Tap = Callable[[int, np.ndarray, np.ndarray, np.ndarray], None]  # (frame index h, frames, rewards, terms)
 DEFAULT_READER: Reader = read_player_and_score
 
@@ -257,7 +258,8 @@ def take_rows(table: T, rows: np.ndarray) -> T:
 
 def concat_rows(tables: list[T]) -> T:
     """Dataclasses of per-row arrays (of one type) stacked row-wise."""
-    return replace(tables[0], **{f.name: np.concatenate([getattr(t, f.name) for t in tables]) for f in fields(tables[0])})
+    return replace(tables[0], **{f.name: np.concatenate([getattr(t, f.name) for t in tables])
+                                 for f in fields(tables[0])})
 
 
 def over_seeds(values: np.ndarray, mask: np.ndarray, seeds: np.ndarray) -> dict:

@@ -24,7 +24,8 @@ class Probe(nn.Module):
     def __init__(self, width: int = 32):
         super().__init__()
         self.width = width
-        self.body = nn.Sequential(nn.Conv2d(3, width, 4, 2, 1), nn.SiLU(), nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
+        self.body = nn.Sequential(nn.Conv2d(3, width, 4, 2, 1), nn.SiLU(),
+                                  nn.Conv2d(width, 2 * width, 4, 2, 1), nn.SiLU(),
                                   nn.Conv2d(2 * width, 2 * width, 4, 2, 1), nn.SiLU())        # (N, 2w, 8, 8)
         self.player = nn.Conv2d(2 * width, 1, 1)                                              # a logit per cell
         self.score = nn.Linear(2 * width * CELLS, SCORE_DIGITS * 10)                          # reads the top row
@@ -39,7 +40,7 @@ class Probe(nn.Module):
         """Player (N, 2) (row, col) and score (N,) read from uint8 frames (N, 64, 64, 3)."""
         cell_logits, digit_logits = self(torch.from_numpy(np.ascontiguousarray(frames)))
         cell = cell_logits.argmax(1).numpy()
-        digits = digit_logits.argmax(2).numpy()                                               # (N, D) most significant first
+        digits = digit_logits.argmax(2).numpy()                             # (N, D) most significant first
         score = (digits * 10 ** np.arange(SCORE_DIGITS - 1, -1, -1)).sum(1)
         return np.stack([cell // CELLS, cell % CELLS], 1), score
 

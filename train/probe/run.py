@@ -1,6 +1,6 @@
 """`python -m train.probe`: train the state probe (train.probe.model.Probe) on real CoinChase frames.
 
-Real frames of random and coin-seeker play, with the player cell and score from `info`; 10 % held
+Real frames of random and coin-seeker play, with the player cell and score from `info`; a tenth held
 out; the trained probe is written to `out` (safetensors + JSON) and read back by train.eval.
 
     python -m train.probe                       # trains, prints held-out accuracy, writes runs/coinchase/probe
@@ -21,7 +21,7 @@ from train.probe.model import Probe, save_probe
 @dataclass
 class ProbeConfig:
     out: str = "runs/coinchase/probe"
-    frames: int = 20_000          # real frames to learn from (10 % held out)
+    frames: int = 20_000          # real frames to learn from (a tenth held out)
     steps: int = 800
     batch_size: int = 128
     lr: float = 2e-3
@@ -53,7 +53,8 @@ def digit_targets(scores: np.ndarray) -> np.ndarray:
 
 def accuracy(probe: Probe, frames: np.ndarray, players: np.ndarray, scores: np.ndarray) -> dict[str, float]:
     got_players, got_scores = probe.read(frames)
-    return {"player_acc": float((got_players == players).all(1).mean()), "score_acc": float((got_scores == scores).mean())}
+    return {"player_acc": float((got_players == players).all(1).mean()),
+            "score_acc": float((got_scores == scores).mean())}
 
 
 def train(cfg: ProbeConfig) -> tuple[Probe, dict[str, float]]:
@@ -70,7 +71,8 @@ def train(cfg: ProbeConfig) -> tuple[Probe, dict[str, float]]:
     for step in range(cfg.steps):
         idx = torch.from_numpy(tr)[torch.randint(len(tr), (cfg.batch_size,), generator=generator)]
         cell_logits, digit_logits = probe(torch.from_numpy(frames[idx.numpy()]))
-        loss = F.cross_entropy(cell_logits, cells[idx]) + F.cross_entropy(digit_logits.flatten(0, 1), digits[idx].flatten())
+        loss = (F.cross_entropy(cell_logits, cells[idx])
+                + F.cross_entropy(digit_logits.flatten(0, 1), digits[idx].flatten()))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         for group in optimizer.param_groups:

@@ -42,7 +42,7 @@ class AutoencoderStageConfig:
     run_dir: str = "runs/coinchase/autoencoder"
     batch_size: int = 64
     lr: float = 2e-3
-    warmup_steps: int = 100                   # linear lr warmup, then linear decay to 10%
+    warmup_steps: int = 100                   # linear lr warmup, then linear decay to lr / 10
     l1_weight: float = 0.5                    # loss = mse + l1_weight * l1, on [-1, 1] pixels
     val_fraction: float = 0.1                 # episodes held out (PSNR, later stages' eval)
     split_seed: int = 0
@@ -54,11 +54,12 @@ class AutoencoderStageConfig:
                                               #   "" = none (the DiT stages then train without entity events)
     cache_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) encoded into
                                               #   the latent cache beside dataset_id, split by episode the same way:
-                                              #   e.g. CoinChase play that goes on after a catch (the main recording ends
-                                              #   there, so the DiT never sees the enemy on the player as context).
-                                              #   An events stage reading this cache trains its outcome heads on every
-                                              #   cached step: cache there only recordings whose rewards and terminations
-                                              #   are the game's (lethal=False play has no termination at a catch)
+                                              #   e.g. CoinChase play that goes on after a catch (the main recording
+                                              #   ends there, so the DiT never sees the enemy on the player as
+                                              #   context). An events stage reading this cache trains its outcome
+                                              #   heads on every cached step: cache there only recordings whose
+                                              #   rewards and terminations are the game's (lethal=False play has no
+                                              #   termination at a catch)
 
 
 @dataclass
@@ -80,8 +81,9 @@ def load_data(cfg: AutoencoderStageConfig) -> Data:
     for dataset_id in cfg.cache_datasets:
         extra, extra_actions = load_episodes(dataset_id, cfg.data_root)
         if extra_actions != n_actions or extra[0].frames.shape[1:] != episodes[0].frames.shape[1:]:
-            raise ValueError(f"cache dataset {dataset_id!r} has {extra_actions} actions and {extra[0].frames.shape[1:]} "
-                             f"frames; {cfg.dataset_id!r} has {n_actions} and {episodes[0].frames.shape[1:]}")
+            raise ValueError(f"cache dataset {dataset_id!r} has {extra_actions} actions and "
+                             f"{extra[0].frames.shape[1:]} frames; "
+                             f"{cfg.dataset_id!r} has {n_actions} and {episodes[0].frames.shape[1:]}")
         extra_train, extra_val = split_by_episode(extra, cfg.val_fraction, cfg.split_seed)
         cache_train += extra_train
         cache_val += extra_val
@@ -97,7 +99,8 @@ def build(cfg: AutoencoderStageConfig) -> TrainState:
     return TrainState(modules={"autoencoder": model}, optimizers={"autoencoder": optimizer}, generator=generator)
 
 
-def pixel_loss(recon: torch.Tensor, images: torch.Tensor, l1_weight: float, weight: torch.Tensor | None = None) -> torch.Tensor:
+def pixel_loss(recon: torch.Tensor, images: torch.Tensor, l1_weight: float,
+               weight: torch.Tensor | None = None) -> torch.Tensor:
     """mse + l1_weight * l1 of (B, 3, H, W) reconstructions; with `weight` (B, 1, H, W) a per-pixel weighted mean."""
     if weight is None:
         return F.mse_loss(recon, images) + l1_weight * F.l1_loss(recon, images)
@@ -109,7 +112,8 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
     model, optimizer = state.modules["autoencoder"], state.optimizers["autoencoder"]
     model.train()
     optimizer.zero_grad(set_to_none=True)
-    lr = cfg.lr * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1)) * (0.1 + 0.9 * (1 - state.step / cfg.loop.max_steps))
+    lr = (cfg.lr * min(1.0, (state.step + 1) / max(cfg.warmup_steps, 1))
+          * (0.1 + 0.9 * (1 - state.step / cfg.loop.max_steps)))
     for group in optimizer.param_groups:
         group["lr"] = lr
     total = 0.0
@@ -129,7 +133,8 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
 @torch.no_grad()
 def evaluate(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict[str, float]:
     model = state.modules["autoencoder"].eval()
-    frames = data.val_frames[np.linspace(0, len(data.val_frames) - 1, min(cfg.eval_frames, len(data.val_frames))).astype(int)]
+    frames = data.val_frames[np.linspace(0, len(data.val_frames) - 1,
+                                         min(cfg.eval_frames, len(data.val_frames))).astype(int)]
     recon = torch.cat([model.decode(model.encode(torch.from_numpy(frames[i:i + 256]).to(cfg.loop.device))).cpu()
                        for i in range(0, len(frames), 256)])
     return {"psnr": float(np.mean(np.minimum(psnr(recon.numpy(), frames), 100.0)))}
@@ -140,7 +145,8 @@ def set_latent_scale(model: Autoencoder, frames: np.ndarray, device: str) -> flo
     """Make encoded latents unit-variance over (a sample of) the training frames."""
     model.eval().latent_scale.fill_(1.0)
     sample = frames[np.linspace(0, len(frames) - 1, min(2048, len(frames))).astype(int)]
-    latents = torch.cat([model.encode(torch.from_numpy(sample[i:i + 256]).to(device)) for i in range(0, len(sample), 256)])
+    latents = torch.cat([model.encode(torch.from_numpy(sample[i:i + 256]).to(device))
+                         for i in range(0, len(sample), 256)])
     scale = float(latents.std())
     model.latent_scale.fill_(scale)
     return scale

@@ -1,8 +1,8 @@
 """Stage 1b: train the autoencoder's decoder alone on sprite pixels, the encoder (and so every latent) frozen.
 
 The autoencoder stage's loss is an average over all pixels, of which sprites are a few percent; frames
-where two sprites share a cell (the enemy on the player or the coin: ~3.5 % of the recorded frames,
-every "caught" frame) decode as a blend the game never draws, so even a perfect world model would
+where two sprites share a cell (the enemy on the player or the coin, every "caught" frame) decode
+as a blend the game never draws, so even a perfect world model would
 show them wrong. This stage trains the decoder alone, with `sprite_weight` on the pixels that differ
 from the per-pixel median of the training frames (the static background), on the latent cache the
 autoencoder stage wrote (`<autoencoder_dir>/latents`, checked against the frozen encoder at the start).
@@ -47,7 +47,8 @@ CACHE_TOLERANCE = 1e-3     # largest |cached - encoded| latent difference accept
 class DecoderStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=800, eval_every=400, ckpt_every=200))
     autoencoder_dir: str = "runs/coinchase/autoencoder"   # its checkpoint and latent cache are read
-    out_dir: str | None = None        # the autoencoder checkpoint written at the end; None: <autoencoder_dir>/checkpoint
+    out_dir: str | None = None        # the autoencoder checkpoint written at the end;
+                                      #   None: <autoencoder_dir>/checkpoint
     decoder: str | None = None        # None: fine-tune the source's decoder; "cell" | "conv": a new one, from scratch
     cell_width: int | None = None     # a new decoder's AutoencoderConfig.cell_width (None: the source's)
     cell_blocks: int | None = None    # a new decoder's AutoencoderConfig.cell_blocks (None: the source's)
@@ -59,13 +60,16 @@ class DecoderStageConfig:
     lr_final: float = 1.0             # cosine decay to this fraction of lr at loop.max_steps (1 = constant)
     sprite_weight: float = 10.0       # loss weight of pixels that differ from the background (1 elsewhere)
     l1_weight: float = 0.5            # loss = weighted (mse + l1_weight * l1), on [-1, 1] pixels
-    latent_noise: float = 0.0         # training latents get Gaussian noise of std U(0, latent_noise) per frame (unit-scale
-                                      #   latents): the decoder learns to draw a world model's imperfect latents as real ones
-    hud_rows: int = 0                 # pixel rows at the top of the frame that show a HUD (CoinChase's score bar: 8); 0: none
-    hud_weight: float = 1.0           # loss weight of the HUD pixels that change across the training frames (the score's
-                                      #   digits), lit or not, in place of sprite_weight: that weighs a pixel only where it is
-                                      #   off the median frame, whose last digit is an 8, so where the latents leave digits in
-                                      #   doubt the decoder draws the off-median value at 10:1 and 2, 5, 6, 8, 9 come out as one blend
+    latent_noise: float = 0.0         # training latents get Gaussian noise of std U(0, latent_noise) per frame
+                                      #   (unit-scale latents): the decoder learns to draw a world model's
+                                      #   imperfect latents as real ones
+    hud_rows: int = 0                 # pixel rows at the top of the frame that show a HUD (CoinChase's score
+                                      #   bar: 8); 0: none
+    hud_weight: float = 1.0           # loss weight of the HUD pixels that change across the training frames (the
+                                      #   score's digits), lit or not, in place of sprite_weight: that weighs a
+                                      #   pixel only where it is off the median frame, whose last digit is an 8,
+                                      #   so where the latents leave digits in doubt the decoder draws the
+                                      #   off-median value at 10:1 and 2, 5, 6, 8, 9 come out as one blend
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) whose frames
                                       #   join the training frames, encoded here: e.g. long coin-seeker play that
                                       #   shows scores the main recording never reaches (a digit never seen in a
@@ -76,7 +80,8 @@ class DecoderStageConfig:
 
     def __post_init__(self) -> None:
         if self.sprite_weight < 1.0:
-            raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), got {self.sprite_weight}")
+            raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), "
+                             f"got {self.sprite_weight}")
         if self.latent_noise < 0:
             raise ValueError(f"latent_noise is a standard deviation, >= 0, got {self.latent_noise}")
         if self.hud_rows < 0 or self.hud_weight < 1.0:
@@ -105,7 +110,8 @@ def hud_pixels(frames: np.ndarray, background: torch.Tensor, hud_rows: int) -> t
     return mask
 
 
-def loss_weight(images: torch.Tensor, background: torch.Tensor, hud: torch.Tensor, cfg: DecoderStageConfig) -> torch.Tensor:
+def loss_weight(images: torch.Tensor, background: torch.Tensor, hud: torch.Tensor,
+                cfg: DecoderStageConfig) -> torch.Tensor:
     """(B, 3, H, W) target images -> (B, 1, H, W) per-pixel loss weight: sprite_weight off the background (1 on it),
     and hud_weight on the `hud` (1, 1, H, W) pixels whatever their colour."""
     weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, background).float()
@@ -164,7 +170,8 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
     model.encoder.requires_grad_(False)
     latents = add_extra_frames(cfg, data, model, cached_latents(cfg, data, model))
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1, min(4096, len(data.train_frames))).astype(int)]
+    sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1,
+                                           min(4096, len(data.train_frames))).astype(int)]
     background = Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
@@ -190,7 +197,8 @@ def train_step(state: TrainState, data: Data, cfg: DecoderStageConfig) -> dict[s
     latents = noise_latents(latents, cfg, state.generator).to(cfg.loop.device)
     with autocast(cfg.loop):
         recon = model.decode_float(latents).float()                                                 # (B, 3, H, W)
-    loss = pixel_loss(recon, images, cfg.l1_weight, loss_weight(images, state.scratch["background"], state.scratch["hud"], cfg))
+    loss = pixel_loss(recon, images, cfg.l1_weight,
+                      loss_weight(images, state.scratch["background"], state.scratch["hud"], cfg))
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.decoder.parameters(), 1.0)

@@ -60,7 +60,8 @@ class EventsStageConfig:
                                       #   labels)
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
     overlap_weight: float = 1.0       # how much more often a transition from an overlap (two entities on one cell: the
-                                      #   enemy on the player) is drawn into a batch (docs/ablation.md "Overlaps")
+                                      #   enemy on the player) is drawn into a batch
+                                      #   (docs/ablation.md "Enemy jumps after a catch: the entity reach")
     reach_anywhere: int = 2           # an entity seen moving more cells than this in one recorded frame (a respawn) may
                                       #   land anywhere; the others never further than they were seen to move
                                       #   (DiTConfig.event_reach, installed with the model); -1 = no limits
@@ -93,7 +94,8 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
     return Transitions(previous=torch.from_numpy(np.concatenate([e.frames[:-1] for e in episodes])), actions=actions,
                        cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])),
                        rewards=torch.from_numpy(np.concatenate([e.rewards for e in episodes]).astype(np.float32)),
-                       terminations=torch.from_numpy(np.concatenate([caught_steps(e) for e in episodes]).astype(np.float32)),
+                       terminations=torch.from_numpy(
+                           np.concatenate([caught_steps(e) for e in episodes]).astype(np.float32)),
                        outcome_weight=torch.full(actions.shape, float(outcomes)),
                        player=torch.from_numpy(np.concatenate([e.infos.get("player_cell", np.full(len(e) + 1, -1))[1:]
                                                                for e in episodes]).astype(np.int64)),
@@ -102,9 +104,8 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
 
 def overlap_frames_before(episode: Episode) -> np.ndarray:
     """(n,) bool per step: its frame before shows two tracked entities on one cell (the player counts where the
-    cache labels it): the enemy on the coin or on the player, states rare in play (2.3 % of the session-14 cache's
-    transitions start from the enemy on the player) where the event model leaked mass onto cells the enemy cannot
-    reach (README "Session 15")."""
+    cache labels it): the enemy on the coin or on the player, states rare in play where the event model leaked mass
+    onto cells the enemy cannot reach (docs/ablation.md "Enemy jumps after a catch: the entity reach")."""
     cells = cells_and_player(episode)[:-1]                                          # (n, E+1)
     seen = cells >= 0
     same = (cells[:, :, None] == cells[:, None, :]) & seen[:, :, None] & seen[:, None, :]          # (n, E+1, E+1)
@@ -119,7 +120,8 @@ def caught_steps(episode: Episode) -> np.ndarray:
 
 
 def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
-    """The extra datasets as transitions: frames encoded by the autoencoder stage's checkpoint, labelled by the reader."""
+    """The extra datasets as transitions: frames encoded by the autoencoder stage's checkpoint, labelled by the
+    reader."""
     if not cfg.extra_datasets:
         return []
     autoencoder = checkpoint.load(Path(cfg.autoencoder_dir) / "checkpoint").autoencoder.eval()
@@ -262,8 +264,8 @@ def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
             latents.append(fit_cell_latent(autoencoder, *picked) if len(picked[0])
                            else np.full(dit.config.latent_channels, np.nan, np.float32))
         if all(np.isnan(latent).all() for latent in latents):
-            raise ValueError(f"{cfg.extra_datasets} never show two drawn cells in one cell: no overlap to fit a painted "
-                             "latent on (record more play, or leave paint_overlaps off)")
+            raise ValueError(f"{cfg.extra_datasets} never show two drawn cells in one cell: "
+                             "no overlap to fit a painted latent on (record more play, or leave paint_overlaps off)")
         return np.stack(latents)
 
     install_paint(targets, "overlap_paint", "overlap_latents", value, Path(cfg.autoencoder_dir))
@@ -301,8 +303,8 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     config = model_config(cfg, latents)
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
     if cfg.player and not bool((train.player >= 0).any()):
-        raise ValueError(f"player=true needs the player's cells in {cfg.autoencoder_dir}/latents (player_cell): delete its "
-                         f"{EVENTS_FILE} and re-run the autoencoder stage with events=<reader> to relabel")
+        raise ValueError(f"player=true needs the player's cells in {cfg.autoencoder_dir}/latents (player_cell): "
+                         f"delete its {EVENTS_FILE} and re-run the autoencoder stage with events=<reader> to relabel")
     extra = extra_transitions(cfg)
     if extra:
         train = Transitions(*(torch.cat([getattr(t, f.name) for t in [train, *extra]]) for f in fields(Transitions)))
@@ -315,7 +317,8 @@ def main(cfg: EventsStageConfig) -> dict[str, float]:
     load_state(run_dir, state)
     metrics = run_loop("events", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
                        lambda s: evaluate(s, val, cfg),
-                       lambda s: write_dir_atomically(out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))
+                       lambda s: write_dir_atomically(
+                           out, lambda tmp: save_event_model(tmp, s.modules["events"], config)))
     install_all(cfg, out)
     return metrics
 

@@ -43,7 +43,7 @@ def tf_loss(model: DiT, batch: dict[str, torch.Tensor], sigma: torch.Tensor, gen
     t = latents.shape[1]
     noisy, noise = noisy_clip(batch, sigma, generator)
     both = torch.cat([latents, noisy], dim=1)                                          # (B, 2T, C, h, w)
-    positions = torch.arange(t, device=latents.device).repeat(2)                       # clean and noisy frame i share time i
+    positions = torch.arange(t, device=latents.device).repeat(2)           # clean and noisy frame i share time i
     with autocast(cfg.loop):
         out = model(both, torch.cat([torch.zeros_like(sigma), sigma], dim=1), actions.repeat(1, 2),
                     teacher_forcing_mask(t, cfg.chunk, latents.device), positions,
@@ -77,7 +77,8 @@ def train_step(state: TrainState, dataset, cfg: ForcingConfig) -> dict[str, floa
 
     def micro_loss() -> tuple[torch.Tensor, torch.Tensor]:
         batch = sample_clips(dataset, cfg, state.generator)
-        sigma = sample_training_sigma(tuple(batch["actions"].shape), cfg.train_shift, state.generator).to(cfg.loop.device)
+        sigma = sample_training_sigma(tuple(batch["actions"].shape), cfg.train_shift,
+                                      state.generator).to(cfg.loop.device)
         loss = loss_fn(model, batch, sigma, state.generator, cfg)
         return loss, loss
     return accumulated_step(state, cfg, micro_loss)

@@ -44,12 +44,15 @@ class ODEInitConfig(DistillStageConfig):
 
 
 @torch.no_grad()
-def sample_teacher_pairs(teacher: DiT, dataset, cfg: ODEInitConfig, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def sample_teacher_pairs(teacher: DiT, dataset, cfg: ODEInitConfig,
+                         generator: torch.Generator) -> dict[str, torch.Tensor]:
     """Trajectories: states (N, S, T, C, h, w) at the S few-step sigmas (prefix frames clean), targets (N, T, ...)."""
     k, few = cfg.prefix_frames, sigma_schedule(cfg.sampler.max_steps, cfg.sampler.shift)
     if cfg.euler_steps % cfg.sampler.max_steps:
-        raise ValueError(f"euler_steps {cfg.euler_steps} must be a multiple of sampler.max_steps {cfg.sampler.max_steps}")
-    out: dict[str, list[torch.Tensor]] = {"states": [], "targets": [], "actions": [], "real": [], "rewards": [], "terminations": []}
+        raise ValueError(f"euler_steps {cfg.euler_steps} must be a multiple of "
+                         f"sampler.max_steps {cfg.sampler.max_steps}")
+    out: dict[str, list[torch.Tensor]] = {"states": [], "targets": [], "actions": [], "real": [], "rewards": [],
+                                          "terminations": []}
     for _ in range(0, cfg.trajectories, cfg.sample_batch):
         batch = sample_clips(dataset, replace(cfg, batch_size=cfg.sample_batch), generator)
         prefix, actions = batch["latents"][:, :k], batch["actions"]
@@ -111,7 +114,8 @@ def train_step(state: TrainState, pairs: dict[str, torch.Tensor], cfg: ODEInitCo
         x0 = x0_from_v(noisy, out.velocity[:, t:].float(), sigma)
         cells = loss_cells(targets, None if events is None else events[:, :t], cfg)        # (B, T, 1, h, w)
         regression = (((x0 - targets) ** 2 * cells)[:, k:].mean() / cells[:, k:].mean())
-        loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight, known_previous(actions, model.null_action))
+        loss = regression + cfg.head_weight * head_loss(heads, real, cfg.event_weight,
+                                                        known_previous(actions, model.null_action))
         return loss, regression
     return accumulated_step(state, cfg, micro_loss, "x0_loss")
 

@@ -8,8 +8,8 @@ sees the rows the encoder would give; the reader classifies each digit from the 
 (cross-entropy), so a real start frame reads right and a dreamed frame reads back exactly what was
 painted; with `draw` the glyphs MLP regresses the bar's pixels on the digits (MSE + L1, `hud_weight` on
 the pixels that change across frames), and the dream shows those instead of the decoder's drawing of
-the bar. Measured (docs/ablation.md, session 10): through the decoder, painted bars read back 58-66 %;
-drawn, every held-out bar is right.
+the bar: through the decoder, painted bars do not all read back; drawn, every held-out bar is right
+(docs/ablation.md "The glyphs").
 
 `extra_datasets=[ID, ...]` adds recordings that reach higher scores than the main one: a digit value
 the painter never saw in a place is not drawn (e.g. a coin-seeker recorded with
@@ -99,18 +99,21 @@ def load_frames(cfg: ScoreBarStageConfig, autoencoder: Autoencoder) -> tuple[Sco
 
 def bar_loss(state: TrainState, latents: torch.Tensor, scores: torch.Tensor, bars: torch.Tensor,
              cfg: ScoreBarStageConfig) -> torch.Tensor:
-    """Painted rows vs the encoder's latents, + (with glyphs) the drawn bar vs the real one (bars (n, P, W, 3) uint8)."""
+    """Painted rows vs the encoder's latents, + (with glyphs) the drawn bar vs the real one (bars (n, P, W, 3)
+    uint8)."""
     bar = state.modules["score_bar"]
     loss = F.mse_loss(bar.bar(scores), latents[:, :, :cfg.rows])
     if bar.glyphs is not None:
         weight = 1.0 + (cfg.hud_weight - 1.0) * state.scratch["hud"].float()                  # (1, 1, P, W)
-        loss = loss + pixel_loss(bar.bar_image(scores), Autoencoder.to_float(bars), 0.5, weight.expand(len(bars), -1, -1, -1))
+        loss = loss + pixel_loss(bar.bar_image(scores), Autoencoder.to_float(bars), 0.5,
+                                 weight.expand(len(bars), -1, -1, -1))
     return loss
 
 
 def train_step(state: TrainState, data: ScoredFrames, max_score: int, cfg: ScoreBarStageConfig) -> dict[str, float]:
     bar, optimizer = state.modules["score_bar"], state.optimizers["score_bar"]
-    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * cosine_factor(state.step / max(cfg.loop.max_steps, 1), cfg.lr_final)
+    lr = (cfg.lr * min(1.0, (state.step + 1) / 100)
+          * cosine_factor(state.step / max(cfg.loop.max_steps, 1), cfg.lr_final))
     for group in optimizer.param_groups:
         group["lr"] = lr
     index = torch.randint(len(data.scores), (cfg.batch_size,), generator=state.generator)
@@ -130,7 +133,8 @@ def train_step(state: TrainState, data: ScoredFrames, max_score: int, cfg: Score
 
 
 def bar_right(drawn: torch.Tensor, bars: torch.Tensor) -> torch.Tensor:
-    """(n,) bool: every pixel of the decoded bar (n, 3, P, W) float within BAR_TOLERANCE of the real one (n, P, W, 3)."""
+    """(n,) bool: every pixel of the decoded bar (n, 3, P, W) float within BAR_TOLERANCE of the real one
+    (n, P, W, 3)."""
     return ((Autoencoder.to_uint8(drawn).int() - bars.int()).abs().amax(dim=(1, 2, 3)) <= BAR_TOLERANCE)
 
 
@@ -149,11 +153,13 @@ def evaluate(state: TrainState, data: ScoredFrames, max_score: int, cfg: ScoreBa
                "max_score": float(max_score)}
     if data.bars.numel():
         p = data.bars.shape[1]
-        encoded = torch.cat([bar_right(autoencoder.decode_float(latents[i:i + 512])[:, :, :p], data.bars[i:i + 512].to(device))
+        encoded = torch.cat([bar_right(autoencoder.decode_float(latents[i:i + 512])[:, :, :p],
+                                       data.bars[i:i + 512].to(device))
                              for i in range(0, len(scores), 512)])
         metrics["val_bar_right_decoder"] = float(encoded.float().mean())
         if bar.glyphs is not None:
-            metrics["val_bar_right_drawn"] = float(bar_right(bar.bar_image(scores), data.bars.to(device)).float().mean())
+            metrics["val_bar_right_drawn"] = float(bar_right(bar.bar_image(scores),
+                                                             data.bars.to(device)).float().mean())
     bar.train()
     return metrics
 
@@ -162,8 +168,8 @@ def install_score_bar(dit: DiT, bar: ScoreBar, config: ScoreBarConfig) -> DiT:
     """`dit` rebuilt to carry `bar` (a DiT never trains its score bar), every other weight kept (the one way a score bar
     gets into a DiT)."""
     if (config.latent_channels, config.latent_size) != (dit.config.latent_channels, dit.config.latent_size):
-        raise ValueError(f"the score bar is for {config.latent_channels}x{config.latent_size}^2 latents, the model's are "
-                         f"{dit.config.latent_channels}x{dit.config.latent_size}^2")
+        raise ValueError(f"the score bar is for {config.latent_channels}x{config.latent_size}^2 latents, "
+                         f"the model's are {dit.config.latent_channels}x{dit.config.latent_size}^2")
     rebuilt = rebuild_dit(dit, "score_bar", score_digits=config.digits, score_rows=config.rows, score_dim=config.dim,
                           score_pixels=config.bar_pixels)
     rebuilt.score_bar.load_state_dict(bar.state_dict())
@@ -185,20 +191,24 @@ def main(cfg: ScoreBarStageConfig) -> dict[str, float]:
     train, val = load_frames(cfg, autoencoder)
     max_score = int(train.scores.max())
     config = ScoreBarConfig(latent_channels=train.latents.shape[1], latent_size=train.latents.shape[-1],
-                            digits=cfg.digits, rows=cfg.rows, dim=cfg.dim, bar_pixels=train.bars.shape[1] if cfg.draw else 0)
+                            digits=cfg.digits, rows=cfg.rows, dim=cfg.dim,
+                            bar_pixels=train.bars.shape[1] if cfg.draw else 0)
     torch.manual_seed(cfg.loop.seed)
     bar = config.build().to(cfg.loop.device)
     optimizer = torch.optim.AdamW(bar.parameters(), lr=cfg.lr, weight_decay=0.0)
-    background = Autoencoder.to_float(torch.from_numpy(np.median(train.bars[::97].numpy(), axis=0).astype(np.uint8))[None])
+    background = Autoencoder.to_float(
+        torch.from_numpy(np.median(train.bars[::97].numpy(), axis=0).astype(np.uint8))[None])
     state = TrainState(modules={"score_bar": bar}, optimizers={"score_bar": optimizer},
                        generator=torch.Generator().manual_seed(cfg.loop.seed),
                        scratch={"autoencoder": autoencoder,
-                                "hud": hud_pixels(train.bars[::97].numpy(), background, train.bars.shape[1]).to(cfg.loop.device)})
+                                "hud": hud_pixels(train.bars[::97].numpy(), background,
+                                                  train.bars.shape[1]).to(cfg.loop.device)})
     run_dir = Path(cfg.run_dir)
     load_state(run_dir, state)
     metrics = run_loop("score_bar", cfg.loop, run_dir, state, lambda s: train_step(s, train, max_score, cfg),
                        lambda s: evaluate(s, val, max_score, cfg),
-                       lambda s: write_dir_atomically(out, lambda tmp: save_score_bar(tmp, s.modules["score_bar"], config)))
+                       lambda s: write_dir_atomically(
+                           out, lambda tmp: save_score_bar(tmp, s.modules["score_bar"], config)))
     install(out, list(cfg.install))
     return metrics
 

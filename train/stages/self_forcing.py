@@ -23,9 +23,9 @@ import torch
 
 from train.common import distributed
 from train.common.cli import hydra_main
-from train.common.dit_stage import (DistillStageConfig, build_dit_state, ema_update, flow_loss, head_loss, known_previous,
-                                    load_prefixed_clip_data, optimizer_step, overlap_cells, rebuild_dit, sample_clips,
-                                    save_world_model, set_lr)
+from train.common.dit_stage import (DistillStageConfig, build_dit_state, ema_update, flow_loss, head_loss,
+                                    known_previous, load_prefixed_clip_data, optimizer_step, overlap_cells,
+                                    rebuild_dit, sample_clips, save_world_model, set_lr)
 from train.common.losses import (DiscriminatorHead, dmd_loss, finite_difference_penalty, gan_discriminator_loss,
                                  gan_generator_loss, sid_loss)
 from train.common.loop import LoopConfig, TrainState, autocast, load_state, run_loop
@@ -208,10 +208,12 @@ def train_step(state: TrainState, dataset, cfg: SelfForcingConfig) -> dict[str, 
             losses["heads"] = cfg.head_weight * head_loss(heads, batch, cfg.event_weight,
                                                           known_previous(batch["actions"], model.null_action))
             (sum(losses.values()) / cfg.loop.grad_accum).backward()
-            metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in losses.items()})
+            metrics.update({f"gen_{k}": metrics.get(f"gen_{k}", 0.0) + float(v.detach()) / cfg.loop.grad_accum
+                            for k, v in losses.items()})
         critic_losses = critic_loss(state, clip.detach(), weight, events, batch, cfg)
         (sum(critic_losses.values()) / cfg.loop.grad_accum).backward()
-        metrics.update({k: metrics.get(k, 0.0) + float(v.detach()) / cfg.loop.grad_accum for k, v in critic_losses.items()})
+        metrics.update({k: metrics.get(k, 0.0) + float(v.detach()) / cfg.loop.grad_accum
+                        for k, v in critic_losses.items()})
     if update_generator:
         metrics["gen_grad_norm"] = optimizer_step(state, cfg, "model")
         ema_update(state.modules["ema"], model, cfg.ema_decay)
@@ -233,9 +235,11 @@ def build(cfg: SelfForcingConfig, latents) -> TrainState:
         student = rebuild_dit(student, "overlap_latents", overlap_paint=False)
     if not student.config.causal or teacher.config.causal:
         raise ValueError("self forcing needs a causal student (ode_init / tf / df) and a bidirectional teacher")
-    stored, stage = (student.config.chunk, student.config.window, student.config.sink), (cfg.chunk, cfg.window, cfg.sink)
+    stored, stage = ((student.config.chunk, student.config.window, student.config.sink),
+                     (cfg.chunk, cfg.window, cfg.sink))
     if stored != stage:   # the stage config is the one source: a student made with other shapes is refused
-        raise ValueError(f"student has chunk/window/sink {'/'.join(map(str, stored))}, config says {'/'.join(map(str, stage))}")
+        raise ValueError(f"student has chunk/window/sink {'/'.join(map(str, stored))}, "
+                         f"config says {'/'.join(map(str, stage))}")
     critic = copy.deepcopy(teacher).requires_grad_(True).train()
     extra = {"teacher": teacher, "critic": critic}
     critic_params = list(critic.parameters())
@@ -254,7 +258,8 @@ def main(cfg: SelfForcingConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     state = build(cfg, latents)
     load_state(run_dir, state)
-    stage = "self_forcing_" + "+".join(n for n, w in (("dmd", cfg.dmd_weight), ("sid", cfg.sid_weight), ("gan", cfg.gan_weight)) if w)
+    stage = "self_forcing_" + "+".join(n for n, w in (("dmd", cfg.dmd_weight), ("sid", cfg.sid_weight),
+                                                      ("gan", cfg.gan_weight)) if w)
     return run_loop("self_forcing", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
                     on_save=lambda s: save_world_model(cfg, s, latents, stage))
 

@@ -146,7 +146,8 @@ def cached_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cache_k:
         *q.stride(), *k.stride(), *v.stride(), *cache_k.stride(), *cache_v.stride(),
         *valid_bytes.stride(), *cos.stride(), *mask_strides, *out.stride(),
         heads, s, f, n, dh // 2, 1.0 / math.sqrt(dh),
-        HAS_MASK=own_mask is not None, PRECISION="ieee" if q.dtype == torch.float32 else "tf32",   # tf32: unused by 16-bit
+        HAS_MASK=own_mask is not None,
+        PRECISION="ieee" if q.dtype == torch.float32 else "tf32",   # tf32: unused by 16-bit
         BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_HALF=max(MIN_DOT, triton.next_power_of_2(dh // 2)), BLOCK_D=max(MIN_DOT, triton.next_power_of_2(dh)))
     return out
