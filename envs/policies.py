@@ -4,7 +4,8 @@ A policy is a small object: `policy(obs, info) -> action id` and `policy.reset(r
 an episode. `make_policy(name, ...)` builds one by name: "random" (random actions held for a random
 number of steps, any Discrete env), "seeker" (walks the shortest path to the coin, CoinChase
 only) or "mixed" (switches between the two in random stretches, CoinChase only: the data then has
-wall bumps and held keys from the one and many coin pickups from the other). The human policy lives in play.py (keys -> actions).
+wall bumps and held keys from the one and many coin pickups from the other). The human policy lives in play.py
+(keys -> actions).
 """
 from __future__ import annotations
 
@@ -36,7 +37,8 @@ class RandomPersistentPolicy:
         if n_actions < 1:
             raise ValueError(f"n_actions must be >= 1, got {n_actions}")
         if not 1 <= min_repeat <= max_repeat:
-            raise ValueError(f"need 1 <= min_repeat <= max_repeat, got min_repeat={min_repeat}, max_repeat={max_repeat}")
+            raise ValueError(f"need 1 <= min_repeat <= max_repeat, got min_repeat={min_repeat}, "
+                             f"max_repeat={max_repeat}")
         self.n_actions = n_actions
         self.min_repeat = min_repeat
         self.max_repeat = max_repeat
@@ -107,7 +109,8 @@ def legal_moves(cell: tuple[int, int]) -> list[int]:
 
 
 def first_step(start: tuple[int, int], goal: tuple[int, int], blocked: set[tuple[int, int]]) -> int | None:
-    """First action of a shortest path from start to goal over free, unblocked cells (None: no path or already there)."""
+    """First action of a shortest path from start to goal over free, unblocked cells (None: no path or already
+    there)."""
     if start == goal:
         return None
     first: dict[tuple[int, int], int] = {start: Action.NOOP}
@@ -157,9 +160,10 @@ def make_policy(name: str, n_actions: int, rng: np.random.Generator, epsilon: fl
         return RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng)
     if name in ("seeker", "mixed"):
         if n_actions != len(ACTION_NAMES):
-            raise ValueError(f"the {name} policy plays CoinChase ({len(ACTION_NAMES)} actions), got an env with {n_actions}")
+            raise ValueError(f"the {name} policy plays CoinChase ({len(ACTION_NAMES)} actions), got an env with "
+                             f"{n_actions}")
         if name == "seeker":
             return CoinSeekerPolicy(epsilon, rng)
-        return MixedPolicy(RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng), CoinSeekerPolicy(epsilon, rng),
-                           MIXED_SWITCH_PROB, rng)
+        return MixedPolicy(RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng),
+                           CoinSeekerPolicy(epsilon, rng), MIXED_SWITCH_PROB, rng)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)} (the human policy is play.py)")

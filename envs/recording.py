@@ -7,7 +7,8 @@ Owns `RecordMinari` (a wrapper: step the env as usual, `close()` writes the data
 Crash safety: everything is written into a hidden staging directory beside the final location
 (`<root>/<namespace>/.<name>.staging-<pid>-<token>`, hidden so Minari ignores it) and moved into
 place with one `os.rename` at the end. A process killed mid-recording leaves no dataset under the
-final id; the next recorder of the same id removes staging directories whose process is gone. Overwriting builds the new dataset aside first, then swaps it in.
+final id; the next recorder of the same id removes staging directories whose process is gone. Overwriting builds
+the new dataset aside first, then swaps it in.
 
 The files are written with h5py in Minari's HDF5 layout (`<root>/<dataset_id>/data/` holding
 `metadata.json` and `main_data.hdf5` with one `episode_<i>` group per episode), readable with
@@ -79,7 +80,8 @@ def check_dataset_id(dataset_id: str) -> None:
     """Raise ValueError unless `dataset_id` is a Minari id with a version: (namespace/)name-v<version>."""
     match = DATASET_ID_RE.fullmatch(dataset_id)
     if match is None or match.group("version") is None:
-        raise ValueError(f"dataset_id {dataset_id!r} must look like (namespace/)name-v<version>, e.g. 'coinchase/random-v0'")
+        raise ValueError(f"dataset_id {dataset_id!r} must look like (namespace/)name-v<version>, "
+                         "e.g. 'coinchase/random-v0'")
 
 
 def dataset_path(dataset_id: str, root: str | Path) -> Path:
@@ -148,7 +150,8 @@ class RecordMinari(gym.Wrapper):
         self._done = False                              # finalized, aborted or closed
 
     # ------------------------------------------------------------------ gymnasium API
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
+    def reset(self, *, seed: int | None = None,
+              options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
         self._check_open()
         self._flush_episode()
         obs, info = self.env.reset(seed=seed, options=options)

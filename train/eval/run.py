@@ -12,8 +12,8 @@ frame-metric tables into a learned train.probe). Means are over seeds (each seed
 rows) with the spread (std) across seeds; n counts the rows. Each model's sampling (denoising steps,
 sigmas, its checkpoint's sampler) is printed and reported. Writes results.md, results.json, plots
 (rules and error vs horizon) and side-by-side mp4s (real | models) to `out`. A model's scores are
-cached under out/cache keyed by its weights, its sampling, the config and the noise stream version, so a killed or extended
-evaluation resumes.
+cached under out/cache keyed by its weights, its sampling, the config and the noise stream version, so a killed
+or extended evaluation resumes.
 
     python -m train.eval "checkpoints=[runs/coinchase/tf/checkpoint,runs/coinchase/self_forcing/checkpoint]"
     python -m train.eval "checkpoints=[...]" "adversarial=[]" "horizons=[1,8,32]"     # the rules check, fast
@@ -65,7 +65,8 @@ class EvalConfig:
     denoise_steps: int = 0            # denoising steps per frame; 0: each checkpoint's own sampler.steps
     controllability: bool = True      # also dream the first 16 frames under random actions (Genie's ΔPSNR)
     device: str = "cpu"
-    dtype: str = "float32"            # the DiT's dtype in the dream (envs.dream.pick_dtype): bfloat16 checks the fast batched path
+    dtype: str = "float32"            # the DiT's dtype in the dream (envs.dream.pick_dtype): bfloat16 checks the
+                                      #   fast batched path
     threads: int = 0                  # torch threads; 0 keeps torch's default
     probe: str = ""                   # reader of the frame-metric tables: "" the deterministic envs.coinchase_reader,
                                       #   or a learned state probe's dir (train.probe); the rules check always reads
@@ -166,7 +167,8 @@ def model_rollout(name: str, path: str, real: RealRollouts, cfg: EvalConfig, rea
 
     def rolled_out() -> dict[str, np.ndarray]:
         print(f"[eval] {name}: {len(real.seeds)} rollouts x {real.actions.shape[1]} frames", flush=True)
-        return _to_arrays(score_stream(dream_frames(path, real, cfg.device, cfg.denoise_steps, cfg.dtype), real, reader, keep))
+        frames = dream_frames(path, real, cfg.device, cfg.denoise_steps, cfg.dtype)
+        return _to_arrays(score_stream(frames, real, reader, keep))
 
     def under_random_actions() -> dict[str, np.ndarray]:
         shuffled = with_random_actions(real, max(CONTROL_HORIZONS), n_actions)
