@@ -135,6 +135,21 @@ def test_command_line_runs_one_section(tmp_path):
     assert json.loads((tmp_path / "g.json").read_text())["game"]["steps_per_s"] > 0
 
 
+def test_the_quick_bench_runs_on_a_checkpoint_of_any_game_and_times_its_real_game(tmp_path):
+    from train.common.untrained import save_untrained
+
+    path = save_untrained(tmp_path / "catch", env_id="dreamgym/Catch-v0")
+    fig = bench.main(quick(tmp_path, f"checkpoint={path}", "training=false", "kernels=false", "peer=false"))
+    game, model = fig["game"], fig["model"]
+    assert game["env_id"] == "dreamgym/Catch-v0" and game["steps_per_s"] > 0 and game["record_steps_per_s"] > 0
+    assert model["checkpoint"] == str(path) and model["decoder"] == "conv"
+    assert all(ms > 0 for row in model["ms_per_frame"].values() for ms in row.values())
+    assert all(v["fps"] > 0 for v in model["vector_fps"].values()) and fig["profile"]
+    assert all(math.isfinite(x) for x in numbers({k: fig[k] for k in ("game", "model")}))
+    text = (tmp_path / "bench.md").read_text()
+    assert "Catch steps/s (`dreamgym/Catch-v0`" in text and str(path) in text
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not os.environ.get("DIAMOND_SRC"), reason="needs DIAMOND_SRC (a checkout of eloialonso/diamond)")
 def test_real_peer_runs_in_the_same_run(tmp_path):

@@ -5,12 +5,17 @@ labels read from real frames are the game's own cells; a DiT with event channels
 frames it generates, ignores them on clean frames, and hears them; the rollout draws the events from
 the cache's last frame, reproducibly, and returns them.
 """
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
 
+from envs import coinchase_labels
 from envs.coinchase import CELLS, CoinChaseEnv
-from train.common.events import attach_events, coinchase_cells
+from train.common.events import attach_events
+from train.common.plugins import load_reader
 from worldmodel.data import Episode
 from worldmodel.events import cell_maps, event_loss, sample_cells
 from worldmodel.rollout import new_cache, next_chunk, prime
@@ -52,7 +57,28 @@ def test_labels_are_the_games_enemy_and_coin_cells():
         frames.append(obs)
         truth.append([info["enemy"][0] * CELLS + info["enemy"][1], info["coin"][0] * CELLS + info["coin"][1]])
         obs, _, _, _, info = env.step(step % 5)
-    assert np.array_equal(coinchase_cells(np.stack(frames)), np.array(truth))
+    assert np.array_equal(coinchase_labels.cells(np.stack(frames)), np.array(truth))
+
+
+def test_a_reader_is_named_by_its_module_or_by_the_game_whose_plugin_names_it():
+    """configs/games/coinchase.yaml names envs.coinchase_labels: the game's name and the module load the same."""
+    by_game, by_module = load_reader("coinchase"), load_reader("envs.coinchase_labels")
+    assert by_game == by_module and by_module.cells is coinchase_labels.cells
+    assert by_module.caught is coinchase_labels.caught and by_module.player_cells is coinchase_labels.player_cells
+    assert load_reader("") is None
+
+
+def test_a_reader_that_is_no_module_or_has_no_cells_is_refused(monkeypatch):
+    with pytest.raises(ValueError, match="unknown frame reader"):
+        load_reader("no_such_reader_module")
+    monkeypatch.setitem(sys.modules, "cellless_reader", types.ModuleType("cellless_reader"))
+    with pytest.raises(ValueError, match="cells"):
+        load_reader("cellless_reader")
+    only_cells = types.ModuleType("only_cells_reader")
+    only_cells.cells = lambda frames: np.zeros((len(frames), 1), np.int64)
+    monkeypatch.setitem(sys.modules, "only_cells_reader", only_cells)
+    reader = load_reader("only_cells_reader")
+    assert reader.caught is None and reader.player_cells is None
 
 
 def test_labels_that_do_not_match_the_cache_are_refused():
@@ -142,8 +168,7 @@ def test_installing_an_event_model_with_outcomes_turns_them_on(tmp_path, untrain
 
 
 def test_catch_labels_read_from_frames_are_the_games_own_catches():
-    """CATCH_READERS: overlaps and swaps read off real frames equal CoinChase's `caught`, in play that goes on."""
-    from train.common.events import coinchase_caught
+    """A reader's `caught`: overlaps and swaps read off real frames equal CoinChase's `caught`, in play that goes on."""
 
     env = CoinChaseEnv(lethal=False)
     frame, _ = env.reset(seed=3)
@@ -154,7 +179,7 @@ def test_catch_labels_read_from_frames_are_the_games_own_catches():
         frames.append(frame)
         truth.append(env.caught)
     assert sum(truth) >= 3
-    assert coinchase_caught(np.stack(frames)).tolist() == truth
+    assert coinchase_labels.caught(np.stack(frames)).tolist() == truth
 
 
 def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_catches():
@@ -169,11 +194,10 @@ def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_c
 
 
 def test_player_labels_are_the_players_cell():
-    from train.common.events import coinchase_player_cells
-
     env = CoinChaseEnv()
     frame, info = env.reset(seed=1)
-    assert coinchase_player_cells(frame[None]).tolist() == [int(info["player"][0]) * CELLS + int(info["player"][1])]
+    cell = int(info["player"][0]) * CELLS + int(info["player"][1])
+    assert coinchase_labels.player_cells(frame[None]).tolist() == [cell]
 
 
 def _episode_with_cells(cells, player) -> Episode:

@@ -1,5 +1,8 @@
 """Painted cells: where two drawn entities meet (overlap_paint), the generated cell is a latent fitted to how the
 decoder draws the recorded overlaps, since no DiT draws two sprites in one cell (docs/model.md "Overlap paint")."""
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -129,7 +132,6 @@ def test_the_pipeline_wires_overlap_painting_into_every_dit_stage_of_a_game_with
 
 
 def test_only_the_recorded_frames_where_two_entities_meet_are_kept_for_the_fit(monkeypatch):
-    from train.common import events
     from train.common.paint import recorded_overlaps
     from worldmodel.data import Episode
 
@@ -137,6 +139,8 @@ def test_only_the_recorded_frames_where_two_entities_meet_are_kept_for_the_fit(m
     episode = Episode(frames=frames, actions=np.zeros(3, np.int64), rewards=np.zeros(3, np.float32),
                       terminations=np.zeros(3, bool), truncations=np.zeros(3, bool))
     labels = np.array([[3, 3], [3, 4], [-1, -1], [9, 9]])                                # frames 0 and 3 overlap
-    monkeypatch.setitem(events.READERS, "fake", lambda f: labels[f[:, 0, 0, 0]])
-    kept, cells = recorded_overlaps([episode], "fake")
+    fake = types.ModuleType("fake_paint_reader")
+    fake.cells = lambda f: labels[f[:, 0, 0, 0]]
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    kept, cells = recorded_overlaps([episode], fake.__name__)
     assert kept[:, 0, 0, 0].tolist() == [0, 3] and cells.tolist() == [[3, 3], [9, 9]]

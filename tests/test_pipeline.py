@@ -113,6 +113,15 @@ def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_t
     assert not [o for o in stage_overrides(other, "teacher") if o.startswith(("events_dir", "player_channel"))]
 
 
+def test_the_game_is_named_after_the_env_id_and_its_plugin_names_the_reader_module(tmp_path):
+    default = tiny(tmp_path)
+    assert default.game == "coinchase" and "events=envs.coinchase_labels" in stage_overrides(default, "autoencoder")
+    assert "reader=envs.coinchase_labels" in stage_overrides(default, "events")
+    other = tiny(tmp_path, env_id="dreamgym/Catch-v0")
+    assert other.game == "catch" and other.entity_reader == "" and not other.player_on
+    assert tiny(tmp_path, game="mine", env_id="dreamgym/Catch-v0").run_dir("teacher").endswith("mine/teacher")
+
+
 def test_the_default_recipe_is_the_bundled_checkpoints(tmp_path):
     """configs/ hold the values that made envs/checkpoints/coinchase; the pipeline adds only wiring."""
     from train.stages.forcing import ForcingConfig

@@ -1,6 +1,9 @@
 """The player's cell as an event channel (DiTConfig.player_channel): the event model's player head says where the
 player will be, every generated frame is given that cell, and where the enemy lands on it (the catch) the frame is
 painted like any other overlap (docs/model.md "Player channel")."""
+import sys
+import types
+
 import numpy as np
 import pytest
 import torch
@@ -84,15 +87,16 @@ def test_training_labels_put_the_player_after_the_entities():
 
 
 def test_the_recorded_overlaps_include_the_enemy_on_the_player(monkeypatch):
-    from train.common import events
     from train.common.paint import overlap_frames, recorded_overlaps
 
     frames = np.arange(3)[:, None, None, None] * np.ones((3, 2, 2, 3), np.uint8)        # frame k is all k
     episode = Episode(frames=frames, actions=np.zeros(2, np.int64), rewards=np.zeros(2, np.float32),
                       terminations=np.zeros(2, bool), truncations=np.zeros(2, bool))
-    monkeypatch.setitem(events.READERS, "fake", lambda f: np.array([[3, 5], [3, 4], [2, 1]])[f[:, 0, 0, 0]])
-    monkeypatch.setitem(events.PLAYER_READERS, "fake", lambda f: np.array([0, 3, 7])[f[:, 0, 0, 0]])
-    kept, cells = recorded_overlaps([episode], "fake")
+    fake = types.ModuleType("fake_player_reader")
+    fake.cells = lambda f: np.array([[3, 5], [3, 4], [2, 1]])[f[:, 0, 0, 0]]
+    fake.player_cells = lambda f: np.array([0, 3, 7])[f[:, 0, 0, 0]]
+    monkeypatch.setitem(sys.modules, fake.__name__, fake)
+    kept, cells = recorded_overlaps([episode], fake.__name__)
     assert kept[:, 0, 0, 0].tolist() == [1] and cells.tolist() == [[3, 4, 3]]        # frame 1: the enemy on the player
     assert overlap_frames(kept, cells, (0, 2))[1].tolist() == [3] and not len(overlap_frames(kept, cells, (1, 2))[0])
 

@@ -10,8 +10,8 @@ the causal stages (teacher -> events -> df -> self_forcing). Each stage resumes 
 it stopped (a finished stage is a no-op), so re-running the command after a kill continues the chain. Every DiT
 stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmodel.load` opens.
 
-    python -m train.pipeline                                                  # the bundled recipe (CoinChase)
-    python -m train.pipeline game=catch env_id=dreamgym/Catch-v0              # any image Gymnasium env
+    python -m train.pipeline                                                  # the bundled recipe, on the bundled game
+    python -m train.pipeline env_id=dreamgym/Catch-v0                         # any image Gymnasium env (game=catch)
     python -m train.pipeline preset=tiny root=/tmp/dg                         # minutes, for smoke tests
     python -m train.pipeline baselines=true                                   # + the TF baseline
     python -m train.pipeline game=pong env_id=ALE/Pong-v5 from_dataset=atari/pong/expert-v0   # a Minari dataset
@@ -27,6 +27,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from train.common.cli import CONFIG_DIR, compose, hydra_main
+from train.common.plugins import game_name, game_plugin, load_reader
 
 STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "df", "self_forcing", "tf")
 STUDENTS = ("ode_init", "df")   # the stages Self Forcing's generator may start from
@@ -36,8 +37,9 @@ RECORDINGS = ("record", "record_events", "record_score")  # the main recording, 
 
 @dataclass
 class PipelineConfig:
-    game: str = "coinchase"               # names the datasets and run dirs; configs/games/<game>.yaml, if any,
-                                          #   plugs in that game's reader and extra recordings
+    game: str = ""                        # names the datasets and run dirs; configs/games/<game>.yaml, if any,
+                                          #   plugs in that game's reader and extra recordings; "" = env_id's name,
+                                          #   lower case, without its version (train.common.plugins.game_name)
     env_id: str = "dreamgym/CoinChase-v0"  # the real game recorded in stage 0 (any Gymnasium id with image frames
                                           #   and Discrete actions)
     policy: str = ""                      # recording policy (envs.policies); "" = the game plug-in's, else random
@@ -49,8 +51,9 @@ class PipelineConfig:
     baselines: bool = False               # also train the TF baseline (and DF, when it is not the student)
     stages: list[str] = field(default_factory=lambda: ["record", "autoencoder", "decoder", "events", "score_bar",
                                                        "teacher", "self_forcing"])
-    reader: str = "auto"                  # frame reader labelling the random entities (train.common.events.READERS):
-                                          #   "auto" = the game plug-in's, "" = none (frames and actions alone)
+    reader: str = "auto"                  # frame reader labelling the random entities (a module, or a game whose
+                                          #   plug-in names one: train.common.plugins.load_reader): "auto" = the
+                                          #   game plug-in's, "" = none (frames and actions alone)
     codes: int = 2                        # without a reader: code slots the teacher learns where the randomness
                                           #   lands (train.common.codes), sampled at play by the event model; 0 = none
     player: bool = True                   # with a reader: the DiT is told the player's next cell (player channel)
@@ -64,11 +67,13 @@ class PipelineConfig:
     # extra hydra overrides per stage, e.g. 'overrides.teacher=["lr=1e-4"]' (quoted: "=" inside a list)
     overrides: dict[str, list[str]] = field(default_factory=lambda: {s: [] for s in STAGES})
 
+    def __post_init__(self) -> None:
+        self.game = self.game or game_name(self.env_id)
+
     @property
     def plugin(self) -> dict[str, Any]:
         """configs/games/<game>.yaml as a dict ({} for a game without one)."""
-        file = Path(CONFIG_DIR) / "games" / f"{self.game}.yaml"
-        return OmegaConf.to_container(OmegaConf.load(file)) if file.is_file() else {}
+        return game_plugin(self.game)
 
     @property
     def entity_reader(self) -> str:
@@ -99,9 +104,9 @@ class PipelineConfig:
     @property
     def player_on(self) -> bool:
         """The DiT stages get the player's cell as an event channel (and the latent cache the events' recording)."""
-        from train.common.events import PLAYER_READERS  # noqa: PLC0415
-
-        return self.player and self.entity_reader in PLAYER_READERS and self.has_recording("record_events")
+        if not (self.player and self.entity_reader and self.has_recording("record_events")):
+            return False
+        return load_reader(self.entity_reader).player_cells is not None
 
     @property
     def paints_overlaps(self) -> bool:

@@ -5,7 +5,7 @@ float conversion. Latents returned by `encode` are divided by the stored `latent
 over the training set), so the DiT sees unit-scale data. Runs every frame in the env: channels_last,
 no normalisation layers, small widths.
 
-Decoders (p = 2**levels pixels per latent cell; one latent cell per game cell in CoinChase):
+Decoders (p = 2**levels pixels per latent cell; in the bundled game one latent cell is one game cell):
     conv  transposed convs back up through `widths`, residual blocks at 1/8 and 1/4 (~167 MFLOP per 64x64 frame)
     cell  residual blocks at latent resolution, then a 1x1 conv to 3*p*p channels that `pixel_shuffle`
           unfolds into each cell's own p x p pixels (~11 MFLOP per frame at width 64, one block)

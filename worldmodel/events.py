@@ -1,8 +1,8 @@
 """Sampled entity events: where each randomly moving entity is in the next frame, drawn before the pixels.
 
-A game's random choices (CoinChase: the enemy's step, the coin's respawn cell) make the next frame
-multimodal. A few-step diffusion student then paints the mean over the choices — a faint enemy
-over several cells, a coin in two places — and more training did not fix it
+A game's random choices (where a randomly moving entity steps, where an entity respawns) make the next frame
+multimodal. A few-step diffusion student then paints the mean over the choices — a faint entity
+over several cells, one in two places — and more training did not fix it
 (docs/ablation.md "The random entities"), while the player, whose motion is deterministic given the keys, was
 already exact. So the world model factors each transition as p(frame | events, past) p(events | past, action):
 
@@ -58,9 +58,9 @@ class EventModel(nn.Module):
     A conv stem over the previous frame and the action's one-hot channels gives each cell its
     neighbourhood (where an entity can be one frame later is next to where it is: a local rule, as in
     the DiT's stem), then a small transformer over the K cell tokens (a learned cell table and the
-    action added to every token) carries what is global: the enemy's chase needs the player's cell,
-    anywhere in the frame; the coin respawns when the player reaches it. Without the stem the same
-    transformer kept putting the enemy on cells it cannot reach
+    action added to every token) carries what is global: an entity that chases the player needs the
+    player's cell, anywhere in the frame; one that respawns when the player reaches it needs both. Without
+    the stem the same transformer kept putting an entity on cells it cannot reach
     (docs/ablation.md "The fix: draw the entities first (the event model)")."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
@@ -105,8 +105,8 @@ class EventModel(nn.Module):
     def outcome_logits(self, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """The transition's (reward, termination logit) (B, 2), given where the entities were drawn: maps (B, E, h, w).
 
-        CoinChase: the reward is fixed by the previous frame and the key (the player reaches the coin);
-        whether the enemy catches the player, by the drawn enemy cell too."""
+        E.g. a reward for reaching an entity is fixed by the previous frame and the key; whether a chasing
+        entity catches the player, by its drawn cell too."""
         if self.outcome is None:
             raise ValueError("this event model has no outcome head (outcomes=False)")
         h = self.outcome(torch.cat([tokens, maps.flatten(2).transpose(1, 2).to(tokens.dtype)], dim=-1))   # (B, K, dim)
@@ -184,7 +184,7 @@ def reachable(last: torch.Tensor, reach: torch.Tensor, latent_size: int) -> torc
 def observed_reach(cells: list[np.ndarray], latent_size: int, anywhere: int) -> list[int]:
     """Per column of the recorded cells (each array (T, R) int64 one episode's cells, -1 unseen): the most cells
     (Manhattan) it moved between two consecutive frames where it was seen; -1 (anywhere) where that is more than
-    `anywhere` (an entity that respawns, such as CoinChase's coin) or where it was never seen in two frames in a row."""
+    `anywhere` (an entity that respawns) or where it was never seen in two frames in a row."""
     most = np.full(cells[0].shape[1], -1, np.int64)
     for episode in cells:
         before, after = episode[:-1], episode[1:]

@@ -45,10 +45,13 @@ class BenchConfig:
     kernels: bool = True                # e. the Triton kernels vs the PyTorch path (figures on CUDA only)
     profile: bool = True                # f. per-operator profile of the env step (where batched time goes)
     # a. game
-    game_steps: int = 20_000            # CoinChase steps timed single-threaded (goal >= 5,000 steps/s)
+    env_id: str = ""                    # the real game timed (and without a checkpoint, the untrained model's);
+                                        #   "" = the checkpoint's (its config env_id), else the bundled game
+    game_steps: int = 20_000            # game steps timed single-threaded (goal >= 5,000 steps/s)
     record_steps: int = 5_000           # steps recorded through RecordMinari into a temp dir
     # b. model
-    checkpoint: str | None = None       # causal frame-wise checkpoint dir; None = an untrained model (timings do not
+    checkpoint: str | None = None       # causal frame-wise checkpoint dir of any game (sections b, c, f; a times its
+                                        #   game); None = an untrained model of the bundled game (timings do not
     untrained_size: str = "small"       #   depend on weights) of this DiT preset
     untrained_widths: list[int] = field(default_factory=lambda: [32, 64, 128])   # its autoencoder widths
     batch_sizes: list[int] = field(default_factory=lambda: [1, 16])

@@ -20,17 +20,19 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 from envs.dream import DreamCore, pick_dtype
 from envs.world_model_env import WorldModelVectorEnv
 from train.bench.common import BenchConfig, memory_in_use_mb, sync
-from train.common.untrained import save_untrained
+from train.common.untrained import BUNDLED_ENV_ID, save_untrained
 
 HORIZON_GOAL = 1.1    # frame time at the late frame ÷ early frame (cost per frame must not grow with the horizon)
 DIT_MODULE = "DiT"    # FlopCounterMode's name for the DiT's own forward; everything else in a step is decoding
 
 
 def model_checkpoint(cfg: BenchConfig, tmp: Path) -> Path:
-    """cfg.checkpoint, or an untrained checkpoint of the configured size written under `tmp`."""
+    """cfg.checkpoint (of any game), or an untrained checkpoint of the configured size of cfg.env_id's game (the
+    bundled game by default) written under `tmp`."""
     if cfg.checkpoint is not None:
         return Path(cfg.checkpoint)
-    return save_untrained(tmp / "untrained", size=cfg.untrained_size, widths=tuple(cfg.untrained_widths))
+    return save_untrained(tmp / "untrained", size=cfg.untrained_size, widths=tuple(cfg.untrained_widths),
+                          env_id=cfg.env_id or BUNDLED_ENV_ID)
 
 
 def primed_core(path: Path, batch: int, steps: int, cfg: BenchConfig, dtype: str | None = None) -> DreamCore:
@@ -169,7 +171,8 @@ def model_speed(cfg: BenchConfig, path: Path, matmul_flops: float) -> dict[str, 
         flop_bound[steps] = {"flops_dit": count["dit"], "flops_decode": count["decode"], "flops_total": count["total"],
                              "limit_ms": limit_ms, "ratio": single[steps] / limit_ms, "dit_limit_ms": dit_limit_ms,
                              "dit_ratio": (single[steps] - decode) / dit_limit_ms, "mfu": limit_ms / single[steps]}
-    name = cfg.checkpoint or f"untrained `{cfg.untrained_size}` DiT, autoencoder widths {list(cfg.untrained_widths)}"
+    name = cfg.checkpoint or (f"untrained `{cfg.untrained_size}` DiT of `{cfg.env_id or BUNDLED_ENV_ID}`, "
+                              f"autoencoder widths {list(cfg.untrained_widths)}")
     return {"checkpoint": name, "dit_params_m": params_m[0], "autoencoder_params_m": params_m[1], "decoder": decoder,
             "matmul_gflops": matmul_flops / 1e9, "ms_per_frame": frame_ms, "ms_per_denoise_step": step_cost,
             "latency": latency, "flop_bound": flop_bound, "horizon": horizon_drift(path, cfg, rng),

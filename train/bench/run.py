@@ -15,6 +15,7 @@ and writes it with a JSON twin.
     python -m train.bench quick=true                     # every loop shrunk, tiny models: < 60 s (tests)
     DIAMOND_SRC=/work/diamond python -m train.bench      # with the peer
     python -m train.bench device=cuda training=false     # on a GPU, absolute figures and MFU
+    python -m train.bench checkpoint=DIR training=false  # any game's checkpoint; section a times its real game
 """
 from __future__ import annotations
 

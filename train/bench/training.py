@@ -32,7 +32,7 @@ from worldmodel.data import ClipDataset, Episode
 from worldmodel.dit import DiT
 
 StepFn = Callable[[TrainState], dict[str, float]]
-N_ACTIONS = 5            # CoinChase's action count; the synthetic data uses it
+N_ACTIONS = 5            # actions of the synthetic data (the bundled game's count)
 EPISODES = 4             # synthetic latent episodes ...
 EPISODE_FRAMES = 64      # ... of this many frames each
 PLACEHOLDER_AE_WIDTHS = (8, 8, 8)   # the autoencoder in self forcing's input checkpoints; training never runs it

@@ -6,5 +6,7 @@
     latents.py       the latent cache the autoencoder writes and the DiT stages read
     dit_stage.py     DiTStageConfig, DistillStageConfig, the flow / head losses, EMA, checkpoint writing
     losses.py        Self Forcing's distribution-matching losses: DMD, SiD, GAN
-    untrained.py     randomly initialised CoinChase checkpoints for tests, benchmarks and smoke runs
+    plugins.py       the game plug-ins (configs/games/) and the frame reader each may name
+    events.py        the entity labels a frame reader writes beside the latent cache
+    untrained.py     randomly initialised checkpoints of any game for tests, benchmarks and smoke runs
 """

@@ -5,7 +5,7 @@ trains, a small posterior network reads each frame beside the frame before it an
 one-hot map the teacher is given as its event channel (straight-through Gumbel-softmax: hard maps forward, soft
 gradients back). The flow loss then teaches the posterior to point at what the past and the keys do not fix (a
 ball that respawns, food that appears), since that is what the map helps the teacher draw. After training, the
-posterior's most likely cells label every frame of the latent cache in the readers' format (`events.safetensors`),
+posterior's most likely cells label every frame of the latent cache in a frame reader's format (`events.safetensors`),
 the events stage learns the prior over them from the previous frame and the key, and every later DiT stage takes
 them as it takes a reader's: at play time the event model samples the codes and the DiT draws the frame given them
 (docs/model.md "Learned codes").

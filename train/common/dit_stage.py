@@ -228,7 +228,7 @@ def change_weights(latents: torch.Tensor, change_weight: float, reach: int = 1) 
     gradient. A weight read off the predicted frame (the cells that changed or hold a sprite *now*)
     is not neutral: where a sprite may go with probability p, the optimum becomes
     w p / (w p + 1 - p) of a sprite, not p, so models drew every possible next cell
-    of the enemy and the coin at once ("ghosts"; docs/ablation.md "The loss weight")."""
+    of a randomly moving entity at once ("ghosts"; docs/ablation.md "The loss weight")."""
     if change_weight == 1.0:
         return torch.ones_like(latents[:, :, :1])
     previous = previous_frames(latents)

@@ -2,83 +2,44 @@
 
 The events stage trains `worldmodel.events.EventModel` (the prior over the next frame's entity cells)
 on these labels, and the DiT stages condition the generated frame on them. A label is a flat latent-cell index per
-entity, read from the real uint8 frames by a game's reader (named in the autoencoder stage's
-`events` field); the autoencoder stage writes them beside the latent cache, in the same episode
+entity, read from the real uint8 frames by the frame reader a game's plug-in names (train.common.plugins; the
+autoencoder stage's `events` field); the autoencoder stage writes them beside the latent cache, in the same episode
 order, as `events.safetensors`.
 
 Dimensions: M frames, E entities.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors.torch import save_file
 
+from train.common.plugins import FrameReader, as_reader
 from worldmodel.data import Episode
 
 EVENTS_FILE = "events.safetensors"
 
 
-def coinchase_cells(frames: np.ndarray) -> np.ndarray:
-    """CoinChase's random entities, (enemy, coin), as flat cell indices (M, 2) of uint8 frames (M, 64, 64, 3).
-
-    One game cell is one latent cell (8 pixels, the autoencoder's downsampling)."""
-    from envs.coinchase import CELLS  # noqa: PLC0415  (the game is only needed where its frames are labelled)
-    from envs.coinchase_reader import read_state  # noqa: PLC0415
-
-    state = read_state(frames)
-    cells = np.stack([state.enemy, state.coin], axis=1)                                  # (M, 2, 2) row, col
-    if (cells < 0).any():
-        raise ValueError("a recorded CoinChase frame shows no enemy or no coin; the reader cannot label it")
-    return (cells[..., 0] * CELLS + cells[..., 1]).astype(np.int64)
+def label_episodes(episodes: list[Episode], reader: str | FrameReader) -> np.ndarray:
+    """All frames' entity cells (sum of episode lengths, E) int64, episodes back to back, by the frame reader
+    `reader` (its name: train.common.plugins.load_reader)."""
+    cells = as_reader(reader).cells
+    return np.concatenate([cells(e.frames) for e in episodes])
 
 
-def coinchase_caught(frames: np.ndarray) -> np.ndarray:
-    """(n+1,) bool per frame of one episode's uint8 frames (n+1, 64, 64, 3): the step into this frame caught the player
-    (the enemy on the player's cell, or the two swapped cells), as the game's `caught` says — with `lethal=False` play
-    too, whose episodes go on after a catch and whose terminations never say so."""
-    from envs.coinchase_reader import read_state  # noqa: PLC0415
-
-    state = read_state(frames)
-    enemy, player = state.enemy, state.player                                             # (n+1, 2) row, col
-    caught = (enemy == player).all(1)
-    caught[1:] |= (enemy[1:] == player[:-1]).all(1) & (enemy[:-1] == player[1:]).all(1)
-    return caught & (player >= 0).all(1)
-
-
-def coinchase_player_cells(frames: np.ndarray) -> np.ndarray:
-    """(M,) int64 the player's flat cell in each uint8 frame (M, 64, 64, 3); -1 where the reader finds none."""
-    from envs.coinchase import CELLS  # noqa: PLC0415
-    from envs.coinchase_reader import read_state  # noqa: PLC0415
-
-    player = read_state(frames).player
-    return np.where((player >= 0).all(1), player[:, 0] * CELLS + player[:, 1], -1).astype(np.int64)
-
-
-READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_cells}
-CATCH_READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_caught}   # per episode
-PLAYER_READERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"coinchase": coinchase_player_cells}
-
-
-def label_episodes(episodes: list[Episode], reader: str) -> np.ndarray:
-    """All frames' entity cells (sum of episode lengths, E) int64, episodes back to back."""
-    if reader not in READERS:
-        raise ValueError(f"unknown entity reader {reader!r}; choose from {sorted(READERS)} (or '' for none)")
-    return np.concatenate([READERS[reader](e.frames) for e in episodes])
-
-
-def save_events(directory: Path, train: list[Episode], val: list[Episode], reader: str) -> None:
-    """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order."""
+def save_events(directory: Path, train: list[Episode], val: list[Episode], reader: str | FrameReader) -> None:
+    """Write directory/events.safetensors: train/cells and val/cells, frames in the latent cache's order; and
+    train/caught, val/caught, train/player_cell, val/player_cell where the reader has them."""
+    reader = as_reader(reader)
     tensors = {"train/cells": torch.from_numpy(label_episodes(train, reader)),
                "val/cells": (torch.from_numpy(label_episodes(val, reader)) if val
                              else torch.zeros(0, 1, dtype=torch.int64))}
-    for name, readers, dtype in (("caught", CATCH_READERS, bool), ("player_cell", PLAYER_READERS, np.int64)):
-        if reader in readers:   # the catches (the event model's termination labels), the player (its player head)
+    for name, labels, dtype in (("caught", reader.caught, bool), ("player_cell", reader.player_cells, np.int64)):
+        if labels is not None:   # the catches (the event model's termination labels), the player (its player head)
             for split, episodes in (("train", train), ("val", val)):
-                parts = [readers[reader](e.frames) for e in episodes]
+                parts = [labels(e.frames) for e in episodes]
                 tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (EVENTS_FILE + ".tmp")
@@ -102,7 +63,7 @@ def attach_events(episodes: list[Episode], cells: torch.Tensor, **per_frame: tor
 
 
 def catch_frames(episode: Episode) -> np.ndarray:
-    """(n+1,) bool the frames of a catch: the reader's (infos["caught"], CATCH_READERS), else the frames that end the
+    """(n+1,) bool the frames of a catch: the reader's (infos["caught"], its `caught`), else the frames that end the
     episode by a termination (the same frames in a recording where a catch ends the episode)."""
     return episode.infos["caught"] if "caught" in episode.infos else episode.frame_terminations()
 

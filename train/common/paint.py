@@ -1,11 +1,12 @@
 """Paint latents: for a kind of cell no DiT draws (two entities in one cell), the one latent the frozen decoder
 draws as the recorded pixels of such cells.
 
-CoinChase's enemy on the coin leaves a few of the coin's pixels showing; the encoder maps those cells close to the
-enemy's alone, and the decoder draws them, and their mean, mostly as the enemy alone
-(docs/ablation.md "Overlaps: two sprites in one cell"). So the latent a DiT with `overlap_paint` writes there is
-fitted instead: starting from the mean encoding, gradient descent on the decoder's pixel error of the recorded
-overlap cells, each decoded in its own recorded frame (the decoder's convolutions see the neighbours).
+A sprite drawn over another leaves only a few of the lower one's pixels showing; the encoder maps those cells close
+to the upper sprite's alone, and the decoder draws them, and their mean, mostly as the upper sprite alone
+(docs/ablation.md "Overlaps: two sprites in one cell", docs/model.md "Overlap paint"). So the latent a DiT with
+`overlap_paint` writes there is fitted instead: starting from the mean encoding, gradient descent on the decoder's
+pixel error of the recorded overlap cells, each decoded in its own recorded frame (the decoder's convolutions see the
+neighbours).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import itertools
 import numpy as np
 import torch
 
-from train.common.events import PLAYER_READERS, label_episodes
+from train.common.plugins import FrameReader, as_reader
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.data import Episode
 
@@ -60,16 +61,17 @@ def overlap_frames(frames: np.ndarray, cells: np.ndarray, pair: tuple[int, int],
     return frames[picked], cells[picked, i]
 
 
-def recorded_overlaps(episodes: list[Episode], reader: str) -> tuple[np.ndarray, np.ndarray]:
+def recorded_overlaps(episodes: list[Episode], reader: str | FrameReader) -> tuple[np.ndarray, np.ndarray]:
     """The frames of pixel `episodes` where two labelled cells share a cell, and their labelled cells: ((M, H, W, 3)
-    uint8, (M, E')). The cells are the entity `reader`'s, then the player's where the reader has one (PLAYER_READERS;
-    a DiT's player_channel), in a DiT's drawn-cell order. Only those frames are kept: a recording's are hundreds of
-    MB."""
+    uint8, (M, E')). The cells are the frame reader's entities, then the player's where the reader has
+    `player_cells` (a DiT's player_channel), in a DiT's drawn-cell order. Only those frames are kept: a recording's
+    are hundreds of MB."""
+    reader = as_reader(reader)
     frames, cells = [], []
     for episode in episodes:
-        labels = label_episodes([episode], reader)                                            # (n+1, E)
-        if reader in PLAYER_READERS:
-            labels = np.concatenate([labels, PLAYER_READERS[reader](episode.frames)[:, None]], axis=1)   # (n+1, E + 1)
+        labels = reader.cells(episode.frames)                                                # (n+1, E)
+        if reader.player_cells is not None:
+            labels = np.concatenate([labels, reader.player_cells(episode.frames)[:, None]], axis=1)   # (n+1, E + 1)
         met = np.zeros(len(labels), bool)
         for i, j in itertools.combinations(range(labels.shape[1]), 2):
             met |= (labels[:, i] == labels[:, j]) & (labels[:, i] >= 0)

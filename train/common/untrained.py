@@ -2,9 +2,11 @@
 
 Speed and plumbing do not depend on what the weights learned, so tests of the envs and the viewer
 and the benchmark's model timings build a randomly initialised checkpoint here instead of training.
-Any image Gymnasium env with Discrete(n) actions will do (`save_untrained(path, env_id=...)`, CoinChase
-by default): the start bank holds contexts from random play of that env, frames resized to the model's
-64x64, so resets look like the game, and the config names the env id, as a trained checkpoint does.
+Any image Gymnasium env with Discrete(n) actions will do (`save_untrained(path, env_id=...)`, the bundled
+game by default): the start bank holds contexts from random play of that env, frames resized to the model's
+64x64, so resets look like the game, and the config names the env id, as a trained checkpoint does. The bundled
+game's untrained model is shaped like the bundled checkpoint (its entity event channels, read from
+envs/checkpoints); any other game's has none unless asked for.
 """
 from __future__ import annotations
 
@@ -19,8 +21,7 @@ from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.dit import DiT
 
-COINCHASE_ID = "dreamgym/CoinChase-v0"
-COINCHASE_EVENT_CHANNELS = 2   # the bundled CoinChase model draws the enemy's and the coin's cells first
+BUNDLED_ENV_ID = "dreamgym/CoinChase-v0"   # the bundled game, the default env
 
 
 def start_contexts(env_id: str, n: int, length: int, seed: int = 0, frame_size: int = 64,
@@ -56,23 +57,24 @@ def start_contexts(env_id: str, n: int, length: int, seed: int = 0, frame_size: 
     return torch.from_numpy(np.stack(frames)), torch.tensor(actions, dtype=torch.int64), n_actions
 
 
-def coinchase_contexts(n: int, length: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """n real contexts of `length` frames from random CoinChase play: (n, T, 64, 64, 3) uint8, (n, T) int64.
+def bundled_event_channels(env_id: str) -> int:
+    """The entity event channels of the bundled checkpoint (envs/checkpoints) when `env_id` is its game, else 0."""
+    from envs.dream import DEFAULT_CHECKPOINT   # noqa: PLC0415
 
-    Action k is the one taken before frame k; frame 0 gets the null action id (5)."""
-    frames, actions, _ = start_contexts(COINCHASE_ID, n, length, seed)
-    return frames, actions
+    config, _ = checkpoint.read_config(DEFAULT_CHECKPOINT)
+    return config.dit.event_channels if env_id == config.env_id else 0
 
 
 def save_untrained(path: str | Path, size: str = "tiny", widths: tuple[int, ...] = (8, 8, 8), bank: int = 4,
-                   context: int = 2, seed: int = 0, env_id: str = COINCHASE_ID,
+                   context: int = 2, seed: int = 0, env_id: str = BUNDLED_ENV_ID,
                    env_kwargs: dict[str, Any] | None = None, **dit_overrides) -> Path:
     """Write a randomly initialised checkpoint of the image env `env_id` (64x64 frames, its Discrete actions) to
     `path`, with a bank of `bank` contexts of `context` frames from random play of it and `env_id` in its config.
 
-    The CoinChase default is shaped like the bundled model: it draws the enemy's and the coin's cells first (2
-    entity events) unless `event_channels=0` is given; other games get no entity events unless asked for."""
-    dit_overrides.setdefault("event_channels", COINCHASE_EVENT_CHANNELS if env_id == COINCHASE_ID else 0)
+    The bundled game's is shaped like the bundled model: it draws that model's entity cells first
+    (`bundled_event_channels`) unless `event_channels=0` is given; other games get no entity events unless asked
+    for."""
+    dit_overrides.setdefault("event_channels", bundled_event_channels(env_id))
     ae_config = AutoencoderConfig(widths=widths)
     frames, actions, n_actions = start_contexts(env_id, bank, context, seed, ae_config.frame_size, env_kwargs)
     torch.manual_seed(seed)

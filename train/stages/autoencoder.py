@@ -49,17 +49,18 @@ class AutoencoderStageConfig:
     eval_frames: int = 512                    # held-out frames scored at each evaluation
     start_context: int = 4                    # frames per real start context in the bank
     start_bank_size: int = 64                 # contexts in the bank the checkpoints carry
-    events: str = ""                          # entity reader (train.common.events.READERS, e.g. "coinchase") whose
-                                              #   per-frame cells of the random entities go beside the latent cache;
-                                              #   "" = none (the DiT stages then train without entity events)
+    events: str = ""                          # frame reader (train.common.plugins.load_reader: a module, or a game
+                                              #   whose plug-in names one) whose per-frame cells of the random
+                                              #   entities go beside the latent cache; "" = none (the DiT stages then
+                                              #   train without entity events)
     cache_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) encoded into
                                               #   the latent cache beside dataset_id, split by episode the same way:
-                                              #   e.g. CoinChase play that goes on after a catch (the main recording
-                                              #   ends there, so the DiT never sees the enemy on the player as
-                                              #   context). An events stage reading this cache trains its outcome
-                                              #   heads on every cached step: cache there only recordings whose
-                                              #   rewards and terminations are the game's (lethal=False play has no
-                                              #   termination at a catch)
+                                              #   e.g. play that goes on after the player is caught (the main
+                                              #   recording ends there, so the DiT never sees an entity on the
+                                              #   player as context). An events stage reading this cache trains its
+                                              #   outcome heads on every cached step: cache there only recordings
+                                              #   whose rewards and terminations are the game's (play that goes on
+                                              #   after a catch has no termination there)
 
 
 @dataclass

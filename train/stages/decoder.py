@@ -1,12 +1,12 @@
 """Stage 1b: train the autoencoder's decoder alone on sprite pixels, the encoder (and so every latent) frozen.
 
 The autoencoder stage's loss is an average over all pixels, of which sprites are a few percent; frames
-where two sprites share a cell (the enemy on the player or the coin, every "caught" frame) decode
+where two sprites share a cell (an entity on the player or on another entity) decode
 as a blend the game never draws, so even a perfect world model would
 show them wrong. This stage trains the decoder alone, with `sprite_weight` on the pixels that differ
 from the per-pixel median of the training frames (the static background), on the latent cache the
 autoencoder stage wrote (`<autoencoder_dir>/latents`, checked against the frozen encoder at the start).
-A HUD (`hud_rows`: CoinChase's score bar) gets its own weight on its changing pixels, lit or not
+A HUD (`hud_rows`: a score bar) gets its own weight on its changing pixels, lit or not
 (`hud_weight`: the sprite weight alone drew the score's digits 2, 5, 6, 8, 9 as one blend).
 The encoder, the latent scale, the latent cache and the start bank are unchanged, so the DiT stages
 need no retraining; they save the autoencoder they read into their checkpoints, and `train.bundle
@@ -63,15 +63,15 @@ class DecoderStageConfig:
     latent_noise: float = 0.0         # training latents get Gaussian noise of std U(0, latent_noise) per frame
                                       #   (unit-scale latents): the decoder learns to draw a world model's
                                       #   imperfect latents as real ones
-    hud_rows: int = 0                 # pixel rows at the top of the frame that show a HUD (CoinChase's score
-                                      #   bar: 8); 0: none
+    hud_rows: int = 0                 # pixel rows at the top of the frame that show a HUD (a score bar; a game
+                                      #   plug-in sets its own); 0: none
     hud_weight: float = 1.0           # loss weight of the HUD pixels that change across the training frames (the
                                       #   score's digits), lit or not, in place of sprite_weight: that weighs a
                                       #   pixel only where it is off the median frame, whose last digit is an 8,
                                       #   so where the latents leave digits in doubt the decoder draws the
                                       #   off-median value at 10:1 and 2, 5, 6, 8, 9 come out as one blend
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) whose frames
-                                      #   join the training frames, encoded here: e.g. long coin-seeker play that
+                                      #   join the training frames, encoded here: e.g. long scripted play that
                                       #   shows scores the main recording never reaches (a digit never seen in a
                                       #   place is never drawn there)
     val_fraction: float = 0.1         # as the autoencoder stage split the episodes (same held-out frames)

@@ -6,15 +6,15 @@ time the model reads its own, imperfect, frames) and the action in; each random 
 next frame out; cross-entropy. Reports held-out cross-entropy. Writes <run_dir>/checkpoint
 (`event_model.safetensors` + `event_model.json`), which the DiT stages install, frozen, into every
 model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-model checkpoints.
-`extra_datasets=[ID, ...]` adds more recordings (encoded and labelled here), e.g. CoinChase play that
-goes on after a catch (`record +env_kwargs.lethal=false`): the main recording ends an episode at a
-catch, so without it the event model never sees the enemy on the player as a previous frame, and an
-open-loop dream with lethal=False (the rules check) meets exactly that.
+`extra_datasets=[ID, ...]` adds more recordings (encoded and labelled here by `reader`), e.g. play that goes on
+after the player is caught (a game plug-in's `record_events`): the main recording ends an episode at a catch, so
+without it the event model never sees an entity on the player as a previous frame, and an open-loop dream that plays
+on after a catch (the rules check) meets exactly that (docs/ablation.md "Play after a catch").
 `paint_overlaps=[DIR, ...]` turns on those checkpoints' overlap paint (DiTConfig.overlap_paint), each entity
 pair's latent fitted (train.common.paint) on the overlaps the extra datasets show.
 
-    python -m train.stages.events autoencoder_dir=runs/coinchase/autoencoder loop.max_steps=3000
-    python -m train.stages.events ... "extra_datasets=[coinchase/mixed-events-v0]" "paint_overlaps=[DIR]"   # a rerun
+    python -m train.stages.events autoencoder_dir=runs/<game>/autoencoder loop.max_steps=3000
+    python -m train.stages.events ... "extra_datasets=[ID]" reader=MODULE "paint_overlaps=[DIR]"    # a rerun
 """
 from __future__ import annotations
 
@@ -59,9 +59,8 @@ class EventsStageConfig:
     player: bool = False              # also learn the player's next cell (cross-entropy; the latent cache's player_cell
                                       #   labels)
     outcome_event_weight: float = 10.0   # weight of a step with a reward or a termination (rare)
-    overlap_weight: float = 1.0       # how much more often a transition from an overlap (two entities on one cell: the
-                                      #   enemy on the player) is drawn into a batch
-                                      #   (docs/ablation.md "Enemy jumps after a catch: the entity reach")
+    overlap_weight: float = 1.0       # how much more often a transition from an overlap (two entities on one cell,
+                                      #   the player counted) is drawn into a batch (docs/model.md "Entity reach")
     reach_anywhere: int = 2           # an entity seen moving more cells than this in one recorded frame (a respawn) may
                                       #   land anywhere; the others never further than they were seen to move
                                       #   (DiTConfig.event_reach, installed with the model); -1 = no limits
@@ -73,7 +72,8 @@ class EventsStageConfig:
                                       #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
                                       #   goes on after a catch, which the DiT stages' recording never shows)
     data_root: str = "data/minari"
-    reader: str = "coinchase"         # entity reader of the extra datasets (train.common.events.READERS)
+    reader: str = ""                  # frame reader of the extra datasets (train.common.plugins.load_reader: a
+                                      #   module, or a game whose plug-in names one; the pipeline passes its own)
 
 
 @dataclass
@@ -104,8 +104,8 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
 
 def overlap_frames_before(episode: Episode) -> np.ndarray:
     """(n,) bool per step: its frame before shows two tracked entities on one cell (the player counts where the
-    cache labels it): the enemy on the coin or on the player, states rare in play where the event model leaked mass
-    onto cells the enemy cannot reach (docs/ablation.md "Enemy jumps after a catch: the entity reach")."""
+    cache labels it): an entity on another or on the player, states rare in play where the event model leaked mass
+    onto cells the entity cannot reach (docs/model.md "Entity reach")."""
     cells = cells_and_player(episode)[:-1]                                          # (n, E+1)
     seen = cells >= 0
     same = (cells[:, :, None] == cells[:, None, :]) & seen[:, :, None] & seen[:, None, :]          # (n, E+1, E+1)
@@ -139,7 +139,7 @@ def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
 def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfig:
     if not latents.event_entities:
         raise ValueError(f"the latent cache in {cfg.autoencoder_dir}/latents has no entity labels: run the autoencoder "
-                         "stage with events=<reader> (e.g. events=coinchase) to add them")
+                         "stage with events=<reader> (a frame reader module, train.common.plugins) to add them")
     sample = latents.train[0].frames
     return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
                             entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes,
@@ -253,7 +253,7 @@ def install_overlap_paint(cfg: EventsStageConfig, targets: list[str]) -> None:
         return
     if not cfg.extra_datasets:
         raise ValueError("paint_overlaps fits each overlap's latent on recorded frames: set extra_datasets "
-                         "(CoinChase: its events recording, where the enemy walks over the coin)")
+                         "(a game plug-in's events recording, where the entities walk over each other)")
     frames, cells = recorded_overlaps([e for dataset_id in cfg.extra_datasets
                                        for e in load_episodes(dataset_id, cfg.data_root)[0]], cfg.reader)
 

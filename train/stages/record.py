@@ -44,7 +44,8 @@ class RecordConfig:
     render_only: bool = False                 # record the env's render() frames (render_mode="rgb_array") instead of
                                               #   its observations: for envs whose observation is not an image
     from_dataset: str = ""                    # an existing Minari dataset id to convert instead of playing the env
-    policy: str = "random"                    # random | seeker | mixed (the last two CoinChase only)
+    policy: str = "random"                    # a policy of envs.policies (random for any game; some games have
+                                              #   scripted ones, which a game plug-in names)
     epsilon: float = 0.1                      # seeker: chance of a random (legal) move per step
     min_repeat: int = 1                       # random: each action is held for a uniform number
     max_repeat: int = 8                       #   of steps in [min_repeat, max_repeat]
@@ -55,7 +56,7 @@ class RecordConfig:
     resize_to: int = 64                       # stored frames are resize_to x resize_to (cv2 INTER_AREA)
     max_episode_steps: int | None = None      # time limit per episode (None: the env's own)
     env_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)   # passed to gymnasium.make, e.g.
-                                              #   +env_kwargs.lethal=false (CoinChase goes on after a catch)
+                                              #   +env_kwargs.NAME=VALUE (a game plug-in's record_events sets some)
     progress: bool = True                     # show a tqdm bar
 
 

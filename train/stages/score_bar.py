@@ -12,8 +12,8 @@ the bar: through the decoder, painted bars do not all read back; drawn, every he
 (docs/ablation.md "The glyphs").
 
 `extra_datasets=[ID, ...]` adds recordings that reach higher scores than the main one: a digit value
-the painter never saw in a place is not drawn (e.g. a coin-seeker recorded with
-`+env_kwargs.lethal=false`, whose 1,000-step episodes count past 100). One episode in ten of each
+the painter never saw in a place is not drawn (e.g. long scripted play whose episodes count past 100: a game
+plug-in's `record_score`). One episode in ten of each
 dataset is held out. Reports held-out bars right (the drawn bar vs the real one, every pixel within
 `BAR_TOLERANCE`; beside it the decoder's drawing from the encoder's own latents), real-frame read
 accuracy and the round trip read(paint(s)) == s over every score 0..max_score. Writes
@@ -56,7 +56,7 @@ class ScoreBarStageConfig:
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root)
     data_root: str = "data/minari"
     run_dir: str = "runs/coinchase/score_bar"
-    digits: int = 3                   # the bar's digits (CoinChase: the score modulo 1000)
+    digits: int = 3                   # digits the score bar shows
     rows: int = 1                     # latent rows from the top the bar covers
     dim: int = 128
     batch_size: int = 128
