@@ -15,7 +15,7 @@ from envs.breakout import (BALL, BALL_COLOUR, BRICK, BRICK_COLS, BRICK_H, BRICK_
                            FRAME_SIZE, HUD_PX, PADDLE, PADDLE_DELTAS, PADDLE_H, PADDLE_MAX, PADDLE_W, PADDLE_Y,
                            PALETTE, PIP, PIPS, SCORE_DIGITS, SCORE_LEFT, SCORE_TOP, SERVE_COLUMNS, SERVE_Y, SPEED_Y)
 from envs.game_spec import NOT_HAPPENED, GameSpec, State, counter_rule, seen, sprite_untidy
-from envs.pixels import find_box, palette_labels, read_number, read_pips
+from envs.pixels import frame_labels, paddle_and_ball, read_number, read_pips
 
 SPRITE_TOLERANCE = 1            # pixels a sprite may miss, and stray pixels of its colour elsewhere, in a tidy frame
 MAX_STEP = 2                    # |dx|, |dy| a ball moves in a step, bounces included
@@ -38,16 +38,11 @@ class BreakoutSpec(GameSpec):
                 "score": np.asarray(info["score"], np.int64)}
 
     def read(self, frames: np.ndarray) -> State:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (FRAME_SIZE, FRAME_SIZE, 3):
-            raise ValueError(f"expected Breakout frames (N, {FRAME_SIZE}, {FRAME_SIZE}, 3), got {frames.shape}")
-        n = len(frames)
-        labels = palette_labels(frames, PALETTE)                                   # (N, 64, 64)
+        labels = frame_labels(frames, PALETTE, "Breakout", FRAME_SIZE)               # (N, 64, 64)
         play = labels[:, HUD_PX:]
-        ball, ball_count = find_box(play == BALL_COLOUR, BALL, BALL)
-        ball[ball_count > 0, 0] += HUD_PX
-        paddle, paddle_count = find_box(play == PADDLE, PADDLE_H, PADDLE_W)
-        paddle[paddle_count > 0, 0] += HUD_PX
+        n = len(frames)
+        ball, ball_count, paddle, paddle_count = paddle_and_ball(labels, HUD_PX, BALL_COLOUR, BALL, PADDLE, PADDLE_H,
+                                                                 PADDLE_W)
         brick = labels == BRICK
         cells = brick[:, BRICK_TOP:_BRICK_BOTTOM].reshape(n, BRICK_ROWS, BRICK_H, BRICK_COLS, BRICK_W)
         counts = cells.sum((2, 4))                                                 # (N, 4, 8)

@@ -14,7 +14,7 @@ from envs.catch import (BALL, BALL_COLOUR, DIGIT, FRAME_SIZE, HUD_PX, PADDLE, PA
                         PADDLE_W, PADDLE_Y, PALETTE, PIP, PIPS, SCORE_DIGITS, SCORE_LEFT, SCORE_TOP, SPAWN_COLUMNS,
                         SPAWN_Y, SPEEDS)
 from envs.game_spec import NOT_HAPPENED, GameSpec, State, counter_rule, seen, sprite_untidy
-from envs.pixels import find_box, palette_labels, read_number, read_pips
+from envs.pixels import frame_labels, paddle_and_ball, read_number, read_pips
 
 SPRITE_TOLERANCE = 1            # pixels a sprite may miss, and stray pixels of its colour elsewhere, in a tidy frame
 
@@ -33,15 +33,10 @@ class CatchSpec(GameSpec):
                 "lives": np.asarray(info["lives"], np.int64), "score": np.asarray(info["score"], np.int64)}
 
     def read(self, frames: np.ndarray) -> State:
-        frames = np.asarray(frames)
-        if frames.ndim != 4 or frames.shape[1:] != (FRAME_SIZE, FRAME_SIZE, 3):
-            raise ValueError(f"expected Catch frames (N, {FRAME_SIZE}, {FRAME_SIZE}, 3), got {frames.shape}")
-        labels = palette_labels(frames, PALETTE)                                   # (N, 64, 64)
+        labels = frame_labels(frames, PALETTE, "Catch", FRAME_SIZE)               # (N, 64, 64)
         play = labels[:, HUD_PX:]
-        ball, ball_count = find_box(play == BALL_COLOUR, BALL, BALL)
-        ball[ball_count > 0, 0] += HUD_PX
-        paddle, paddle_count = find_box(play == PADDLE, PADDLE_H, PADDLE_W)
-        paddle[paddle_count > 0, 0] += HUD_PX
+        ball, ball_count, paddle, paddle_count = paddle_and_ball(labels, HUD_PX, BALL_COLOUR, BALL, PADDLE, PADDLE_H,
+                                                                 PADDLE_W)
         lives, pips_tidy = read_pips(labels == PIP, PIPS)
         return {"paddle_x": paddle[:, 1], "ball": ball, "lives": lives,
                 "score": read_number(labels == DIGIT, SCORE_DIGITS, SCORE_TOP, SCORE_LEFT),

@@ -126,3 +126,23 @@ def find_box(mask: np.ndarray, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
     corner = np.stack([best // sums.shape[2], best % sums.shape[2]], 1).astype(np.int64)
     corner[count == 0] = -1
     return corner, count
+
+
+def frame_labels(frames: np.ndarray, palette: np.ndarray, game: str, size: int = 64) -> np.ndarray:
+    """(N, size, size, 3) uint8 frames of `game` -> their palette labels (N, size, size); a clear error otherwise."""
+    frames = np.asarray(frames)
+    if frames.ndim != 4 or frames.shape[1:] != (size, size, 3):
+        raise ValueError(f"expected {game} frames (N, {size}, {size}, 3), got {frames.shape}")
+    return palette_labels(frames, palette)
+
+
+def paddle_and_ball(labels: np.ndarray, top: int, ball_label: int, ball: int, paddle_label: int, paddle_h: int,
+                    paddle_w: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The ball's and the paddle's boxes in palette labels (N, H, W) below row `top`: ball (N, 2) row, col and its
+    count (N,), then the paddle's (as find_box gives them; rows in frame coordinates)."""
+    play = labels[:, top:]
+    ball_box, ball_count = find_box(play == ball_label, ball, ball)
+    ball_box[ball_count > 0, 0] += top
+    paddle_box, paddle_count = find_box(play == paddle_label, paddle_h, paddle_w)
+    paddle_box[paddle_count > 0, 0] += top
+    return ball_box, ball_count, paddle_box, paddle_count
