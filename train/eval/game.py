@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from envs.dream import DreamCore
-from envs.game_spec import SPECS, spec_for
+from envs.game_spec import SPECS, GameSpec, spec_for
 from envs.policies import RandomPersistentPolicy
 from envs.recording import make_env, resize_frame
 from train.common.cli import hydra_main
@@ -55,13 +55,12 @@ class GameEvalConfig:
     out: str = "runs/eval/game"
 
 
-def real_rollouts(cfg: GameEvalConfig, env_id: str, size: int) -> GameRollouts:
-    """The real game's rows, frames resized to the dream's `size` (the recorder's resize)."""
-    spec = spec_for(env_id) if env_id in SPECS else None
-    env = None if spec else make_env(env_id, **cfg.env_kwargs).unwrapped
-    policy = RandomPersistentPolicy(int((env or make_env(env_id)).action_space.n), cfg.min_repeat, cfg.max_repeat,
-                                    np.random.default_rng(0))
-    real = play_real(spec, [HELD_OUT_SEED + i for i in range(cfg.starts)], cfg.horizon, policy, cfg.env_kwargs, env)
+def real_rollouts(cfg: GameEvalConfig, spec: GameSpec | None, env_id: str, size: int) -> GameRollouts:
+    """The real game's rows (with the spec's states where it has one), frames resized to the dream's `size` (the
+    recorder's resize)."""
+    env = make_env(env_id, **cfg.env_kwargs).unwrapped
+    policy = RandomPersistentPolicy(int(env.action_space.n), cfg.min_repeat, cfg.max_repeat, np.random.default_rng(0))
+    real = play_real(spec, [HELD_OUT_SEED + i for i in range(cfg.starts)], cfg.horizon, policy, env=env)
     if real.frames.shape[2:4] != (size, size):
         s, h = real.frames.shape[:2]
         real.frames = np.stack([resize_frame(f, size) for f in real.frames.reshape(s * h, *real.frames.shape[2:])]
@@ -121,8 +120,8 @@ def main(cfg: GameEvalConfig) -> dict[str, Any]:
                           for c in cfg.checkpoints]
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    real = real_rollouts(cfg, env_id, configs[0].autoencoder.frame_size)
     spec = spec_for(env_id) if env_id in SPECS else None
+    real = real_rollouts(cfg, spec, env_id, configs[0].autoencoder.frame_size)
     lines = [f"# {env_id}: {cfg.starts} held-out starts x {cfg.horizon} steps", ""]
     results: dict[str, Any] = {"env_id": env_id, "config": asdict(cfg), "models": {}}
     for name, checkpoint in zip(names, cfg.checkpoints, strict=True):
