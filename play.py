@@ -8,8 +8,8 @@
 
 A checkpoint names the Gymnasium id of the game it was trained on (its config's env_id). Keys
 (viewer/keymap.py): the game's own key map when it offers one (get_keys_to_action), else arrows/WASD
-and Space for the actions its names say (get_action_meanings: UP, LEFT, FIRE, UPRIGHT, ...; CoinChase:
-arrows/WASD move), and always 0..9 (Shift + 0..9 for 10..19) for action ids; the HUD names the action
+and Space for the actions its names say (get_action_meanings: UP, LEFT, FIRE, UPRIGHT, ...), and always
+0..9 (Shift + 0..9 for 10..19) for action ids; the HUD names the action
 taken. Controls: R reset, P pause, . single step, [ ] denoise steps, Tab side-by-side with the
 checkpoint's real game (same keys, same start, live divergence; its frames resized to the dream's;
 a notice says why when the checkpoint names no game or it is not installed), F5 start/finish

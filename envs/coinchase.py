@@ -148,6 +148,10 @@ class CoinChaseEnv(PixelGame):
         self.player = self.coin = self.enemy = (0, 0)
         self.score = 0
 
+    def get_action_meanings(self) -> list[str]:
+        """The action names, ALE's convention (NOOP, UP, DOWN, LEFT, RIGHT): what tools read a game's keys from."""
+        return [action.name for action in Action]
+
     # ---------------------------------------------------------------- rules
     def _start(self) -> None:
         rng = self.np_random

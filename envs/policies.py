@@ -5,7 +5,8 @@ an episode. `make_policy(name, ...)` builds one by name: "random" (random action
 number of steps, any Discrete env), "seeker" (walks the shortest path to the coin, CoinChase
 only) or "mixed" (switches between the two in random stretches, CoinChase only: the data then has
 wall bumps and held keys from the one and many coin pickups from the other). The human policy lives in play.py
-(keys -> actions).
+(keys -> actions). `baseline_policies(env_id)` names the policies a game is judged against (train.rl's
+baselines): "random", plus the scripted players `GAME_BASELINES` declares for that game.
 """
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ from envs.coinchase import ACTION_DELTAS, ACTION_NAMES, Action, is_free
 
 POLICY_NAMES = ("random", "seeker", "mixed")
 MIXED_SWITCH_PROB = 0.1   # mixed policy: chance per step of switching between random and seeker
+# Gymnasium id -> that game's own scripted players (they read its info), judged beside "random" (mixed only records)
+GAME_BASELINES: dict[str, tuple[str, ...]] = {"dreamgym/CoinChase-v0": ("seeker",)}
 
 
 class Policy(Protocol):
@@ -167,3 +170,8 @@ def make_policy(name: str, n_actions: int, rng: np.random.Generator, epsilon: fl
         return MixedPolicy(RandomPersistentPolicy(n_actions, min_repeat, max_repeat, rng),
                            CoinSeekerPolicy(epsilon, rng), MIXED_SWITCH_PROB, rng)
     raise ValueError(f"unknown policy {name!r}; choose one of {', '.join(POLICY_NAMES)} (the human policy is play.py)")
+
+
+def baseline_policies(env_id: str) -> tuple[str, ...]:
+    """The scripted policies to judge the game `env_id` with: "random", then its own players (GAME_BASELINES)."""
+    return ("random", *GAME_BASELINES.get(env_id, ()))

@@ -97,6 +97,7 @@ def test_observation_space_is_64x64_rgb_uint8_and_action_space_is_discrete_5():
     assert ACTION_NAMES == ("noop", "up", "down", "left", "right")
     assert [int(a) for a in Action] == list(range(env.action_space.n))
     assert [a.name.lower() for a in Action] == list(ACTION_NAMES)
+    assert env.get_action_meanings() == ["NOOP", "UP", "DOWN", "LEFT", "RIGHT"]   # ALE's names, in id order
     assert ACTION_DELTAS[Action.UP].tolist() == [-1, 0] and ACTION_DELTAS[Action.RIGHT].tolist() == [0, 1]
     obs, info = env.reset(seed=0)
     assert env.observation_space.contains(obs)

@@ -10,6 +10,7 @@ import pytest
 
 pytest.importorskip("stable_baselines3")
 
+from envs.policies import GAME_BASELINES, baseline_policies  # noqa: E402
 from envs.recording import make_env, resize_frame  # noqa: E402
 from envs.sb3 import dream_game, make_game, make_vec_env  # noqa: E402
 from train.common.cli import compose  # noqa: E402
@@ -78,10 +79,19 @@ def test_ppo_in_real_catch_and_its_random_baseline(catch_checkpoint, tmp_path):
     assert row["frames"] == 64 and row["env"] == "real" and row["env_id"] == CATCH and row["env_fps"] > 0
     cfg = compose("rl", RLConfig, ["mode=baseline", f"env_id={CATCH}", f"run_dir={tmp_path / 'base'}",
                                    "eval_episodes=4", "eval_horizon=60"])
-    (random,) = baseline(cfg)   # no coin seeker outside CoinChase
+    (random,) = baseline(cfg)   # Catch has no scripted player of its own (envs.policies.GAME_BASELINES)
     assert random["policy"] == "random" and random["env_id"] == CATCH and random["frames"] == 0
     assert 1 <= random["real_len_mean"] <= 60 and "real_return_mean" in random
     assert baseline(cfg) == [random] and len(rows(tmp_path / "base")) == 2   # seeded: the same episodes
+
+
+def test_baselines_are_random_and_the_players_envs_policies_declares_for_the_game(monkeypatch, tmp_path):
+    assert baseline_policies("dreamgym/CoinChase-v0") == ("random", "seeker")
+    assert baseline_policies(CATCH) == ("random",)
+    monkeypatch.setitem(GAME_BASELINES, CATCH, ("random",))   # a player declared for Catch: its baseline plays it
+    cfg = compose("rl", RLConfig, ["mode=baseline", f"env_id={CATCH}", f"run_dir={tmp_path}", "eval_episodes=2",
+                                   "eval_horizon=20"])
+    assert [row["policy"] for row in baseline(cfg)] == ["random", "random"]
 
 
 def test_a_dream_with_another_action_count_is_refused(untrained_checkpoint, tmp_path):
@@ -91,9 +101,14 @@ def test_a_dream_with_another_action_count_is_refused(untrained_checkpoint, tmp_
         train(cfg)
 
 
-@pytest.mark.parametrize("module", ["train/rl.py", "train/rl_eval.py", "envs/sb3.py"])
-def test_no_module_level_coinchase_import(module):
-    tree = ast.parse((Path(__file__).parents[1] / module).read_text())
-    names = [node.module for node in tree.body if isinstance(node, ast.ImportFrom)]
-    names += [alias.name for node in tree.body if isinstance(node, ast.Import) for alias in node.names]
+TOOLS = ["train/rl.py", "train/rl_eval.py", "envs/sb3.py", "play.py",
+         *sorted(str(path.relative_to(Path(__file__).parents[1])) for path in
+                 (Path(__file__).parents[1] / "viewer").glob("*.py"))]
+
+
+@pytest.mark.parametrize("module", TOOLS)
+def test_no_tool_imports_the_bundled_game(module):
+    nodes = list(ast.walk(ast.parse((Path(__file__).parents[1] / module).read_text())))
+    names = [node.module for node in nodes if isinstance(node, ast.ImportFrom)]
+    names += [alias.name for node in nodes if isinstance(node, ast.Import) for alias in node.names]
     assert not [name for name in names if name and "coinchase" in name]

@@ -25,7 +25,9 @@ from viewer.app import Viewer
 from viewer.compare import GAP
 from viewer.config import PlayConfig, parse_args
 from viewer.hud import hud_lines
-from viewer.keymap import COINCHASE_KEYS, CONTROL_KEYS, HeldKeys, action_from_held, build_keymap, press
+from viewer.keymap import (CONTROL_KEYS, DEFAULT_KEYS, DEFAULT_MEANINGS, HeldKeys, action_from_held, build_keymap,
+                           press)
+from viewer.realgame import BUNDLED_ENV_ID, action_keys, open_real_env
 from worldmodel.checkpoint import START_FILE, read_config, read_tensors
 
 SLIDE_ID, KEYED_SLIDE_ID = "dreamgym-test/Slide-v0", "dreamgym-test/KeyedSlide-v0"
@@ -262,12 +264,27 @@ def test_action_names_become_arrows_wasd_space_and_their_combinations():
     assert not keymap.keys & CONTROL_KEYS.keys()                                              # no key is a control
 
 
-def test_without_names_five_actions_play_coinchase_and_others_only_number_keys():
-    assert COINCHASE_KEYS.combinations == build_keymap(5).combinations
-    keys = HeldKeys(build_keymap(5))
+def test_the_bundled_game_gets_its_arrows_and_wasd_through_get_action_meanings():
+    env = open_real_env(BUNDLED_ENV_ID)
+    try:
+        keys_to_action, meanings = action_keys([env])
+        keymap = build_keymap(int(env.action_space.n), keys_to_action, meanings)
+    finally:
+        env.close()
+    assert keys_to_action is None and meanings == list(DEFAULT_MEANINGS)
+    assert keymap.source == "action names" and keymap.combinations == DEFAULT_KEYS.combinations
+    moves = {(pygame.K_UP, pygame.K_w): 1, (pygame.K_DOWN, pygame.K_s): 2, (pygame.K_LEFT, pygame.K_a): 3,
+             (pygame.K_RIGHT, pygame.K_d): 4}                                    # the bundled game's action ids
+    assert all(action_from_held((key,), keymap) == action for keys, action in moves.items() for key in keys)
+    keys = HeldKeys(keymap)
     keys.key_down(pygame.K_RIGHT)
     keys.key_down(pygame.K_UP)
-    assert keys.next_action() == 1                                                            # CoinChase: 1 up
-    assert build_keymap(3).keys == {pygame.K_0, pygame.K_1, pygame.K_2, pygame.K_KP0, pygame.K_KP1, pygame.K_KP2}
+    assert keys.next_action() == 1 and keymap.name(1) == "UP"                   # the newest key wins
+
+
+def test_without_names_or_keys_every_game_plays_with_number_keys_only():
+    digits = {pygame.K_0, pygame.K_1, pygame.K_2, pygame.K_KP0, pygame.K_KP1, pygame.K_KP2}
+    assert build_keymap(3).keys == digits and build_keymap(3).source == "number keys"
+    assert build_keymap(5).keys == digits | {pygame.K_3, pygame.K_4, pygame.K_KP3, pygame.K_KP4}
     assert press((), pygame.K_LEFT, build_keymap(3)) == ()
     assert build_keymap(3, {"wa": 1, (ord(" "),): 2}).combinations[frozenset({pygame.K_w, pygame.K_a})] == 1

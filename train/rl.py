@@ -7,11 +7,11 @@ env frames on `n_envs` games (envs.sb3: N dreamed games in one batched forward o
 names (the bundled checkpoint: dreamgym/CoinChase-v0); real frames are resized to the dream's frame size, so
 the same policy plays both. One row per evaluation in <run_dir>/metrics.jsonl: policy, env, env_id, seed,
 frames, real_return_mean/std (sum of rewards per real episode; std over episodes), real_len_mean,
-real_score_mean/std (the game's own info["score"] at episode end, for games that report one; CoinChase:
-coins), episodes, fps (whole PPO loop, evaluation excluded), env_fps (env steps alone) and
-train_return_mean (last 100 training episodes; in the dream, its own predicted rewards).
-`mode=baseline` evaluates the random policy (actions held for a few steps) the same way, and for CoinChase
-the coin seeker too.
+real_score_mean/std (the game's own info["score"] at episode end, for games that report one), episodes,
+fps (whole PPO loop, evaluation excluded), env_fps (env steps alone) and train_return_mean (last 100 training
+episodes; in the dream, its own predicted rewards).
+`mode=baseline` evaluates the random policy (actions held for a few steps) the same way, and the game's own
+scripted players too (envs.policies.baseline_policies: the bundled game's coin seeker).
 
     python -m train.rl env=real frames=2000000 seed=0 run_dir=runs/rl/real-s0
     python -m train.rl env=dream checkpoint=runs/coinchase/self_forcing/checkpoint run_dir=runs/rl/dream-sf-s0
@@ -46,16 +46,17 @@ from stable_baselines3.common.vec_env import VecEnv, VecMonitor
 from torch import nn
 from tqdm import tqdm
 
+from envs.policies import baseline_policies
 from envs.sb3 import ENV_KINDS, StepClock, dream_game, make_vec_env
 from train.common.cli import hydra_main
-from train.rl_eval import evaluate, game_actions, plays_coinchase, policy_actor, ppo_actor
+from train.rl_eval import evaluate, game_actions, policy_actor, ppo_actor
 
 CELL_PX = 8   # CellCNN reads the frame in 8 x 8 pixel cells, the cells of the world model's autoencoder
 
 
 @dataclass
 class RLConfig:
-    mode: str = "train"                 # train: PPO | baseline: evaluate random play (and CoinChase's coin seeker)
+    mode: str = "train"                 # train: PPO | baseline: evaluate random play (and the game's own players)
     env: str = "real"                   # PPO trains in: real (the game env_id) | dream (the world model checkpoint)
     checkpoint: str = ""                # world-model dir ("" = the bundled one): the dream, its game, its frame size
     env_id: str = ""                    # the real game's Gymnasium id (ALE ids with ale-py); "" = the checkpoint's game
@@ -72,7 +73,7 @@ class RLConfig:
     train_horizon: int = 1000           # steps before a training episode truncates (real or dream)
     random_min_repeat: int = 1          # baseline random policy: each uniformly random action is held for
     random_max_repeat: int = 8          #   a uniform number of steps in [min, max] (as recorded; 1, 1 = plain random)
-    seeker_epsilon: float = 0.0         # baseline coin-seeker (CoinChase): chance of a random legal move per step
+    seeker_epsilon: float = 0.0         # baseline game players (the coin seeker): chance of a random legal move
     denoise_steps: int = 0              # dream: denoising steps per frame; 0 = the checkpoint's own
     device: str = "cpu"                 # torch device of the dream and of PPO
     dtype: str = "auto"                 # dream DiT weights: auto (envs.dream.pick_dtype) | float32 | bfloat16 | float16
@@ -96,8 +97,8 @@ class RLConfig:
 class CellCNN(BaseFeaturesExtractor):
     """(B, 3, 64, 64) -> (B, features_dim). A stride-8 8x8 conv reads each 8-pixel game cell into one
     vector (the grid, (B, width, 8, 8)), two 3x3 convs mix neighbouring cells, a linear layer reads the grid.
-    Aligned with the autoencoder's cells (and CoinChase's grid) where NatureCNN's 8x8 stride-4 kernels straddle
-    them; any frame size works (a size that is no multiple of 8 drops the last partial cells)."""
+    Aligned with the autoencoder's cells (and a game's own 8-pixel grid) where NatureCNN's 8x8 stride-4 kernels
+    straddle them; any frame size works (a size that is no multiple of 8 drops the last partial cells)."""
 
     def __init__(self, observation_space: gym.spaces.Box, features_dim: int = 256, width: int = 16):
         super().__init__(observation_space, features_dim)
@@ -286,14 +287,14 @@ def train(cfg: RLConfig) -> dict[str, Any]:
 
 def baseline(cfg: RLConfig) -> list[dict[str, Any]]:
     """Evaluate scripted policies in the real game, one metrics row each: random (actions held for
-    [random_min_repeat, random_max_repeat] steps), and in CoinChase the coin seeker too."""
+    [random_min_repeat, random_max_repeat] steps), then the game's own players (envs.policies.baseline_policies)."""
     _validate(cfg)
     env_id, frame_size = resolve_game(cfg)
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     n_actions = game_actions(env_id, frame_size)
     rows = []
-    for name in ("random", "seeker") if plays_coinchase(env_id) else ("random",):
+    for name in baseline_policies(env_id):
         act = policy_actor(name, n_actions, cfg.eval_episodes, cfg.seed, cfg.seeker_epsilon, cfg.random_min_repeat,
                            cfg.random_max_repeat)
         stats = evaluate(act, env_id, frame_size, cfg.eval_episodes, cfg.eval_seed, cfg.seed, cfg.eval_horizon)

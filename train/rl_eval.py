@@ -4,9 +4,9 @@ Owns what train.rl's evaluations and baselines share. `evaluate(act, env_id, fra
 seeded real episodes of the Gymnasium id `env_id` (envs.sb3.make_game: frames resized to the dream's frame size,
 so a policy trained in the dream sees what it saw there) under an `Actor` and returns real_return_mean /
 real_return_std (sum of rewards per episode; std over episodes), real_len_mean and, for a game whose info reports
-a `score` (dreamgym's games do; CoinChase: coins), real_score_mean / real_score_std (that score at episode end).
+a `score` (dreamgym's games do), real_score_mean / real_score_std (that score at episode end).
 Actors: `ppo_actor` (an SB3 model) and `policy_actor` (envs.policies: "random" holds each uniformly random action
-for a few steps, any game; "seeker" walks to the coin, CoinChase only: `plays_coinchase`).
+for a few steps, any game; a game's own scripted players as envs.policies.baseline_policies names them).
 
     from train.rl_eval import evaluate, policy_actor
     act = policy_actor("random", 3, episodes=20, seed=0)
@@ -68,22 +68,11 @@ def game_actions(env_id: str, frame_size: int = 64) -> int:
         game.close()
 
 
-def plays_coinchase(env_id: str) -> bool:
-    """Whether `env_id` is CoinChase (the coin seeker reads CoinChase's info)."""
-    from envs.coinchase import CoinChaseEnv   # noqa: PLC0415  (the seeker's game only)
-
-    game = make_game(env_id)
-    try:
-        return isinstance(game.unwrapped, CoinChaseEnv)
-    finally:
-        game.close()
-
-
 def policy_actor(name: str, n_actions: int, episodes: int, seed: int, epsilon: float = 0.0, min_repeat: int = 1,
                  max_repeat: int = 8) -> Actor:
     """A scripted policy per episode (envs.policies: random = uniform actions, each held for [min_repeat,
-    max_repeat] steps; seeker = CoinChase's coin seeker, a random legal move with chance `epsilon`), seeded
-    (seed, i)."""
+    max_repeat] steps; a game's own player, e.g. the coin seeker, takes a random legal move with chance
+    `epsilon`), seeded (seed, i)."""
     policies = []
     for i in range(episodes):
         policy = make_policy(name, n_actions, np.random.default_rng([seed, i]), epsilon=epsilon,

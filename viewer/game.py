@@ -16,12 +16,11 @@ import gymnasium as gym
 import numpy as np
 
 import envs  # noqa: F401  (registers dreamgym/*)
-from envs.coinchase import FRAME_SIZE
 from envs.policies import Policy
 from viewer.compare import Divergence, SideBySide
 from viewer.config import FLAG_OWNED, PlayConfig
 from viewer.overrides import check_kwargs
-from viewer.realgame import COINCHASE_ID, RealGame, checkpoint_config, env_constructor, open_real_env
+from viewer.realgame import BUNDLED_ENV_ID, RealGame, checkpoint_config, env_constructor, open_real_env
 
 
 def checkpoint_path(config: PlayConfig) -> Path:
@@ -37,10 +36,11 @@ def checkpoint_path(config: PlayConfig) -> Path:
 
 
 def make_env(config: PlayConfig) -> gym.Env:
-    """The played env: a WorldModelEnv of the checkpoint, or with --real the real game it names (the bundled
-    CoinChase without a checkpoint), its frames at the checkpoint's size. Overrides are checked first."""
+    """The played env: a WorldModelEnv of the checkpoint, or with --real the real game it names, its frames at the
+    checkpoint's size (without a checkpoint the bundled game, as it draws itself). Overrides are checked first."""
     if config.real:
-        env_id, frame_size = COINCHASE_ID, FRAME_SIZE
+        env_id: str = BUNDLED_ENV_ID
+        frame_size: int | None = None   # no checkpoint: the bundled game's frames as it draws them
         if config.checkpoint:
             model = checkpoint_config(checkpoint_path(config))
             env_id, frame_size = model.env_id, model.autoencoder.frame_size
@@ -49,7 +49,7 @@ def make_env(config: PlayConfig) -> gym.Env:
                 check_kwargs(env_constructor(env_id), config.env_kwargs, FLAG_OWNED)
             return open_real_env(env_id, frame_size, **config.env_kwargs)
         except ValueError as error:
-            game = config.checkpoint or "CoinChase"
+            game = config.checkpoint or "the bundled checkpoint"
             raise ValueError(f"--real cannot play the real game of {game}: {error}") from error
     from envs.world_model_env import WorldModelEnv
 

@@ -9,17 +9,16 @@ envs.policies). Events are the only source: `pygame.key.get_pressed()` does not 
 Where the action keys come from, first that applies:
 1. the game's `get_keys_to_action()` (gymnasium.utils.play's and ALE's convention: a dict from key
    combinations, tuples of pygame key codes or characters or a string of characters, to action ids);
-2. the game's action names (`get_action_meanings()`, as ALE has; CoinChase's own names): arrows / WASD
+2. the game's action names (`get_action_meanings()`, as ALE and dreamgym's games have): arrows / WASD
    for the moves, Space for FIRE, held together for a combined name (UPRIGHT, UPFIRE, DOWNLEFTFIRE, ...);
-3. neither (a dream whose real game is not installed): CoinChase's layout when there are 5 actions
-   (arrows / WASD: 1 up, 2 down, 3 left, 4 right), else number keys only.
+3. neither (a dream whose real game is not installed): number keys only.
 Number keys are always there: 0..9 choose ids 0..9, Shift + 0..9 ids 10..19 (keypad digits too).
 
 | key                        | action / command                                               |
 |----------------------------|----------------------------------------------------------------|
 | (none held)                | the action named NOOP, else id 0                               |
-| Up / W, Down / S           | the action named UP, DOWN (CoinChase: 1 up, 2 down)            |
-| Left / A, Right / D        | the action named LEFT, RIGHT (CoinChase: 3 left, 4 right)      |
+| Up / W, Down / S           | the action named UP, DOWN                                      |
+| Left / A, Right / D        | the action named LEFT, RIGHT                                   |
 | Space                      | the action named FIRE                                          |
 | several held               | the action naming them all: Up+Right UPRIGHT, W+Space UPFIRE   |
 | 0 .. 9                     | action id 0 .. 9                                               |
@@ -88,7 +87,7 @@ NAME_KEYS: dict[str, tuple[int, ...]] = {
 }
 NAME_WORDS = re.compile("|".join(NAME_KEYS))
 NOOP_NAME = "NOOP"
-COINCHASE_LAYOUT = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT")   # the keys of a 5-action game without names
+DEFAULT_MEANINGS = ("NOOP", "UP", "DOWN", "LEFT", "RIGHT")   # the bundled game's get_action_meanings()
 DIGITS = tuple(zip(range(pygame.K_0, pygame.K_9 + 1), (pygame.K_KP0, *range(pygame.K_KP1, pygame.K_KP9 + 1))))
 SHIFTS = (pygame.K_LSHIFT, pygame.K_RSHIFT)
 NUMBER_IDS = 2 * len(DIGITS)   # ids with number keys: 0..9, then Shift + 0..9
@@ -205,18 +204,17 @@ def build_keymap(n_actions: int, keys_to_action: Mapping[Any, Any] | None = None
         for combination, action in keys_to_action.items():
             keymap.add(key_codes(combination), int(action))
     else:
-        layout = names or (COINCHASE_LAYOUT if n_actions == len(COINCHASE_LAYOUT) else ())
-        for action, name in enumerate(layout):
+        for action, name in enumerate(names):
             choices = name_keys(name)
             if choices is not None:
-                keymap.source = "action names" if names else "CoinChase layout"
+                keymap.source = "action names"
                 for combination in itertools.product(*choices):
                     keymap.add(combination, action)
     return keymap
 
 
-COINCHASE_KEYS = build_keymap(len(COINCHASE_LAYOUT))   # a 5-action game without names: CoinChase's keys
-KEY_HELP = COINCHASE_KEYS.help                         # the HUD's line for CoinChase
+DEFAULT_KEYS = build_keymap(len(DEFAULT_MEANINGS), meanings=DEFAULT_MEANINGS)   # the bundled game's keys
+KEY_HELP = DEFAULT_KEYS.help                                                     # the HUD's line for them
 
 
 def command_for_key(key: int) -> Command | None:
@@ -224,12 +222,12 @@ def command_for_key(key: int) -> Command | None:
     return CONTROL_KEYS.get(key)
 
 
-def action_for_key(key: int, keymap: KeyMap = COINCHASE_KEYS) -> int | None:
+def action_for_key(key: int, keymap: KeyMap = DEFAULT_KEYS) -> int | None:
     """The action id a key selects alone, or None."""
     return keymap.combinations.get(frozenset({key}))
 
 
-def press(held: tuple[int, ...], key: int, keymap: KeyMap = COINCHASE_KEYS) -> tuple[int, ...]:
+def press(held: tuple[int, ...], key: int, keymap: KeyMap = DEFAULT_KEYS) -> tuple[int, ...]:
     """Held action keys after `key` goes down: it moves to the end (most recent); other keys are ignored."""
     if key not in keymap.keys:
         return held
@@ -241,7 +239,7 @@ def release(held: tuple[int, ...], key: int) -> tuple[int, ...]:
     return tuple(k for k in held if k != key)
 
 
-def action_from_held(held: tuple[int, ...], keymap: KeyMap = COINCHASE_KEYS) -> int:
+def action_from_held(held: tuple[int, ...], keymap: KeyMap = DEFAULT_KEYS) -> int:
     """The action of the held keys (module docstring); the no-op when none is held."""
     action = keymap.resolve(held)
     return keymap.noop if action is None else action
@@ -252,7 +250,7 @@ class HeldKeys:
 
     Also the human policy: `keys(obs, info)` is `next_action()`, `reset(rng)` does nothing."""
 
-    def __init__(self, keymap: KeyMap = COINCHASE_KEYS) -> None:
+    def __init__(self, keymap: KeyMap = DEFAULT_KEYS) -> None:
         self.keymap = keymap
         self.held: tuple[int, ...] = ()    # oldest first
         self.tapped: int | None = None     # the action chosen by the last action key pressed since the previous frame

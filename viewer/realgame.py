@@ -19,10 +19,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import load_env_creator
 
-from envs.coinchase import ACTION_NAMES, FRAME_SIZE, CoinChaseEnv
 from envs.recording import check_recordable, make_env, resize_frame
 
-COINCHASE_ID = "dreamgym/CoinChase-v0"   # --real without a checkpoint
+BUNDLED_ENV_ID = "dreamgym/CoinChase-v0"   # --real without a checkpoint: the bundled checkpoint's game
 
 
 def checkpoint_config(path: str | Path):
@@ -55,8 +54,9 @@ def env_constructor(env_id: str) -> Callable[..., Any]:
     return load_env_creator(entry) if isinstance(entry, str) else entry
 
 
-def open_real_env(env_id: str, frame_size: int = FRAME_SIZE, **kwargs: Any) -> gym.Env:
-    """The real game `env_id`, its frames shown at `frame_size`; ValueError saying why it cannot be played."""
+def open_real_env(env_id: str, frame_size: int | None = None, **kwargs: Any) -> gym.Env:
+    """The real game `env_id`, its frames shown at `frame_size` (None: as the game draws them); ValueError saying
+    why it cannot be played."""
     if not env_id:
         raise ValueError("the checkpoint names no real game (its config.json has no env_id)")
     try:
@@ -71,17 +71,15 @@ def open_real_env(env_id: str, frame_size: int = FRAME_SIZE, **kwargs: Any) -> g
     except ValueError:
         env.close()
         raise
-    if env.observation_space.shape != (frame_size, frame_size, 3):
+    if frame_size is not None and env.observation_space.shape != (frame_size, frame_size, 3):
         env = ResizedFrames(env, frame_size)
     return env
 
 
 def action_meanings(env: gym.Env) -> list[str] | None:
-    """The env's action names: `get_action_meanings()` (ALE's convention), CoinChase's own, else None."""
+    """The env's action names: `get_action_meanings()` (ALE's convention, dreamgym's games too), else None."""
     if env.has_wrapper_attr("get_action_meanings"):
         return [str(name) for name in env.get_wrapper_attr("get_action_meanings")()]
-    if isinstance(env.unwrapped, CoinChaseEnv):   # CoinChase names its actions in envs.coinchase.ACTION_NAMES
-        return [name.upper() for name in ACTION_NAMES]
     return None
 
 
