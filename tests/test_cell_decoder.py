@@ -214,3 +214,16 @@ def test_decoder_stage_trains_with_a_weighted_and_quiet_hud(tiny_autoencoder):
         "eval_frames=8", "latent_noise=0.2", "hud_rows=8", "hud_weight=10",
         "loop.max_steps=2", "loop.eval_every=2", "loop.progress=false"]))
     assert "eval/psnr" in metrics and load(root / "cell_hud").config.autoencoder.decoder == "cell"
+
+
+def test_the_autoencoder_stage_weighs_pixels_off_the_median_background_by_sprite_weight():
+    frames = np.zeros((5, 32, 32, 3), np.uint8)
+    frames[:, 10:14, 10:14] = 120                 # a wall in every frame: background
+    frames[1, 20:24, 4:8] = 250                   # a ball in one frame: a sprite
+    background = autoencoder.median_background(frames)
+    assert background.shape == (1, 3, 32, 32)
+    weight = autoencoder.sprite_loss_weight(Autoencoder.to_float(torch.from_numpy(frames)), background, 20.0)
+    assert weight.shape == (5, 1, 32, 32)
+    assert weight[1, 0, 20:24, 4:8].eq(20.0).all() and weight.eq(20.0).sum() == 16      # the ball alone
+    with pytest.raises(ValueError, match="sprite_weight"):
+        autoencoder.AutoencoderStageConfig(sprite_weight=0.5)

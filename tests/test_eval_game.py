@@ -43,8 +43,10 @@ def test_a_suite_game_gets_frame_metrics_the_rules_check_and_a_picture(tmp_path)
     assert metrics["copy_mean"] > metrics["psnr_mean"]        # an untrained dream loses to holding the start frame
     assert [row["horizon"] for row in metrics["rules"]["horizons"]] == [1, 32]
     assert "respawn" in metrics["rules"]["random"]
+    # the autoencoder alone on the real frames: the ceiling of any dream drawn through it
+    assert [row["horizon"] for row in metrics["autoencoder_rules"]["horizons"]] == [1, 32]
     report = (tmp_path / "eval" / "report.md").read_text()
-    assert "Rules check: dreamgym/Catch-v0" in report and "catch.png" in report
+    assert "Rules check: dreamgym/Catch-v0" in report and "catch.png" in report and "its autoencoder alone" in report
     assert (tmp_path / "eval" / "catch.png").stat().st_size > 0
     assert json.loads((tmp_path / "eval" / "report.json").read_text())["env_id"] == "dreamgym/Catch-v0"
 

@@ -8,6 +8,8 @@ frame under the same keys (`denoise_steps`, float32), and reports
 - where the game has an evaluation spec (envs.game_spec), the rules check of train.eval.game_rules: the parts the
   keys fix exact at h = 1, 32, 128, 1000, well-formed frames, violations per frame, reward and termination F1
   against the dream's own frames, and the random events' rates and where they land, dream against real;
+- the same checks on the checkpoint's autoencoder alone (`autoencoder=true`): the real frames encoded and decoded,
+  the ceiling of any dream drawn through it (a sprite the autoencoder loses, no world model can show);
 - a picture per checkpoint, real frames above and dreamed frames below, to look at before believing a number.
 Writes <out>/report.md, report.json and <out>/<name>.png.
 
@@ -31,7 +33,7 @@ from envs.policies import RandomPersistentPolicy
 from envs.recording import make_env, resize_frame
 from train.common.cli import hydra_main
 from train.eval.game_rules import HORIZONS, GameRollouts, check_game, markdown, play_real
-from worldmodel.checkpoint import read_config
+from worldmodel.checkpoint import load, read_config
 from worldmodel.metrics import psnr
 
 HELD_OUT_SEED = 1_000_003      # evaluation starts are seeded from here on; recordings use SeedSequence seeds
@@ -48,6 +50,7 @@ class GameEvalConfig:
     max_repeat: int = 8
     env_kwargs: dict[str, Any] = field(default_factory=dict)   # the real game's, e.g. +env_kwargs.lethal=false
     denoise_steps: int = 0            # 0: each checkpoint's own sampler.steps
+    autoencoder: bool = True          # also check each checkpoint's autoencoder on the real frames (the ceiling)
     picture_rows: int = 3             # rows and frames of the real-above / dream-below picture
     picture_steps: int = 16
     device: str = "cpu"
@@ -83,6 +86,17 @@ def dream(checkpoint: str, real: GameRollouts, cfg: GameEvalConfig) -> tuple[np.
         rewards.append(out.rewards)
         ends.append(out.terminations)
     return np.stack(frames, 1), np.stack(rewards, 1), np.stack(ends, 1)
+
+
+@torch.inference_mode()
+def reconstruct(checkpoint: str, real: GameRollouts, device: str) -> np.ndarray:
+    """The real frames after the start (S, H, h, w, 3) uint8 through the checkpoint's autoencoder."""
+    model = load(checkpoint, device).autoencoder.eval()
+    frames = real.frames[:, 1:]
+    flat = frames.reshape(-1, *frames.shape[2:])
+    out = [model.decode(model.encode(torch.from_numpy(flat[i:i + 256]).to(device))).cpu().numpy()
+           for i in range(0, len(flat), 256)]
+    return np.concatenate(out).reshape(frames.shape)
 
 
 def frame_metrics(real: GameRollouts, frames: np.ndarray) -> dict[str, Any]:
@@ -135,6 +149,12 @@ def main(cfg: GameEvalConfig) -> dict[str, Any]:
             report = check_game(spec, real, frames, rewards, ends)
             lines.append(markdown(report))
             metrics["rules"] = asdict(report)
+        if spec is not None and cfg.autoencoder:
+            ceiling = check_game(spec, real, reconstruct(checkpoint, real, cfg.device), real.rewards,
+                                 real.terminations.astype(float))
+            lines += [f"### {name}: its autoencoder alone (real frames encoded and decoded: the ceiling)", "",
+                      markdown(ceiling)]
+            metrics["autoencoder_rules"] = asdict(ceiling)
         lines.append(f"![{name}: real above, dream below]({name}.png)\n")
         results["models"][name] = metrics
         print(f"[eval.game] {name}: PSNR {metrics['psnr_mean']:.2f} (copy-last-frame {metrics['copy_mean']:.2f})",

@@ -1,7 +1,9 @@
 """Stage 1: the frame autoencoder, then the latent cache every later stage reads.
 
 Reads a Minari dataset (train.stages.record); trains `worldmodel.autoencoder.Autoencoder` with an
-L2 + L1 pixel loss on random frames; reports PSNR on held-out episodes. At the end it fixes the
+L2 + L1 pixel loss on random frames, `sprite_weight` on the pixels off the static background (sprites are a
+few percent of a frame: an unweighted mean lets the encoder drop a small moving object, and then no world
+model can draw it); reports PSNR on held-out episodes. At the end it fixes the
 latent scale (unit variance over training frames), writes an autoencoder-only world-model
 checkpoint to <run_dir>/checkpoint and the encoded dataset to <run_dir>/latents. `cache_datasets`
 adds more recordings to the latent cache only (the DiT stages train on them; the autoencoder, its
@@ -44,6 +46,8 @@ class AutoencoderStageConfig:
     lr: float = 2e-3
     warmup_steps: int = 100                   # linear lr warmup, then linear decay to lr / 10
     l1_weight: float = 0.5                    # loss = mse + l1_weight * l1, on [-1, 1] pixels
+    sprite_weight: float = 1.0                # loss weight of pixels whose colour is off the per-pixel median of the
+                                              #   training frames (the static background); 1 elsewhere
     val_fraction: float = 0.1                 # episodes held out (PSNR, later stages' eval)
     split_seed: int = 0
     eval_frames: int = 512                    # held-out frames scored at each evaluation
@@ -61,6 +65,12 @@ class AutoencoderStageConfig:
                                               #   outcome heads on every cached step: cache there only recordings
                                               #   whose rewards and terminations are the game's (play that goes on
                                               #   after a catch has no termination there)
+
+
+    def __post_init__(self) -> None:
+        if self.sprite_weight < 1.0:
+            raise ValueError(f"sprite_weight must be >= 1 (sprite pixels weigh at least as much as the rest), "
+                             f"got {self.sprite_weight}")
 
 
 @dataclass
@@ -92,12 +102,29 @@ def load_data(cfg: AutoencoderStageConfig) -> Data:
                 (train, val), n_actions, (cache_train, cache_val))
 
 
-def build(cfg: AutoencoderStageConfig) -> TrainState:
+def median_background(frames: np.ndarray) -> torch.Tensor:
+    """(N, H, W, 3) uint8 frames -> (1, 3, H, W) float: the per-pixel median of (a sample of) them."""
+    sample = frames[np.linspace(0, len(frames) - 1, min(4096, len(frames))).astype(int)]
+    return Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
+
+
+def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) float images -> (B, 1, H, W) bool: pixels whose colour is not the background's."""
+    return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
+
+
+def sprite_loss_weight(images: torch.Tensor, background: torch.Tensor, sprite_weight: float) -> torch.Tensor:
+    """(B, 3, H, W) target images -> (B, 1, H, W): sprite_weight off the background, 1 on it."""
+    return 1.0 + (sprite_weight - 1.0) * sprite_pixels(images, background).float()
+
+
+def build(cfg: AutoencoderStageConfig, data: Data) -> TrainState:
     torch.manual_seed(cfg.loop.seed)
     model = Autoencoder(cfg.model).to(cfg.loop.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
     generator = torch.Generator().manual_seed(cfg.loop.seed)
-    return TrainState(modules={"autoencoder": model}, optimizers={"autoencoder": optimizer}, generator=generator)
+    return TrainState(modules={"autoencoder": model}, optimizers={"autoencoder": optimizer}, generator=generator,
+                      scratch={"background": median_background(data.train_frames).to(cfg.loop.device)})
 
 
 def pixel_loss(recon: torch.Tensor, images: torch.Tensor, l1_weight: float,
@@ -123,7 +150,9 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
         images = Autoencoder.to_float(torch.from_numpy(data.train_frames[index.numpy()]).to(cfg.loop.device))
         with autocast(cfg.loop):
             recon = model.decode_float(model.encode_float(images)).float()
-        loss = pixel_loss(recon, images, cfg.l1_weight)
+        weight = (None if cfg.sprite_weight == 1.0
+                  else sprite_loss_weight(images, state.scratch["background"], cfg.sprite_weight))
+        loss = pixel_loss(recon, images, cfg.l1_weight, weight)
         (loss / cfg.loop.grad_accum).backward()
         total += loss.item() / cfg.loop.grad_accum
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -199,7 +228,7 @@ def cache_is_current(directory: Path, cfg: AutoencoderStageConfig) -> bool:
 def main(cfg: AutoencoderStageConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     data = load_data(cfg)
-    state = build(cfg)
+    state = build(cfg, data)
     load_state(run_dir, state)
     trained = state.step >= cfg.loop.max_steps and (run_dir / "latents" / LATENTS_FILE).exists()
     finished = trained and cache_is_current(run_dir / "latents", cfg)

@@ -33,7 +33,8 @@ import torch
 from train.common.cli import hydra_main
 from train.common.latents import encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, autocast, cosine_factor, load_state, run_loop
-from train.stages.autoencoder import AutoencoderStageConfig, Data, evaluate, load_data, pixel_loss
+from train.stages.autoencoder import (AutoencoderStageConfig, Data, evaluate, load_data, median_background, pixel_loss,
+                                     sprite_loss_weight, sprite_pixels)
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig
@@ -94,11 +95,6 @@ class DecoderStageConfig:
             raise ValueError("cell_width and cell_blocks shape a new decoder: set decoder=cell as well")
 
 
-def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float images -> (B, 1, H, W) bool: pixels whose colour is not the background's."""
-    return (images - background).abs().amax(dim=1, keepdim=True) > 0.1
-
-
 def hud_pixels(frames: np.ndarray, background: torch.Tensor, hud_rows: int) -> torch.Tensor:
     """(N, H, W, 3) uint8 training frames and their median `background` (1, 3, H, W) -> (1, 1, H, W) bool: the pixels
     of the top hud_rows rows whose colour is off the median in some frame (as `sprite_pixels` judges), i.e. the HUD's
@@ -114,7 +110,7 @@ def loss_weight(images: torch.Tensor, background: torch.Tensor, hud: torch.Tenso
                 cfg: DecoderStageConfig) -> torch.Tensor:
     """(B, 3, H, W) target images -> (B, 1, H, W) per-pixel loss weight: sprite_weight off the background (1 on it),
     and hud_weight on the `hud` (1, 1, H, W) pixels whatever their colour."""
-    weight = 1.0 + (cfg.sprite_weight - 1.0) * sprite_pixels(images, background).float()
+    weight = sprite_loss_weight(images, background, cfg.sprite_weight)
     return torch.where(hud, torch.full_like(weight, cfg.hud_weight), weight) if cfg.hud_weight != 1.0 else weight
 
 
@@ -172,7 +168,7 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
     sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1,
                                            min(4096, len(data.train_frames))).astype(int)]
-    background = Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
+    background = median_background(sample)
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
                       scratch={"background": background.to(cfg.loop.device), "latents": latents,
