@@ -70,3 +70,15 @@ def test_checkpoints_that_name_no_game_need_an_env_id(tmp_path):
     (path / ck.CONFIG_FILE).write_text(json.dumps(config))
     with pytest.raises(ValueError, match="env_id"):
         evaluate(tmp_path, path)
+
+
+def test_an_autoencoder_only_checkpoint_gets_the_autoencoder_check_alone(tmp_path):
+    from worldmodel import checkpoint as ck
+
+    model = ck.load(save_untrained(tmp_path / "full", env_id="dreamgym/Catch-v0"))
+    model.config.stage = "autoencoder"
+    ck.save(tmp_path / "ae", model.config, model.autoencoder)
+    metrics = evaluate(tmp_path, tmp_path / "ae")["models"]["ae"]
+    assert set(metrics) == {"autoencoder_rules"}
+    assert [row["horizon"] for row in metrics["autoencoder_rules"]["horizons"]] == [1, 32]
+    assert not (tmp_path / "eval" / "ae.png").exists()

@@ -8,13 +8,15 @@ frame under the same keys (`denoise_steps`, float32), and reports
 - where the game has an evaluation spec (envs.game_spec), the rules check of train.eval.game_rules: the parts the
   keys fix exact at h = 1, 32, 128, 1000, well-formed frames, violations per frame, reward and termination F1
   against the dream's own frames, and the random events' rates and where they land, dream against real;
-- the same checks on the checkpoint's autoencoder alone (`autoencoder=true`): the real frames encoded and decoded,
-  the ceiling of any dream drawn through it (a sprite the autoencoder loses, no world model can show);
+- the same checks on the checkpoint's autoencoder alone (`autoencoder=true`, and always for an autoencoder-only
+  checkpoint): the real frames encoded and decoded, the ceiling of any dream drawn through it (a sprite the
+  autoencoder loses, no world model can show);
 - a picture per checkpoint, real frames above and dreamed frames below, to look at before believing a number.
 Writes <out>/report.md, report.json and <out>/<name>.png.
 
     python -m train.eval.game "checkpoints=[runs/catch/tf/checkpoint,runs/catch/self_forcing/checkpoint]"
     python -m train.eval.game "checkpoints=[DIR]" starts=8 horizon=128 out=runs/eval/quick
+    python -m train.eval.game "checkpoints=[runs/catch/autoencoder/checkpoint]"    # the autoencoder alone
 """
 from __future__ import annotations
 
@@ -41,7 +43,8 @@ HELD_OUT_SEED = 1_000_003      # evaluation starts are seeded from here on; reco
 
 @dataclass
 class GameEvalConfig:
-    checkpoints: list[str] = field(default_factory=list)   # causal world-model checkpoint dirs of one game
+    checkpoints: list[str] = field(default_factory=list)   # causal world-model checkpoint dirs of one game (an
+                                      #   autoencoder-only one gets the autoencoder check alone)
     names: list[str] = field(default_factory=list)         # display names (default: the run dir's name)
     env_id: str = ""                  # the real game; "" = the one the checkpoints name
     starts: int = 16                  # held-out real starts (rows)
@@ -121,12 +124,30 @@ def picture(real: GameRollouts, frames: np.ndarray, rows: int, steps: int, file:
     cv2.imwrite(str(file), cv2.cvtColor(np.kron(image, np.ones((2, 2, 1), np.uint8)), cv2.COLOR_RGB2BGR))
 
 
+def dream_report(checkpoint: str, name: str, real: GameRollouts, spec: GameSpec | None, cfg: GameEvalConfig,
+                 out: Path, lines: list[str]) -> dict[str, Any]:
+    """Dream one checkpoint under the real keys: its frame metrics, rules check and picture (appends to `lines`)."""
+    frames, rewards, ends = dream(checkpoint, real, cfg)
+    metrics = frame_metrics(real, frames)
+    picture(real, frames, cfg.picture_rows, cfg.picture_steps, out / f"{name}.png")
+    lines += ["| h | PSNR dream | PSNR copy-last-frame |", "|---|---|---|"]
+    lines += [f"| {h} | {v['model']:.2f} | {v['copy']:.2f} |" for h, v in metrics["psnr"].items()]
+    lines += [f"| all | {metrics['psnr_mean']:.2f} | {metrics['copy_mean']:.2f} |", ""]
+    if spec is not None:
+        report = check_game(spec, real, frames, rewards, ends)
+        lines.append(markdown(report))
+        metrics["rules"] = asdict(report)
+    print(f"[eval.game] {name}: PSNR {metrics['psnr_mean']:.2f} (copy-last-frame {metrics['copy_mean']:.2f})",
+          flush=True)
+    return metrics
+
+
 def main(cfg: GameEvalConfig) -> dict[str, Any]:
     if not cfg.checkpoints:
         raise ValueError("give checkpoints=[DIR, ...]")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    configs = [read_config(c)[0] for c in cfg.checkpoints]
+    configs, has_dit = zip(*[read_config(c) for c in cfg.checkpoints], strict=True)
     env_id = cfg.env_id or configs[0].env_id
     if not env_id:
         raise ValueError("the checkpoints name no game: give env_id=")
@@ -138,27 +159,20 @@ def main(cfg: GameEvalConfig) -> dict[str, Any]:
     real = real_rollouts(cfg, spec, env_id, configs[0].autoencoder.frame_size)
     lines = [f"# {env_id}: {cfg.starts} held-out starts x {cfg.horizon} steps", ""]
     results: dict[str, Any] = {"env_id": env_id, "config": asdict(cfg), "models": {}}
-    for name, checkpoint in zip(names, cfg.checkpoints, strict=True):
-        frames, rewards, ends = dream(checkpoint, real, cfg)
-        metrics = frame_metrics(real, frames)
-        picture(real, frames, cfg.picture_rows, cfg.picture_steps, out / f"{name}.png")
-        lines += [f"## {name} ({checkpoint})", "", "| h | PSNR dream | PSNR copy-last-frame |", "|---|---|---|"]
-        lines += [f"| {h} | {v['model']:.2f} | {v['copy']:.2f} |" for h, v in metrics["psnr"].items()]
-        lines += [f"| all | {metrics['psnr_mean']:.2f} | {metrics['copy_mean']:.2f} |", ""]
-        if spec is not None:
-            report = check_game(spec, real, frames, rewards, ends)
-            lines.append(markdown(report))
-            metrics["rules"] = asdict(report)
-        if spec is not None and cfg.autoencoder:
+    for name, checkpoint, dit in zip(names, cfg.checkpoints, has_dit, strict=True):
+        metrics: dict[str, Any] = {}
+        lines += [f"## {name} ({checkpoint})", ""]
+        if dit:
+            metrics = dream_report(checkpoint, name, real, spec, cfg, out, lines)
+        if spec is not None and (cfg.autoencoder or not dit):
             ceiling = check_game(spec, real, reconstruct(checkpoint, real, cfg.device), real.rewards,
                                  real.terminations.astype(float))
             lines += [f"### {name}: its autoencoder alone (real frames encoded and decoded: the ceiling)", "",
                       markdown(ceiling)]
             metrics["autoencoder_rules"] = asdict(ceiling)
-        lines.append(f"![{name}: real above, dream below]({name}.png)\n")
+        if dit:
+            lines.append(f"![{name}: real above, dream below]({name}.png)\n")
         results["models"][name] = metrics
-        print(f"[eval.game] {name}: PSNR {metrics['psnr_mean']:.2f} (copy-last-frame {metrics['copy_mean']:.2f})",
-              flush=True)
     (out / "report.md").write_text("\n".join(lines))
     (out / "report.json").write_text(json.dumps(results, indent=1, default=float))
     print(f"[eval.game] wrote {out / 'report.md'}")
