@@ -110,7 +110,19 @@ def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_t
     assert "policy=random" in stage_overrides(other, "record")                 # plays any Discrete(n) env
     assert stage_list(other) == ["record", "autoencoder", "decoder", "teacher", "events", "df", "self_forcing"]
     assert "codes=2" in stage_overrides(other, "teacher")                      # learned in the reader's place
+    assert not [o for o in stage_overrides(other, "autoencoder") if "sprite_weight" in o]   # configs/ hold the recipe's
     assert not [o for o in stage_overrides(other, "teacher") if o.startswith(("events_dir", "player_channel"))]
+
+
+def test_the_autoencoder_weighs_sprites_for_any_game_and_the_bundled_plugin_keeps_its_autoencoder(tmp_path):
+    from train.stages.autoencoder import AutoencoderStageConfig
+
+    other = compose("autoencoder", AutoencoderStageConfig, stage_overrides(tiny(tmp_path, env_id="dreamgym/Catch-v0",
+                                                                                preset="small"), "autoencoder"))
+    assert (other.sprite_weight, other.loop.max_steps) == (20.0, 4000)
+    bundled = compose("autoencoder", AutoencoderStageConfig, stage_overrides(tiny(tmp_path, preset="small"),
+                                                                             "autoencoder"))
+    assert (bundled.sprite_weight, bundled.loop.max_steps) == (1.0, 1500)
 
 
 def test_the_game_is_named_after_the_env_id_and_its_plugin_names_the_reader_module(tmp_path):
