@@ -3,9 +3,9 @@
 Reads each run's `metrics.jsonl` (one row per real-game evaluation), groups runs as given (`runs[i]`:
 the seeds of row `names[i]`), and writes: a markdown table of the real-game return at `frames`
 (mean ± std over the label's seeds, each seed's `real_return_mean` at that frame count; a row without it
-gives `real_score_mean`, CoinChase's coins, which equal its return) and a plot of
+gives `real_score_mean`, the game's own score, from runs that logged no return) and a plot of
 real-game return vs frames (mean over seeds, shaded ± std). Baseline dirs (`mode=baseline`) give the
-random row (and for CoinChase the coin-seeker row) at 0 frames.
+random row (and any scripted player envs.policies declares for the game) at 0 frames.
 
     python -m train.eval.rl_curves "names=['real game']" "runs=[[runs/rl/real-s0,runs/rl/real-s1,runs/rl/real-s2]]" \
         "baselines=[runs/rl/baselines,runs/rl/baselines-s1]" frames=204800 out=runs/rl/curves
@@ -44,7 +44,7 @@ def read_metrics(run_dir: str | Path) -> list[dict]:
 
 
 def real_return(row: dict) -> float:
-    """A row's mean real-game return: `real_return_mean`, else `real_score_mean` (CoinChase rows without it)."""
+    """A row's mean real-game return: `real_return_mean`, else `real_score_mean` (rows logged before the return was)."""
     return row["real_return_mean"] if "real_return_mean" in row else row["real_score_mean"]
 
 
