@@ -13,7 +13,9 @@ from gymnasium.envs.registration import register, registry
 
 from envs.coinchase import PALETTE, Action, CoinChaseEnv
 
-__all__ = ["PALETTE", "Action", "CoinChaseEnv"]
+__all__ = ["BUNDLED_ENV_ID", "PALETTE", "Action", "CoinChaseEnv"]
+
+BUNDLED_ENV_ID = "dreamgym/CoinChase-v0"   # the bundled checkpoint's game: the tools' default real game
 
 _IDS = {
     "dreamgym/CoinChase-v0": dict(entry_point="envs.coinchase:CoinChaseEnv"),

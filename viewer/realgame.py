@@ -19,9 +19,9 @@ import numpy as np
 from gymnasium import spaces
 from gymnasium.envs.registration import load_env_creator
 
+from envs import BUNDLED_ENV_ID as BUNDLED_ENV_ID   # --real without a checkpoint
 from envs.recording import check_recordable, make_env, resize_frame
 
-BUNDLED_ENV_ID = "dreamgym/CoinChase-v0"   # --real without a checkpoint: the bundled checkpoint's game
 
 
 def checkpoint_config(path: str | Path):

@@ -16,12 +16,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from envs import BUNDLED_ENV_ID as BUNDLED_ENV_ID   # the default env of an untrained checkpoint
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig, SamplerConfig, WorldModelConfig, dit_preset
 from worldmodel.dit import DiT
 
-BUNDLED_ENV_ID = "dreamgym/CoinChase-v0"   # the bundled game, the default env
 
 
 def start_contexts(env_id: str, n: int, length: int, seed: int = 0, frame_size: int = 64,
