@@ -102,10 +102,14 @@ def load_data(cfg: AutoencoderStageConfig) -> Data:
                 (train, val), n_actions, (cache_train, cache_val))
 
 
+def frame_sample(frames: np.ndarray, size: int = 4096) -> np.ndarray:
+    """At most `size` of (N, H, W, 3) frames, evenly spaced (first and last included)."""
+    return frames[np.linspace(0, len(frames) - 1, min(size, len(frames))).astype(int)]
+
+
 def median_background(frames: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 frames -> (1, 3, H, W) float: the per-pixel median of (a sample of) them."""
-    sample = frames[np.linspace(0, len(frames) - 1, min(4096, len(frames))).astype(int)]
-    return Autoencoder.to_float(torch.from_numpy(np.median(sample, axis=0).astype(np.uint8))[None])
+    return Autoencoder.to_float(torch.from_numpy(np.median(frame_sample(frames), axis=0).astype(np.uint8))[None])
 
 
 def sprite_pixels(images: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -163,8 +167,7 @@ def train_step(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> di
 @torch.no_grad()
 def evaluate(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict[str, float]:
     model = state.modules["autoencoder"].eval()
-    frames = data.val_frames[np.linspace(0, len(data.val_frames) - 1,
-                                         min(cfg.eval_frames, len(data.val_frames))).astype(int)]
+    frames = frame_sample(data.val_frames, cfg.eval_frames)
     recon = torch.cat([model.decode(model.encode(torch.from_numpy(frames[i:i + 256]).to(cfg.loop.device))).cpu()
                        for i in range(0, len(frames), 256)])
     return {"psnr": float(np.mean(np.minimum(psnr(recon.numpy(), frames), 100.0)))}
@@ -174,7 +177,7 @@ def evaluate(state: TrainState, data: Data, cfg: AutoencoderStageConfig) -> dict
 def set_latent_scale(model: Autoencoder, frames: np.ndarray, device: str) -> float:
     """Make encoded latents unit-variance over (a sample of) the training frames."""
     model.eval().latent_scale.fill_(1.0)
-    sample = frames[np.linspace(0, len(frames) - 1, min(2048, len(frames))).astype(int)]
+    sample = frame_sample(frames, 2048)
     latents = torch.cat([model.encode(torch.from_numpy(sample[i:i + 256]).to(device))
                          for i in range(0, len(sample), 256)])
     scale = float(latents.std())

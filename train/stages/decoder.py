@@ -33,8 +33,8 @@ import torch
 from train.common.cli import hydra_main
 from train.common.latents import encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, autocast, cosine_factor, load_state, run_loop
-from train.stages.autoencoder import (AutoencoderStageConfig, Data, evaluate, load_data, median_background, pixel_loss,
-                                     sprite_loss_weight, sprite_pixels)
+from train.stages.autoencoder import (AutoencoderStageConfig, Data, evaluate, frame_sample, load_data,
+                                     median_background, pixel_loss, sprite_loss_weight, sprite_pixels)
 from worldmodel import checkpoint
 from worldmodel.autoencoder import Autoencoder
 from worldmodel.config import AutoencoderConfig
@@ -166,8 +166,7 @@ def build(cfg: DecoderStageConfig, data: Data, model: Autoencoder) -> TrainState
     model.encoder.requires_grad_(False)
     latents = add_extra_frames(cfg, data, model, cached_latents(cfg, data, model))
     optimizer = torch.optim.AdamW(model.decoder.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sample = data.train_frames[np.linspace(0, len(data.train_frames) - 1,
-                                           min(4096, len(data.train_frames))).astype(int)]
+    sample = frame_sample(data.train_frames)
     background = median_background(sample)
     return TrainState(modules={"autoencoder": model}, optimizers={"decoder": optimizer},
                       generator=torch.Generator().manual_seed(cfg.loop.seed),
