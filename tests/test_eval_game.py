@@ -82,3 +82,11 @@ def test_an_autoencoder_only_checkpoint_gets_the_autoencoder_check_alone(tmp_pat
     assert set(metrics) == {"autoencoder_rules"}
     assert [row["horizon"] for row in metrics["autoencoder_rules"]["horizons"]] == [1, 32]
     assert not (tmp_path / "eval" / "ae.png").exists()
+
+
+def test_checkpoints_that_share_an_autoencoder_get_it_checked_once(tmp_path):
+    checkpoint = save_untrained(tmp_path / "catch", env_id="dreamgym/Catch-v0")
+    models = evaluate(tmp_path, checkpoint, f"checkpoints=[{checkpoint},{checkpoint}]", "names=[a,b]")["models"]
+    assert models["b"]["autoencoder_rules"] == models["a"]["autoencoder_rules"]
+    report = (tmp_path / "eval" / "report.md").read_text()
+    assert report.count("its autoencoder alone") == 1 and "### b: its autoencoder is a's" in report
