@@ -74,11 +74,20 @@ def test_rerunning_a_finished_pipeline_resumes_instead_of_retraining(tmp_path):
     assert max(steps) == 10
 
 
-def test_a_game_without_a_reader_learns_codes_in_its_teacher_and_the_causal_models_sample_them(tmp_path):
+def test_a_game_without_a_reader_gets_codes_where_the_past_fails_and_every_dit_stage_samples_them(tmp_path):
     outputs = run(tiny(tmp_path, game="catch", env_id="dreamgym/Catch-v0",
                        stages="[record,autoencoder,teacher,self_forcing]"))
     assert list(outputs) == ["autoencoder", "teacher", "df", "self_forcing"]
     assert (tmp_path / "runs/catch/autoencoder/latents/events.safetensors").is_file()      # the codes of every frame
+    assert (tmp_path / "runs/catch/codes/checkpoint/surprise_model.safetensors").is_file()
+    # the evaluation lines them up with the real game's random events, read from the recording
+    from train.eval.codes import CodesEvalConfig, main as codes_eval  # noqa: PLC0415
+
+    report = codes_eval(compose("eval_codes", CodesEvalConfig, [f"autoencoder_dir={tmp_path}/runs/catch/autoencoder",
+                                                                 "dataset_id=catch/random-v0",
+                                                                 f"data_root={tmp_path}/data"]))
+    assert report["train"]["steps"] == sum(len(e.actions) for e in catch_latents(tmp_path).train)
+    assert set(report["train"]["recall"]) == {"respawn"} and len(report["train"]["coded_per_slot"]) == 2
     for stage in ("teacher", "df", "self_forcing"):
         config = worldmodel.load(outputs[stage]).dit.config
         assert config.event_channels == 2 and not config.player_channel and not config.score_digits
@@ -86,6 +95,12 @@ def test_a_game_without_a_reader_learns_codes_in_its_teacher_and_the_causal_mode
     env = WorldModelEnv(outputs["self_forcing"])
     obs, _ = env.reset(seed=0)
     assert env.step(2)[0].shape == obs.shape == (64, 64, 3)
+
+
+def catch_latents(tmp_path):
+    from train.common.latents import load_latents  # noqa: PLC0415
+
+    return load_latents(tmp_path / "runs/catch/autoencoder/latents")
 
 
 def test_without_codes_a_game_without_a_reader_trains_the_plain_dit(tmp_path):
@@ -108,10 +123,12 @@ def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_t
     other = tiny(tmp_path, game="pong", env_id="ALE/Pong-v5")
     assert not [o for o in stage_overrides(other, "decoder") if "hud_" in o or "sprite_weight" in o]
     assert "policy=random" in stage_overrides(other, "record")                 # plays any Discrete(n) env
-    assert stage_list(other) == ["record", "autoencoder", "decoder", "teacher", "events", "df", "self_forcing"]
-    assert "codes=2" in stage_overrides(other, "teacher")                      # learned in the reader's place
+    assert stage_list(other) == ["record", "autoencoder", "decoder", "codes", "events", "teacher", "df",
+                                 "self_forcing"]
+    assert "slots=2" in stage_overrides(other, "codes")                        # labelled in the reader's place
     assert not [o for o in stage_overrides(other, "autoencoder") if "sprite_weight" in o]   # configs/ hold the recipe's
-    assert not [o for o in stage_overrides(other, "teacher") if o.startswith(("events_dir", "player_channel"))]
+    teacher = stage_overrides(other, "teacher")
+    assert "events_dir=" + other.run_dir("events") in teacher and "player_channel=true" not in teacher
 
 
 def test_the_autoencoder_weighs_sprites_for_any_game_and_the_bundled_plugin_keeps_its_autoencoder(tmp_path):

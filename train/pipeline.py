@@ -4,9 +4,9 @@ self_forcing (+ tf, and ode_init when it is the student).
 This file keeps only the order of the stages and their wiring (which run dir feeds which stage). The recipe lives in
 configs/: each stage's values in `configs/<stage>.yaml` (the bundled checkpoint's), a preset's variants in
 `configs/presets/<preset>.yaml`, and a game's plug-in (its frame reader, its extra recordings) in
-`configs/games/<game>.yaml`. A game without a plug-in trains from frames and actions alone: its teacher learns
-`codes` code slots (train.common.codes) in the reader's place, which the events stage then learns to sample, before
-the causal stages (teacher -> events -> df -> self_forcing). Each stage resumes where
+`configs/games/<game>.yaml`. A game without a plug-in trains from frames and actions alone: the codes stage labels
+`codes` code slots in the reader's place (train.stages.codes: the cells a surprise model cannot predict), which the
+events stage then learns to sample (codes -> events -> teacher -> df -> self_forcing). Each stage resumes where
 it stopped (a finished stage is a no-op), so re-running the command after a kill continues the chain. Every DiT
 stage leaves a checkpoint dir `<root>/<game>/<stage>/checkpoint` that `worldmodel.load` opens.
 
@@ -29,7 +29,8 @@ from omegaconf import OmegaConf
 from train.common.cli import CONFIG_DIR, compose, hydra_main
 from train.common.plugins import game_name, game_plugin, load_reader
 
-STAGES = ("record", "autoencoder", "decoder", "events", "score_bar", "teacher", "ode_init", "df", "self_forcing", "tf")
+STAGES = ("record", "autoencoder", "decoder", "codes", "events", "score_bar", "teacher", "ode_init", "df",
+          "self_forcing", "tf")
 STUDENTS = ("ode_init", "df")   # the stages Self Forcing's generator may start from
 SCORED = ("ode_init", "self_forcing", "tf", "df")   # the causal stages whose checkpoints get the score bar at the end
 RECORDINGS = ("record", "record_events", "record_score")  # the main recording, the extra ones of events, score bar
@@ -54,8 +55,8 @@ class PipelineConfig:
     reader: str = "auto"                  # frame reader labelling the random entities (a module, or a game whose
                                           #   plug-in names one: train.common.plugins.load_reader): "auto" = the
                                           #   game plug-in's, "" = none (frames and actions alone)
-    codes: int = 2                        # without a reader: code slots the teacher learns where the randomness
-                                          #   lands (train.common.codes), sampled at play by the event model; 0 = none
+    codes: int = 2                        # without a reader: code slots on the cells the past and the keys do not
+                                          #   predict (train.stages.codes), sampled at play by the event model; 0 = none
     player: bool = True                   # with a reader: the DiT is told the player's next cell (player channel)
     paint_overlaps: bool = True           # with a reader: where two drawn cells meet, the finished models paint the
                                           #   latent fitted on the events' recording (DiTConfig.overlap_paint)
@@ -98,7 +99,7 @@ class PipelineConfig:
 
     @property
     def learns_codes(self) -> bool:
-        """No reader: the teacher learns code slots, and the events stage their prior."""
+        """No reader: the codes stage labels code slots, and the events stage learns their prior."""
         return not self.entity_reader and self.codes > 0
 
     @property
@@ -127,15 +128,12 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     wanted = set(cfg.stages) | ({"tf", "df"} if cfg.baselines else set())
     if "self_forcing" in wanted:
         wanted.add(cfg.student)
-    if cfg.learns_codes and wanted & {"ode_init", "df", "self_forcing", "tf"}:   # they draw the codes the teacher
-        wanted |= {"teacher", "events"}                                          #   learned
-    order = list(STAGES)
-    if cfg.learns_codes:       # the teacher learns the codes the events stage then samples
-        order.remove("events")
-        order.insert(order.index("teacher") + 1, "events")
+    if cfg.learns_codes and wanted & {"teacher", "ode_init", "df", "self_forcing", "tf"}:   # they draw the codes
+        wanted |= {"codes", "events"}
     # no reader: no score bar (it rises by the event model's reward and needs the game's recording), and events only
     # over learned codes
-    return [s for s in order if s in wanted and (s != "events" or cfg.entity_reader or cfg.learns_codes)
+    return [s for s in STAGES if s in wanted and (s != "events" or cfg.entity_reader or cfg.learns_codes)
+            and (s != "codes" or cfg.learns_codes)
             and (s != "score_bar" or (cfg.entity_reader and cfg.has_recording("record_score")))]
 
 
@@ -183,8 +181,8 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
                 wiring.append(f"cache_datasets=[{cfg.recording_id('record_events')}]")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]
-        if stage == "teacher" and cfg.learns_codes:
-            wiring.append(f"codes={cfg.codes}")
+        if stage == "codes":
+            wiring.append(f"slots={cfg.codes}")
         elif stage != "events" and (cfg.entity_reader or cfg.learns_codes) and (
                 "events" in stage_list(cfg) or (Path(cfg.run_dir("events")) / "checkpoint").exists()):
             wiring.append(f"events_dir={cfg.run_dir('events')}")
@@ -213,6 +211,7 @@ RUNNERS: dict[str, tuple[str, str, str]] = {
     "record_score": ("record", "RecordConfig", "record"),
     "autoencoder": ("autoencoder", "AutoencoderStageConfig", "main"),
     "decoder": ("decoder", "DecoderStageConfig", "main"),
+    "codes": ("codes", "CodesStageConfig", "main"),
     "events": ("events", "EventsStageConfig", "main"),
     "score_bar": ("score_bar", "ScoreBarStageConfig", "main"),
     "teacher": ("teacher", "TeacherConfig", "main"),
@@ -251,8 +250,9 @@ def run(cfg: PipelineConfig) -> dict[str, Path]:
         print(f"[pipeline] stage {index}/{len(stages)}: {stage}  ({time.perf_counter() - start:.0f} s elapsed)",
               flush=True)
         run_stage(cfg, stage)
-        if stage not in ("record", "decoder", "events", "score_bar"):   # decoder: rewrites the autoencoder checkpoint;
-            outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"      # events, score bar: installed into the models
+        if stage not in ("record", "decoder", "codes", "events", "score_bar"):   # decoder: rewrites the autoencoder
+            outputs[stage] = Path(cfg.run_dir(stage)) / "checkpoint"   # checkpoint; codes: labels its cache; events,
+                                                                       # score bar: installed into the models
     if "score_bar" in stages:
         from train.stages.score_bar import install  # noqa: PLC0415
 

@@ -71,6 +71,7 @@ class DiTConfig:
     event_outcomes: bool = False    # the event model also gives each step's reward and termination (given its draw);
                                     #   the rollout then reports those instead of the clean pass's heads
     event_player: bool = False      # the event model also says where the player (moved by the keys) will be
+    event_none: bool = False        # an entity may be drawn nowhere (cell index K, an all-zero event map)
     player_channel: bool = False    # with event_player: the player's next cell (the event model's player head, argmax)
                                     #   is one more event channel after the entities, so every generated frame is told
                                     #   where the player is (docs/model.md "Player channel")

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from worldmodel import kernels
@@ -91,7 +92,8 @@ class DiT(nn.Module):
         self.termination_head = nn.Linear(2 * d, 1)
         self.initialize_weights()
         self.event_model = (EventModel(c, config.latent_size, config.n_actions, config.event_channels, config.event_dim,
-                                       config.event_depth, outcomes=config.event_outcomes, player=config.event_player)
+                                       config.event_depth, outcomes=config.event_outcomes, player=config.event_player,
+                                       none=config.event_none)
                             if config.event_channels else None)
         # event_reach as a device tensor (not saved: the config holds it), read by sample_events
         self.register_buffer("reach", torch.tensor(config.event_reach, dtype=torch.int64), persistent=False)
@@ -190,9 +192,12 @@ class DiT(nn.Module):
         allowed = None
         if self.config.event_reach and last is not None:
             allowed = reachable(last, self.reach, self.config.latent_size)                       # (B, drawn, K)
-        logits = self.event_model.cell_logits(tokens)                                            # (B, E, K)
+        logits = self.event_model.cell_logits(tokens)                                        # (B, E, K [+ 1])
         if allowed is not None:
-            logits = logits.masked_fill(~allowed[:, :self.config.event_channels], float("-inf"))
+            entities = allowed[:, :self.config.event_channels]
+            if self.config.event_none:            # "nowhere" is always in reach
+                entities = F.pad(entities, (0, 1), value=True)
+            logits = logits.masked_fill(~entities, float("-inf"))
         cells = sample_cells(logits, gaussian, min_prob)
         maps = cell_maps(cells, self.config.latent_size, previous.dtype)
         outcomes = self.event_model.outcome_logits(tokens, maps) if self.config.event_outcomes else None

@@ -47,6 +47,8 @@ class EventModelConfig:
     depth: int = 3
     outcomes: bool = False          # also the transition's reward and termination, given the drawn cells
     player: bool = False            # also logits over the player's next cell (deterministic given the keys)
+    none: bool = False              # each entity may also be drawn nowhere: cell index K, an all-zero map (a learned
+                                    #   code on a step where nothing random happens, train.stages.codes)
     reach: list[int] = field(default_factory=list)   # per entity, then the player: the most cells it moved in one
                                     #   recorded frame, -1 = anywhere (observed_reach; installed as
                                     #   DiTConfig.event_reach)
@@ -64,7 +66,8 @@ class EventModel(nn.Module):
     (docs/ablation.md "The fix: draw the entities first (the event model)")."""
 
     def __init__(self, latent_channels: int, latent_size: int, n_actions: int, entities: int,
-                 dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False, player: bool = False):
+                 dim: int = 64, depth: int = 3, heads: int = 4, outcomes: bool = False, player: bool = False,
+                 none: bool = False):
         super().__init__()
         self.entities = entities
         self.n_actions = n_actions
@@ -83,18 +86,23 @@ class EventModel(nn.Module):
                         if outcomes else None)
         self.outcome_out = nn.Linear(2 * dim, 2) if outcomes else None
         self.player = nn.Linear(dim, 1) if player else None      # per cell: the player's next cell
+        self.none = nn.Linear(dim, entities) if none else None   # pooled cells: each entity's "nowhere" logit
 
     @classmethod
     def from_config(cls, config: EventModelConfig) -> EventModel:
         return cls(config.latent_channels, config.latent_size, config.n_actions, config.entities, config.dim,
-                   config.depth, outcomes=config.outcomes, player=config.player)
+                   config.depth, outcomes=config.outcomes, player=config.player, none=config.none)
 
     def forward(self, previous: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         return self.cell_logits(self.tokens(previous, actions))
 
     def cell_logits(self, tokens: torch.Tensor) -> torch.Tensor:
-        """(B, K, dim) cell tokens -> (B, E, K) logits over the cells of each entity."""
-        return self.out(tokens).transpose(1, 2).float()
+        """(B, K, dim) cell tokens -> (B, E, K) logits over the cells of each entity; (B, E, K + 1) with `none`, the
+        last the entity's "nowhere" (index K)."""
+        logits = self.out(tokens).transpose(1, 2).float()
+        if self.none is None:
+            return logits
+        return torch.cat([logits, self.none(tokens.mean(1)).float()[..., None]], dim=-1)
 
     def player_logits(self, tokens: torch.Tensor) -> torch.Tensor:
         """(B, K, dim) cell tokens -> (B, K) logits over the player's next cell."""
@@ -169,26 +177,26 @@ def sample_cells(logits: torch.Tensor, gaussian: torch.Tensor, min_prob: float =
 
 
 def reachable(last: torch.Tensor, reach: torch.Tensor, latent_size: int) -> torch.Tensor:
-    """Which cells each drawn entity may land on: last (B, R) int64 its last drawn cells (-1 unknown: after a reset),
-    reach (R,) int64 the most cells (Manhattan) it moves in a frame (-1 anywhere), on last's device -> (B, R, K) bool.
-    Its last cell is always allowed, so no row is left without a cell. Device ops only (no host copy: a CUDA graph
-    can capture it)."""
+    """Which cells each drawn entity may land on: last (B, R) int64 its last drawn cells (-1 unknown: after a reset;
+    K = h * w: drawn nowhere, as unknown), reach (R,) int64 the most cells (Manhattan) it moves in a frame (-1
+    anywhere), on last's device -> (B, R, K) bool. Its last cell is always allowed, so no row is left without a cell.
+    Device ops only (no host copy: a CUDA graph can capture it)."""
     k = torch.arange(latent_size * latent_size, device=last.device)
     rows, cols = k // latent_size, k % latent_size                                               # (K,)
     distance = ((rows - (last // latent_size)[..., None]).abs()
                 + (cols - (last % latent_size)[..., None]).abs())                                # (B, R, K)
     limit = reach[None, :, None]                                                                 # (1, R, 1)
-    return (distance <= limit) | (limit < 0) | (last < 0)[..., None]
+    return (distance <= limit) | (limit < 0) | ((last < 0) | (last >= len(k)))[..., None]
 
 
 def observed_reach(cells: list[np.ndarray], latent_size: int, anywhere: int) -> list[int]:
-    """Per column of the recorded cells (each array (T, R) int64 one episode's cells, -1 unseen): the most cells
-    (Manhattan) it moved between two consecutive frames where it was seen; -1 (anywhere) where that is more than
+    """Per column of the recorded cells (each array (T, R) int64 one episode's cells, -1 or h * w unseen): the most
+    cells (Manhattan) it moved between two consecutive frames where it was seen; -1 (anywhere) where that is more than
     `anywhere` (an entity that respawns) or where it was never seen in two frames in a row."""
     most = np.full(cells[0].shape[1], -1, np.int64)
     for episode in cells:
         before, after = episode[:-1], episode[1:]
-        seen = (before >= 0) & (after >= 0)
+        seen = (before >= 0) & (after >= 0) & (before < latent_size ** 2) & (after < latent_size ** 2)
         moved = (np.abs(before // latent_size - after // latent_size)
                  + np.abs(before % latent_size - after % latent_size))
         most = np.maximum(most, np.where(seen, moved, -1).max(0, initial=-1))

@@ -166,7 +166,7 @@ def draw_events(model: DiT, previous: torch.Tensor, actions: torch.Tensor, noise
         return None, None, None
     if actions.shape[1] != 1:
         raise ValueError(f"entity events are drawn frame by frame: chunk must be 1, got {actions.shape[1]}")
-    gaussian = noise((actions.shape[0], cfg.event_channels, cfg.latent_size ** 2))
+    gaussian = noise((actions.shape[0], cfg.event_channels, cfg.latent_size ** 2 + cfg.event_none))
     cells, maps, outcomes = model.sample_events(previous, actions[:, 0], gaussian, min_prob, last)
     return cells[:, None], maps[:, None], outcomes
 

@@ -78,7 +78,7 @@ class DiTStageConfig:
                                  "re-run the autoencoder stage with events=<reader>")
             events = dict(event_channels=event_cfg.entities, event_dim=event_cfg.dim, event_depth=event_cfg.depth,
                           event_outcomes=event_cfg.outcomes, event_player=event_cfg.player,
-                          player_channel=self.player_channel)
+                          event_none=event_cfg.none, player_channel=self.player_channel)
             if self.player_channel and not event_cfg.player:
                 raise ValueError(f"player_channel: the event model in {self.events_dir} has no player head; "
                                  "train it with player=true")
@@ -138,7 +138,8 @@ def install_event_model(dit: DiT, event_model: EventModel, reach: list[int] | No
     if dit.event_model is None:
         raise ValueError("the model has no entity events (event_channels = 0): its stage was trained without them, "
                          "there is no event model to replace")
-    wanted = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None)
+    wanted = dict(event_outcomes=event_model.outcome is not None, event_player=event_model.player is not None,
+                  event_none=event_model.none is not None)
     if reach is not None:
         wanted["event_reach"] = list(reach[:dit.config.drawn_cells])
     changes = {k: v for k, v in wanted.items() if getattr(dit.config, k) != v}
@@ -374,20 +375,18 @@ def save_world_model(cfg: DiTStageConfig, state: TrainState, latents: LatentData
 
 @torch.no_grad()
 def evaluate_flow(model: DiT, dataset: ClipDataset, cfg: DiTStageConfig, frame_mask: torch.Tensor | None,
-                  batches: int = 4, events: Callable | None = None) -> dict[str, float]:
-    """Held-out flow loss at fixed sigmas {0.25, 0.5, 0.75, 1.0} (same clips and noise every call). events(batch,
-    generator): the clip's event maps where they are not the cache's labels (learned codes)."""
+                  batches: int = 4) -> dict[str, float]:
+    """Held-out flow loss at fixed sigmas {0.25, 0.5, 0.75, 1.0} (same clips and noise every call)."""
     generator = torch.Generator().manual_seed(1234)
     model.eval()
     losses = []
     for _ in range(batches):
         batch = sample_clips(dataset, cfg, generator)
         b, t = batch["actions"].shape
-        maps = batch["events"] if events is None else events(batch, generator)
         for level in (0.25, 0.5, 0.75, 1.0):
             sigma = torch.full((b, t), level, device=cfg.loop.device)
             noisy, noise = noisy_clip(batch, sigma, generator)
-            out = model(noisy, sigma, batch["actions"], frame_mask, events=maps)
+            out = model(noisy, sigma, batch["actions"], frame_mask, events=batch["events"])
             losses.append(float(flow_loss(out.velocity, batch["latents"], noise)))
     model.train()
     return {"val_flow_loss": sum(losses) / len(losses)}

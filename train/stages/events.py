@@ -107,7 +107,7 @@ def overlap_frames_before(episode: Episode) -> np.ndarray:
     cache labels it): an entity on another or on the player, states rare in play where the event model leaked mass
     onto cells the entity cannot reach (docs/model.md "Entity reach")."""
     cells = cells_and_player(episode)[:-1]                                          # (n, E+1)
-    seen = cells >= 0
+    seen = (cells >= 0) & (cells < episode.frames.shape[-1] ** 2)                 # not unknown, not nowhere (K)
     same = (cells[:, :, None] == cells[:, None, :]) & seen[:, :, None] & seen[:, None, :]          # (n, E+1, E+1)
     return (same & ~np.eye(cells.shape[1], dtype=bool)).any((1, 2))       # off the diagonal: a pair on one cell
 
@@ -143,7 +143,9 @@ def model_config(cfg: EventsStageConfig, latents: LatentData) -> EventModelConfi
     sample = latents.train[0].frames
     return EventModelConfig(latent_channels=sample.shape[1], latent_size=sample.shape[2], n_actions=latents.n_actions,
                             entities=latents.event_entities, dim=cfg.dim, depth=cfg.depth, outcomes=cfg.outcomes,
-                            player=cfg.player, reach=recorded_reach(cfg, latents, sample.shape[2]))
+                            player=cfg.player, reach=recorded_reach(cfg, latents, sample.shape[2]),
+                            none=any(bool((e.infos["event_cells"] >= sample.shape[2] ** 2).any())   # learned codes
+                                     for e in latents.train))
 
 
 def recorded_reach(cfg: EventsStageConfig, latents: LatentData, latent_size: int) -> list[int]:

@@ -5,22 +5,16 @@ levels; with probability `clean_prefix_prob` a random prefix is clean (sigma = 0
 teacher also continues a real context; actions are dropped to the null action with probability
 `action_dropout` per clip for classifier-free guidance. Writes <run_dir>/checkpoint.
 
-With `codes=E` (and no `events_dir`) the teacher learns E code slots with it (train.common.codes): each noised
-frame is given the cells a posterior network picks from the frame and the one before it, and at the end the
-posterior labels the latent cache, so the events stage learns to sample them (a game without a frame reader).
-
     python -m train.stages.teacher loop.max_steps=2000
-    python -m train.stages.teacher codes=2 autoencoder_dir=runs/catch/autoencoder run_dir=runs/catch/teacher
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from train.common.cli import hydra_main
-from train.common.codes import CodePosterior, clip_maps, write_codes
 from train.common.dit_stage import (DiTStageConfig, accumulated_step, build_dit_state, evaluate_flow, flow_loss,
                                     flow_weights, load_clip_data, loss_cells, noisy_clip, sample_clips,
                                     save_world_model)
@@ -37,7 +31,6 @@ class TeacherConfig(DiTStageConfig):
     clean_prefix_prob: float = 0.5    # chance a clip starts with a clean real prefix of 1..T-1 frames
     shared_sigma_prob: float = 0.0    # chance a clip's noised frames share one sigma (as ODE init and DMD noise them)
     action_dropout: float = 0.1       # chance a clip's actions are all replaced by the null action
-    codes: int = 0                    # learned code slots (train.common.codes) when there is no events_dir; 0 = none
 
     def __post_init__(self) -> None:
         for name in ("clean_prefix_prob", "shared_sigma_prob", "action_dropout"):
@@ -67,14 +60,12 @@ def teacher_batch(state: TrainState, dataset, cfg: TeacherConfig, null_action: i
 
 def train_step(state: TrainState, dataset, cfg: TeacherConfig) -> dict[str, float]:
     model: DiT = state.modules["model"]
-    posterior = state.modules.get("posterior")
 
     def micro_loss() -> tuple[torch.Tensor, torch.Tensor]:
         batch = teacher_batch(state, dataset, cfg, model.null_action)
         noisy, noise = noisy_clip(batch, batch["sigma"], state.generator)
-        events = batch["events"] if posterior is None else clip_maps(posterior, batch["latents"], state.generator)
         with autocast(cfg.loop):
-            out = model(noisy, batch["sigma"], batch["actions"], events=events)
+            out = model(noisy, batch["sigma"], batch["actions"], events=batch["events"])
         cells = loss_cells(batch["latents"], batch["events"], cfg)
         loss = flow_loss(out.velocity, batch["latents"], noise, batch["weight"], cells)
         return loss, loss
@@ -85,25 +76,11 @@ def main(cfg: TeacherConfig) -> dict[str, float]:
     run_dir = Path(cfg.run_dir)
     latents, train, val = load_clip_data(cfg)
     torch.manual_seed(cfg.loop.seed)
-    learns_codes = cfg.codes > 0 and not cfg.events_dir
-    config = cfg.dit_config(latents, causal=False)
-    if learns_codes:
-        config = replace(config, event_channels=cfg.codes)
-    extra = {"posterior": CodePosterior(config.latent_channels, cfg.codes).to(cfg.loop.device)} if learns_codes else {}
-    state = build_dit_state(cfg, DiT(config), extra)
-    if learns_codes:      # trained with the DiT, by its flow loss
-        state.optimizers["model"].add_param_group({"params": list(extra["posterior"].parameters()),
-                                                   "weight_decay": 0.0})
+    state = build_dit_state(cfg, DiT(cfg.dit_config(latents, causal=False)))
     load_state(run_dir, state)
-    codes = (lambda batch, g: clip_maps(extra["posterior"], batch["latents"], g)) if learns_codes else None
-    metrics = run_loop("teacher", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
-                       lambda s: evaluate_flow(s.modules["ema"], val, cfg, None, events=codes),
-                       lambda s: save_world_model(cfg, s, latents, "teacher"))
-    if learns_codes:
-        labels = write_codes(Path(cfg.autoencoder_dir) / "latents", extra["posterior"], latents.train, latents.val,
-                             cfg.loop.device)
-        print(f"[teacher] learned codes of every cached frame -> {labels}")
-    return metrics
+    return run_loop("teacher", cfg.loop, run_dir, state, lambda s: train_step(s, train, cfg),
+                    lambda s: evaluate_flow(s.modules["ema"], val, cfg, None),
+                    lambda s: save_world_model(cfg, s, latents, "teacher"))
 
 
 if __name__ == "__main__":
