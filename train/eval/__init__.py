@@ -5,6 +5,7 @@ Any game:
                   real-above / dream-below picture) and, where the game has an evaluation spec, the rules check;
                   an autoencoder alone against the same check (the ceiling of its dreams)
     game_rules.py the generic rules check over a game's evaluation spec (envs.game_spec)
+    codes.py      `python -m train.eval.codes`: the learned codes of a latent cache against the real random events
     rl_curves.py  `python -m train.eval.rl_curves`: PPO curves and tables from train.rl runs
 
 The bundled game's evaluation (CoinChase's frame reader and rules; the scenarios of docs/evaluation.md):

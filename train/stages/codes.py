@@ -1,4 +1,4 @@
-"""Stage 1b, for a game without a frame reader: the learned codes, where the game's randomness lands.
+"""Stage 1c, for a game without a frame reader: the learned codes, where the game's randomness lands.
 
 A small conv net (the surprise model) learns to predict each latent frame from the two before it and the key,
 by mean squared error. Whatever the past and the keys fix it learns to predict; what they do not (a ball that

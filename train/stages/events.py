@@ -1,4 +1,4 @@
-"""Stage 1c: the event model — where the game's random entities go next (worldmodel.events).
+"""Stage 1d: the event model — where the game's random entities go next (worldmodel.events).
 
 Reads the latent cache and its entity labels (the autoencoder stage with `events=<reader>`). Every
 recorded transition is one example: the previous frame's latent (noised by `latent_noise`: at run

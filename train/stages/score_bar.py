@@ -1,4 +1,4 @@
-"""Stage 1d: the score bar — paint and read the displayed score in latent space (worldmodel.score_bar).
+"""Stage 1e: the score bar — paint and read the displayed score in latent space (worldmodel.score_bar).
 
 Every recorded frame is one example: its latent, its top rows of pixels (the bar) and its score, which
 is the sum of the episode's rewards before it (the bar shows the return so far; no game reader is
