@@ -3,8 +3,9 @@ events?
 
 Reads the recording the cache was encoded from (its `infos`, the real state per frame) and the codes of each frame;
 the game's evaluation spec (envs.game_spec) says at which steps a random event happened. Reports, per split, each
-random event's share of steps that carry a code (recall), the share of coded steps at which some random event
-happened (the rest mark randomness the spec does not name, or nothing), and how often each slot is coded. For
+random event's share of steps that carry a code (recall) and of the steps right after one (where an event's
+random speed or direction first shows), the share of coded steps at which some random event happened (the rest
+mark randomness the spec does not name, or nothing), and how often each slot is coded. For
 evaluation only: the codes stage never reads the real state.
 
     python -m train.eval.codes autoencoder_dir=runs/catch/autoencoder dataset_id=catch/random-v0 \\
@@ -51,10 +52,13 @@ def agreement(spec: GameSpec, recorded: list[Episode], cached: list[Episode]) ->
     codes = np.concatenate([e.infos["event_cells"][1:] for e in cached])                    # (N, E) per step
     events = [step_events(spec, e) for e in recorded]
     happened = {name: np.concatenate([e[name] for e in events]) for name in events[0]}
+    after = {name: np.concatenate([np.r_[False, e[name][:-1]] & ~e[name] for e in events]) for name in events[0]}
     coded = (codes < k).any(1)
     any_event = np.logical_or.reduce(list(happened.values()))
-    return {"steps": len(codes),
-            "recall": {name: float(coded[mask].mean()) if mask.any() else None for name, mask in happened.items()},
+    def recall(masks: dict[str, np.ndarray]) -> dict[str, float | None]:
+        return {name: float(coded[mask].mean()) if mask.any() else None for name, mask in masks.items()}
+
+    return {"steps": len(codes), "recall": recall(happened), "recall_next_step": recall(after),
             "event_rate": {name: float(mask.mean()) for name, mask in happened.items()},
             "coded_with_event": float(any_event[coded].mean()) if coded.any() else None,
             "coded_per_slot": [float(c) for c in (codes < k).mean(0)]}
