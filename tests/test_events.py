@@ -202,7 +202,7 @@ def test_player_labels_are_the_players_cell():
 
 def _episode_with_cells(cells, player) -> Episode:
     n = len(cells) - 1
-    episode = Episode(frames=np.zeros((n + 1, 1, 1, 1), np.float32), actions=np.zeros(n, np.int64),
+    episode = Episode(frames=np.zeros((n + 1, 1, 4, 4), np.float32), actions=np.zeros(n, np.int64),
                       rewards=np.zeros(n, np.float32), terminations=np.zeros(n, bool), truncations=np.zeros(n, bool))
     episode.infos["event_cells"] = np.array(cells, np.int64)
     episode.infos["player_cell"] = np.array(player, np.int64)
@@ -212,11 +212,12 @@ def _episode_with_cells(cells, player) -> Episode:
 def test_a_transition_starts_from_an_overlap_where_two_entities_or_one_and_the_player_share_the_frame_befores_cell():
     from train.stages.events import overlap_frames_before
 
-    # frames: apart, enemy on coin, enemy on player, apart (unseen cells never count), last frame (no step from it)
-    episode = _episode_with_cells([[1, 2], [5, 5], [7, 3], [-1, -1], [4, 4]], [9, 8, 7, 6, 4])
-    assert overlap_frames_before(episode).tolist() == [False, True, True, False]
+    # frames: apart, enemy on coin, enemy on player, apart (unseen cells never count), both codes nowhere (cell
+    # K = 16 of a 4 x 4 latent: no overlap either), last frame (no step from it)
+    episode = _episode_with_cells([[1, 2], [5, 5], [7, 3], [-1, -1], [16, 16], [4, 4]], [9, 8, 7, 6, 16, 4])
+    assert overlap_frames_before(episode).tolist() == [False, True, True, False, False]
     del episode.infos["player_cell"]       # a cache without the player's labels: entities only
-    assert overlap_frames_before(episode).tolist() == [False, True, False, False]
+    assert overlap_frames_before(episode).tolist() == [False, True, False, False, False]
 
 
 def test_overlap_weight_draws_overlap_transitions_that_much_more_often():
