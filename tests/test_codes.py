@@ -86,6 +86,13 @@ def test_the_codes_stage_labels_every_respawn_where_it_lands_and_the_quiet_frame
         assert (cells[quiet] == SIZE * SIZE).mean() > 0.9
     assert 0 < figures["coded_frames_slot0"] < 0.5
     assert (tmp_path / "codes/checkpoint/surprise_model.safetensors").is_file()
+    # a rerun keeps the labels; a cache re-encoded since (its codes gone) is labelled again
+    labels = tmp_path / "ae/latents/events.safetensors"
+    stamp = labels.stat().st_mtime_ns
+    assert main(cfg).items() <= figures.items() and labels.stat().st_mtime_ns == stamp
+    labels.unlink()
+    main(cfg)
+    assert labels.is_file()
 
 
 def test_an_event_model_with_nowhere_draws_it_as_an_empty_map_and_nowhere_is_never_out_of_reach():

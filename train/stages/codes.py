@@ -32,7 +32,7 @@ from torch import nn
 from train.common.cli import hydra_main
 from train.common.events import EVENTS_FILE
 from train.common.latents import load_latents
-from train.common.loop import LoopConfig, TrainState, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode
 from worldmodel.events import one_hot
@@ -201,6 +201,11 @@ def label_cache(cfg: CodesStageConfig, model: SurpriseModel, splits: dict[str, l
 
 
 def main(cfg: CodesStageConfig) -> dict[str, float]:
+    run_dir, out = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoint"
+    labelled = Path(cfg.autoencoder_dir) / "latents" / EVENTS_FILE
+    if already_trained(run_dir, cfg.loop, out) and labelled.exists() and (run_dir / CODES_INFO_FILE).exists():
+        print(f"[codes] {cfg.run_dir} is trained and {labelled} holds its codes: kept")   # a rerun of the pipeline
+        return json.loads((run_dir / CODES_INFO_FILE).read_text())
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     channels, latent_size = latents.train[0].frames.shape[1], latents.train[0].frames.shape[-1]
     train, val = transitions(latents.train), transitions(latents.val or latents.train)
@@ -209,7 +214,6 @@ def main(cfg: CodesStageConfig) -> dict[str, float]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     state = TrainState(modules={"surprise": model}, optimizers={"surprise": optimizer},
                        generator=torch.Generator().manual_seed(cfg.loop.seed))
-    run_dir, out = Path(cfg.run_dir), Path(cfg.run_dir) / "checkpoint"
     load_state(run_dir, state)
 
     def evaluate(s: TrainState) -> dict[str, float]:
