@@ -41,10 +41,15 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
             for split, episodes in (("train", train), ("val", val)):
                 parts = [labels(e.frames) for e in episodes]
                 tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))
+    write_events(directory, tensors)
+
+
+def write_events(directory: Path, tensors: dict[str, torch.Tensor]) -> Path:
+    """directory/events.safetensors, written whole or not at all (a reader's labels, or learned codes)."""
     directory.mkdir(parents=True, exist_ok=True)
     tmp = directory / (EVENTS_FILE + ".tmp")
     save_file(tensors, str(tmp))
-    tmp.replace(directory / EVENTS_FILE)
+    return tmp.replace(directory / EVENTS_FILE)
 
 
 def attach_events(episodes: list[Episode], cells: torch.Tensor, **per_frame: torch.Tensor) -> None:

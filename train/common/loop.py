@@ -63,6 +63,16 @@ def cosine_factor(done: float, final: float) -> float:
     return final + (1.0 - final) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, done)))
 
 
+def warmup_cosine_lr(optimizer: torch.optim.Optimizer, step: int, max_steps: int, lr: float, final: float,
+                     warmup: int = 100) -> float:
+    """Set every param group's learning rate for `step`: linear warmup over `warmup` steps, then the cosine to
+    `final` x lr at max_steps; returns it."""
+    value = lr * min(1.0, (step + 1) / warmup) * cosine_factor(step / max(max_steps, 1), final)
+    for group in optimizer.param_groups:
+        group["lr"] = value
+    return value
+
+
 def autocast(loop: LoopConfig) -> contextlib.AbstractContextManager:
     device_type = torch.device(loop.device).type
     return torch.autocast(device_type, dtype=torch.bfloat16, enabled=loop.bf16)

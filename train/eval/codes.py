@@ -55,6 +55,7 @@ def agreement(spec: GameSpec, recorded: list[Episode], cached: list[Episode]) ->
     after = {name: np.concatenate([np.r_[False, e[name][:-1]] & ~e[name] for e in events]) for name in events[0]}
     coded = (codes < k).any(1)
     any_event = np.logical_or.reduce(list(happened.values()))
+
     def recall(masks: dict[str, np.ndarray]) -> dict[str, float | None]:
         return {name: float(coded[mask].mean()) if mask.any() else None for name, mask in masks.items()}
 

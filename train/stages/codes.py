@@ -30,9 +30,9 @@ from safetensors.torch import save_file
 from torch import nn
 
 from train.common.cli import hydra_main
-from train.common.events import EVENTS_FILE
+from train.common.events import EVENTS_FILE, write_events
 from train.common.latents import load_latents
-from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, load_state, run_loop, warmup_cosine_lr
 from worldmodel.checkpoint import write_dir_atomically
 from worldmodel.data import Episode
 from worldmodel.events import one_hot
@@ -106,10 +106,7 @@ def predict(model: SurpriseModel, data: Transitions, index: torch.Tensor, device
 
 def train_step(state: TrainState, data: Transitions, cfg: CodesStageConfig) -> dict[str, float]:
     model, optimizer = state.modules["surprise"], state.optimizers["surprise"]
-    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * cosine_factor(state.step / max(cfg.loop.max_steps, 1),
-                                                                  cfg.lr_final)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = warmup_cosine_lr(optimizer, state.step, cfg.loop.max_steps, cfg.lr, cfg.lr_final)
     index = torch.randint(len(data.target), (cfg.batch_size,), generator=state.generator)
     loss = F.mse_loss(predict(model, data, index, cfg.loop.device), data.frames[data.target[index]].to(cfg.loop.device))
     optimizer.zero_grad(set_to_none=True)
@@ -128,7 +125,7 @@ def cell_errors(model: SurpriseModel, data: Transitions, device: str, batch: int
         error = predict(model, data, index, device).cpu() - data.frames[data.target[index]]
         parts.append(error.pow(2).sum(1).flatten(1))
     model.train()
-    return torch.cat(parts) if parts else torch.zeros(0, data.frames.shape[-1] ** 2)
+    return torch.cat(parts)
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> tuple[float, float]:
@@ -179,23 +176,22 @@ def episode_codes(codes: torch.Tensor, episodes: list[Episode], k: int) -> np.nd
         out.append(np.full((1, codes.shape[1]), k, np.int64))
         out.append(codes[at:at + steps].numpy())
         at += steps
-    return np.concatenate(out) if out else np.zeros((0, codes.shape[1]), np.int64)
+    return np.concatenate(out)
 
 
-def label_cache(cfg: CodesStageConfig, model: SurpriseModel, splits: dict[str, list[Episode]],
+def label_cache(cfg: CodesStageConfig, model: SurpriseModel, splits: dict[str, tuple[list[Episode], Transitions]],
                 latent_size: int) -> dict[str, float]:
-    """Write the codes of every cached frame to the cache's events.safetensors; returns the labelling's figures."""
+    """Write the codes of every cached frame (each non-empty split's episodes and their transitions; a missing val
+    split gets no rows) to the cache's events.safetensors; returns the labelling's figures."""
     k = latent_size * latent_size
-    errors = {split: cell_errors(model, transitions(episodes), cfg.loop.device)
-              for split, episodes in splits.items() if episodes}
+    errors = {split: cell_errors(model, steps, cfg.loop.device) for split, (_, steps) in splits.items()}
     threshold = surprise_threshold(errors["train"], cfg.min_separation)
-    cells = {split: episode_codes(pick_codes(errors.get(split, torch.zeros(0, k)), cfg.slots, threshold, latent_size,
-                                             cfg.neighbours), episodes, k)
-             for split, episodes in splits.items()}
-    directory = Path(cfg.autoencoder_dir) / "latents"
-    tmp = directory / (EVENTS_FILE + ".tmp")
-    save_file({f"{split}/cells": torch.from_numpy(c) for split, c in cells.items()}, str(tmp))
-    tmp.replace(directory / EVENTS_FILE)
+    cells = {split: episode_codes(pick_codes(errors[split], cfg.slots, threshold, latent_size, cfg.neighbours),
+                                  episodes, k)
+             for split, (episodes, _) in splits.items()}
+    cells.setdefault("val", np.zeros((0, cfg.slots), np.int64))
+    write_events(Path(cfg.autoencoder_dir) / "latents",
+                 {f"{split}/cells": torch.from_numpy(c) for split, c in cells.items()})
     coded = (cells["train"] < k).mean(0)
     return {"threshold": threshold, **{f"coded_frames_slot{i}": float(c) for i, c in enumerate(coded)}}
 
@@ -208,7 +204,9 @@ def main(cfg: CodesStageConfig) -> dict[str, float]:
         return json.loads((run_dir / CODES_INFO_FILE).read_text())
     latents = load_latents(Path(cfg.autoencoder_dir) / "latents")
     channels, latent_size = latents.train[0].frames.shape[1], latents.train[0].frames.shape[-1]
-    train, val = transitions(latents.train), transitions(latents.val or latents.train)
+    splits = {split: (episodes, transitions(episodes))
+              for split, episodes in (("train", latents.train), ("val", latents.val)) if episodes}
+    train, val = splits["train"][1], splits.get("val", splits["train"])[1]
     torch.manual_seed(cfg.loop.seed)
     model = SurpriseModel(channels, latents.n_actions, cfg.width).to(cfg.loop.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
@@ -225,7 +223,7 @@ def main(cfg: CodesStageConfig) -> dict[str, float]:
                            {k: v.detach().contiguous() for k, v in s.modules["surprise"].state_dict().items()},
                            str(tmp / SURPRISE_MODEL_FILE))))
     load_weights(model, out / SURPRISE_MODEL_FILE)
-    figures = label_cache(cfg, model, {"train": latents.train, "val": latents.val}, latent_size)
+    figures = label_cache(cfg, model, splits, latent_size)
     (run_dir / CODES_INFO_FILE).write_text(json.dumps(figures, indent=2))
     print(f"[codes] {figures} -> {Path(cfg.autoencoder_dir) / 'latents' / EVENTS_FILE}")
     return {**metrics, **figures}

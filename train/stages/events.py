@@ -30,7 +30,7 @@ from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
 from train.common.events import EVENTS_FILE, attach_events, catch_frames, cells_and_player, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
-from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, load_state, run_loop, warmup_cosine_lr
 from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
 from worldmodel import checkpoint
 from worldmodel.checkpoint import write_dir_atomically
@@ -171,10 +171,7 @@ def outcome_loss(model: EventModel, tokens: torch.Tensor, data: Transitions, ind
 
 def train_step(state: TrainState, data: Transitions, cfg: EventsStageConfig) -> dict[str, float]:
     model, optimizer = state.modules["events"], state.optimizers["events"]
-    done = state.step / max(cfg.loop.max_steps, 1)
-    lr = cfg.lr * min(1.0, (state.step + 1) / 100) * cosine_factor(done, cfg.lr_final)
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = warmup_cosine_lr(optimizer, state.step, cfg.loop.max_steps, cfg.lr, cfg.lr_final)
     index = draw_batch(data, cfg, state.generator)
     previous = data.previous[index]
     previous = previous + cfg.latent_noise * torch.randn(previous.shape, generator=state.generator)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_into, rebuild_dit
 from train.common.latents import encode_frames
-from train.common.loop import LoopConfig, TrainState, already_trained, cosine_factor, load_state, run_loop
+from train.common.loop import LoopConfig, TrainState, already_trained, load_state, run_loop, warmup_cosine_lr
 from train.stages.autoencoder import pixel_loss
 from train.stages.decoder import hud_pixels
 from worldmodel import checkpoint
@@ -112,10 +112,7 @@ def bar_loss(state: TrainState, latents: torch.Tensor, scores: torch.Tensor, bar
 
 def train_step(state: TrainState, data: ScoredFrames, max_score: int, cfg: ScoreBarStageConfig) -> dict[str, float]:
     bar, optimizer = state.modules["score_bar"], state.optimizers["score_bar"]
-    lr = (cfg.lr * min(1.0, (state.step + 1) / 100)
-          * cosine_factor(state.step / max(cfg.loop.max_steps, 1), cfg.lr_final))
-    for group in optimizer.param_groups:
-        group["lr"] = lr
+    lr = warmup_cosine_lr(optimizer, state.step, cfg.loop.max_steps, cfg.lr, cfg.lr_final)
     index = torch.randint(len(data.scores), (cfg.batch_size,), generator=state.generator)
     device = cfg.loop.device
     latents, scores = data.latents[index].to(device), data.scores[index].to(device)           # (n, C, h, w), (n,)
