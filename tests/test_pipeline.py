@@ -115,6 +115,15 @@ def test_unknown_stage_is_a_clear_error(tmp_path):
         run(tiny(tmp_path, stages="[record,distill]"))
 
 
+def test_the_game_is_named_by_the_recipe_not_the_code(tmp_path):
+    # configs/pipeline.yaml names the bundled game; without it there is no game to learn, and no default one
+    from train.pipeline import PipelineConfig, stage_list
+
+    assert PipelineConfig().env_id == "" and tiny(tmp_path).env_id == "dreamgym/CoinChase-v0"
+    with pytest.raises(ValueError, match="env_id is empty"):
+        stage_list(tiny(tmp_path, env_id="''"))
+
+
 def test_the_coinchase_plugin_weighs_its_score_bar_and_a_game_without_one_gets_the_generic_recipe(tmp_path):
     from train.pipeline import stage_list
 

@@ -21,6 +21,13 @@ def test_a_frame_budget_cuts_the_recording_and_marks_the_last_episode_truncated(
     assert episodes[-1].truncations[-1] and not episodes[-1].terminations[-1]
 
 
+def test_recording_without_an_env_id_is_a_clear_error(tmp_path):
+    assert RecordConfig().env_id == ""
+    with pytest.raises(ValueError, match="env_id is empty"):
+        recorded(tmp_path, "none/random-v0", "env_id=''")
+    assert not (tmp_path / "none").exists()
+
+
 def test_the_random_policy_records_a_game_with_other_actions_and_render_only_records_render_frames(tmp_path):
     episodes, n_actions = recorded(tmp_path, "cartpole/random-v0", "env_id=CartPole-v1", "render_only=true",
                                    "episodes=2")

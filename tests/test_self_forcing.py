@@ -195,7 +195,7 @@ def test_the_distill_stages_share_one_config_and_the_stage_shapes_are_the_one_so
         assert issubclass(stage, DistillStageConfig)
         assert not {"prefix_frames", "teacher_dir", "guidance"} & set(stage.__annotations__)   # declared once
         cfg = stage()
-        assert (cfg.prefix_frames, cfg.teacher_dir, cfg.guidance) == (1, "runs/coinchase/teacher", 3.0)
+        assert (cfg.prefix_frames, cfg.teacher_dir, cfg.guidance) == (1, "runs/game/teacher", 3.0)
     latents = synthetic_latents(BenchConfig(train_size="tiny"))
     cfg = SelfForcingConfig(size="tiny", clip_frames=4, teacher_dir=str(tmp_path / "teacher"),
                             student_dir=str(tmp_path / "student"))

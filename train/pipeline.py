@@ -41,7 +41,7 @@ class PipelineConfig:
     game: str = ""                        # names the datasets and run dirs; configs/games/<game>.yaml, if any,
                                           #   plugs in that game's reader and extra recordings; "" = env_id's name,
                                           #   lower case, without its version (train.common.plugins.game_name)
-    env_id: str = "dreamgym/CoinChase-v0"  # the real game recorded in stage 0 (any Gymnasium id with image frames
+    env_id: str = ""                      # the real game recorded in stage 0 (any Gymnasium id with image frames
                                           #   and Discrete actions)
     policy: str = ""                      # recording policy (envs.policies); "" = the game plug-in's, else random
     from_dataset: str = ""                # start from this existing Minari dataset (converted by the record stage)
@@ -123,6 +123,8 @@ def stage_list(cfg: PipelineConfig) -> list[str]:
     if unknown or not (Path(CONFIG_DIR) / "presets" / f"{cfg.preset}.yaml").is_file():
         raise ValueError(f"unknown stages {unknown} or preset {cfg.preset!r}; stages: {STAGES}, presets: "
                          f"{sorted(p.stem for p in (Path(CONFIG_DIR) / 'presets').glob('*.yaml'))}")
+    if not (cfg.env_id or cfg.from_dataset):
+        raise ValueError("env_id is empty: name the Gymnasium id of the game to learn (or from_dataset=ID)")
     if cfg.student not in STUDENTS:
         raise ValueError(f"student must be one of {STUDENTS}, got {cfg.student!r}")
     wanted = set(cfg.stages) | ({"tf", "df"} if cfg.baselines else set())

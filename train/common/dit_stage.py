@@ -39,8 +39,8 @@ class DiTStageConfig:
     window: int = 7                           # KV-cache window in frames
     sink: int = 0                             # sink frames kept forever in the cache
     clip_frames: int = 8                      # T, frames per training clip (<= window + chunk for causal stages)
-    autoencoder_dir: str = "runs/coinchase/autoencoder"   # the autoencoder stage's run dir (checkpoint + latents)
-    run_dir: str = "runs/coinchase/stage"
+    autoencoder_dir: str = "runs/game/autoencoder"        # the autoencoder stage's run dir (checkpoint + latents)
+    run_dir: str = "runs/game/stage"
     batch_size: int = 16
     lr: float = 3e-4
     betas: tuple[float, float] = (0.9, 0.99)
@@ -93,7 +93,7 @@ class DiTStageConfig:
 class DistillStageConfig(DiTStageConfig):
     """Fields of the stages that distill the teacher into a few-step causal student after a real prefix
     (ODE init, Self Forcing)."""
-    teacher_dir: str = "runs/coinchase/teacher"     # teacher run dir (its checkpoint/ is read)
+    teacher_dir: str = "runs/game/teacher"          # teacher run dir (its checkpoint/ is read)
     guidance: float = 3.0             # classifier-free guidance scale of the teacher on actions
     prefix_frames: int = 1            # real frames before the student generates (a multiple of chunk)
 

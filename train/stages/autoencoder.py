@@ -39,9 +39,9 @@ CACHE_DATASETS_FILE = "datasets.json"       # beside the latent cache: the datas
 class AutoencoderStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=3000, eval_every=500, ckpt_every=250))
     model: AutoencoderConfig = field(default_factory=AutoencoderConfig)
-    dataset_id: str = "coinchase/random-v0"   # Minari dataset written by train.stages.record
+    dataset_id: str = "game/random-v0"        # Minari dataset written by train.stages.record
     data_root: str = "data/minari"            # Minari datasets root
-    run_dir: str = "runs/coinchase/autoencoder"
+    run_dir: str = "runs/game/autoencoder"
     batch_size: int = 64
     lr: float = 2e-3
     warmup_steps: int = 100                   # linear lr warmup, then linear decay to lr / 10

@@ -45,8 +45,8 @@ CODES_INFO_FILE = "codes.json"
 @dataclass
 class CodesStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=1500, eval_every=500, ckpt_every=250))
-    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its latents/ get the codes (events.safetensors)
-    run_dir: str = "runs/coinchase/codes"
+    autoencoder_dir: str = "runs/game/autoencoder"        # its latents/ get the codes (events.safetensors)
+    run_dir: str = "runs/game/codes"
     slots: int = 2                    # E: code slots per frame
     width: int = 96                   # surprise model channels
     batch_size: int = 256             # transitions per step

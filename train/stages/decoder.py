@@ -47,15 +47,15 @@ CACHE_TOLERANCE = 1e-3     # largest |cached - encoded| latent difference accept
 @dataclass
 class DecoderStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=800, eval_every=400, ckpt_every=200))
-    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its checkpoint and latent cache are read
+    autoencoder_dir: str = "runs/game/autoencoder"        # its checkpoint and latent cache are read
     out_dir: str | None = None        # the autoencoder checkpoint written at the end;
                                       #   None: <autoencoder_dir>/checkpoint
     decoder: str | None = None        # None: fine-tune the source's decoder; "cell" | "conv": a new one, from scratch
     cell_width: int | None = None     # a new decoder's AutoencoderConfig.cell_width (None: the source's)
     cell_blocks: int | None = None    # a new decoder's AutoencoderConfig.cell_blocks (None: the source's)
-    dataset_id: str = "coinchase/mixed-v0"
+    dataset_id: str = "game/mixed-v0"
     data_root: str = "data/minari"
-    run_dir: str = "runs/coinchase/decoder"               # this stage's resumable state
+    run_dir: str = "runs/game/decoder"                    # this stage's resumable state
     batch_size: int = 64
     lr: float = 5e-4
     lr_final: float = 1.0             # cosine decay to this fraction of lr at loop.max_steps (1 = constant)

@@ -44,8 +44,8 @@ from worldmodel.events import (EventModel, EventModelConfig, cell_maps, event_lo
 @dataclass
 class EventsStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=3000, eval_every=1000, ckpt_every=250))
-    autoencoder_dir: str = "runs/coinchase/autoencoder"   # its latents/ hold the cache and events.safetensors
-    run_dir: str = "runs/coinchase/events"
+    autoencoder_dir: str = "runs/game/autoencoder"        # its latents/ hold the cache and events.safetensors
+    run_dir: str = "runs/game/events"
     dim: int = 64                     # event model width / transformer layers
     depth: int = 3
     batch_size: int = 256             # transitions per step

@@ -32,7 +32,7 @@ MODES = ("tf", "df")
 @dataclass
 class ForcingConfig(DiTStageConfig):
     mode: str = "tf"                  # tf = teacher forcing, df = diffusion forcing
-    run_dir: str = "runs/coinchase/tf"
+    run_dir: str = "runs/game/tf"
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
     train_shift: float = 3.0          # sigma ~ shift(U(0,1)) per frame
 

@@ -36,7 +36,7 @@ PAIRS_FILE = "ode_pairs.safetensors"
 
 @dataclass
 class ODEInitConfig(DistillStageConfig):
-    run_dir: str = "runs/coinchase/ode_init"
+    run_dir: str = "runs/game/ode_init"
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=1000, eval_every=0, ckpt_every=200))
     trajectories: int = 512           # teacher clips sampled once, then regressed on
     euler_steps: int = 48             # ODE steps (a multiple of sampler.max_steps)

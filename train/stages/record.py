@@ -38,7 +38,8 @@ from train.common.cli import hydra_main
 
 @dataclass
 class RecordConfig:
-    env_id: str = "dreamgym/CoinChase-v0"     # any Gymnasium id with uint8 RGB frames and Discrete actions
+    env_id: str = ""                          # any Gymnasium id with uint8 RGB frames and Discrete actions
+                                              #   (configs/record.yaml: the bundled game)
     episodes: int = 100                       # episodes to record (at most)
     frames: int | None = None                 # frames (steps) to record at most, whatever the episodes (None: no cap)
     render_only: bool = False                 # record the env's render() frames (render_mode="rgb_array") instead of
@@ -50,7 +51,7 @@ class RecordConfig:
     min_repeat: int = 1                       # random: each action is held for a uniform number
     max_repeat: int = 8                       #   of steps in [min_repeat, max_repeat]
     seed: int = 0                             # seeds every episode's env reset and policy
-    dataset_id: str = "coinchase/random-v0"   # Minari id, (namespace/)name-v<version>
+    dataset_id: str = "game/random-v0"        # Minari id, (namespace/)name-v<version>
     root: str = "data/minari"                 # datasets root; the dataset goes to <root>/<dataset_id>
     overwrite: bool = False                   # replace an existing dataset (built aside, then swapped in)
     resize_to: int = 64                       # stored frames are resize_to x resize_to (cv2 INTER_AREA)
@@ -82,6 +83,8 @@ def record(cfg: RecordConfig) -> Path:
         raise ValueError(f"episodes and frames must be >= 1, got {cfg.episodes} and {cfg.frames}")
     if cfg.from_dataset:
         return convert(cfg)
+    if not cfg.env_id:
+        raise ValueError("env_id is empty: name the Gymnasium id to record (or from_dataset=ID to convert)")
     env = make_recorded_env(cfg)
     try:
         check_recordable(env)

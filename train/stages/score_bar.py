@@ -51,11 +51,11 @@ BAR_TOLERANCE = 48     # uint8 levels: a decoded bar pixel this close to the rea
 @dataclass
 class ScoreBarStageConfig:
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=6000, eval_every=2000, ckpt_every=500))
-    autoencoder: str = "runs/coinchase/autoencoder/checkpoint"   # its encoder gives the latents (any decoder)
-    dataset_id: str = "coinchase/mixed-v0"
+    autoencoder: str = "runs/game/autoencoder/checkpoint"        # its encoder gives the latents (any decoder)
+    dataset_id: str = "game/mixed-v0"
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root)
     data_root: str = "data/minari"
-    run_dir: str = "runs/coinchase/score_bar"
+    run_dir: str = "runs/game/score_bar"
     digits: int = 3                   # digits the score bar shows
     rows: int = 1                     # latent rows from the top the bar covers
     dim: int = 128

@@ -39,8 +39,8 @@ from worldmodel.rollout import new_cache, prime, unroll
 
 @dataclass
 class SelfForcingConfig(DistillStageConfig):      # teacher_dir: the real score (frozen) and the critic's init
-    run_dir: str = "runs/coinchase/self_forcing"
-    student_dir: str = "runs/coinchase/ode_init"    # generator init
+    run_dir: str = "runs/game/self_forcing"
+    student_dir: str = "runs/game/ode_init"         # generator init
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=600, eval_every=0, ckpt_every=50))
     lr: float = 2e-5                  # generator lr (> critic lr, as in the paper)
     critic_lr: float = 1e-5

@@ -25,7 +25,7 @@ from worldmodel.flow import sample_training_sigma
 
 @dataclass
 class TeacherConfig(DiTStageConfig):
-    run_dir: str = "runs/coinchase/teacher"
+    run_dir: str = "runs/game/teacher"
     loop: LoopConfig = field(default_factory=lambda: LoopConfig(max_steps=2000, eval_every=500, ckpt_every=200))
     train_shift: float = 3.0          # sigma ~ shift(U(0,1)) during training
     clean_prefix_prob: float = 0.5    # chance a clip starts with a clean real prefix of 1..T-1 frames
