@@ -184,13 +184,13 @@ def test_catch_labels_read_from_frames_are_the_games_own_catches():
 
 def test_the_event_models_termination_label_is_the_catch_where_the_cache_reads_catches():
     """Play that goes on after a catch (lethal=False) records no termination; the reader's catch is the label."""
-    from train.stages.events import caught_steps
+    from train.stages.events import termination_steps
 
     episode = Episode(frames=np.zeros((4, 1, 1, 1), np.float32), actions=np.zeros(3, np.int64),
                       rewards=np.zeros(3, np.float32), terminations=np.zeros(3, bool), truncations=np.zeros(3, bool))
-    assert caught_steps(episode).tolist() == [False, False, False]
+    assert termination_steps(episode).tolist() == [False, False, False]
     episode.infos["caught"] = np.array([False, True, False, True])
-    assert caught_steps(episode).tolist() == [True, False, True]
+    assert termination_steps(episode).tolist() == [True, False, True]
 
 
 def test_player_labels_are_the_players_cell():

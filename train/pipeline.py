@@ -179,7 +179,7 @@ def stage_overrides(cfg: PipelineConfig, stage: str) -> list[str]:
             wiring.append(f"autoencoder_dir={cfg.run_dir('autoencoder')}")
         else:
             wiring.append(f"events={cfg.entity_reader}")
-            if cfg.player_on:     # the DiT stages learn what follows a catch from play that goes on after one
+            if cfg.player_on:     # the DiT stages learn what follows a termination from play that goes on
                 wiring.append(f"cache_datasets=[{cfg.recording_id('record_events')}]")
     else:
         wiring = [f"run_dir={cfg.run_dir(stage)}", f"autoencoder_dir={cfg.run_dir('autoencoder')}"]

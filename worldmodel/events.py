@@ -113,8 +113,8 @@ class EventModel(nn.Module):
     def outcome_logits(self, tokens: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
         """The transition's (reward, termination logit) (B, 2), given where the entities were drawn: maps (B, E, h, w).
 
-        E.g. a reward for reaching an entity is fixed by the previous frame and the key; whether a chasing
-        entity catches the player, by its drawn cell too."""
+        E.g. a reward for reaching a cell is fixed by the previous frame and the key; whether a drawn entity ends
+        the episode, by its drawn cell too."""
         if self.outcome is None:
             raise ValueError("this event model has no outcome head (outcomes=False)")
         h = self.outcome(torch.cat([tokens, maps.flatten(2).transpose(1, 2).to(tokens.dtype)], dim=-1))   # (B, K, dim)

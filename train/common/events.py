@@ -37,7 +37,7 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
                "val/cells": (torch.from_numpy(label_episodes(val, reader)) if val
                              else torch.zeros(0, 1, dtype=torch.int64))}
     for name, labels, dtype in (("caught", reader.caught, bool), ("player_cell", reader.player_cells, np.int64)):
-        if labels is not None:   # the catches (the event model's termination labels), the player (its player head)
+        if labels is not None:   # the terminal frames (the event model's termination labels), the player (its player head)
             for split, episodes in (("train", train), ("val", val)):
                 parts = [labels(e.frames) for e in episodes]
                 tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))
@@ -67,9 +67,9 @@ def attach_events(episodes: list[Episode], cells: torch.Tensor, **per_frame: tor
         start += len(episode)
 
 
-def catch_frames(episode: Episode) -> np.ndarray:
-    """(n+1,) bool the frames of a catch: the reader's (infos["caught"], its `caught`), else the frames that end the
-    episode by a termination (the same frames in a recording where a catch ends the episode)."""
+def termination_frames(episode: Episode) -> np.ndarray:
+    """(n+1,) bool the terminal frames: the reader's (infos["caught"], its `caught`), else the frames that end the
+    episode by a termination (the same frames in a recording where the reader's frames end an episode)."""
     return episode.infos["caught"] if "caught" in episode.infos else episode.frame_terminations()
 
 

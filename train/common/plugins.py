@@ -52,7 +52,8 @@ def reader_modules() -> dict[str, str]:
 
 @dataclass(frozen=True)
 class FrameReader:
-    """What a reader module gives: the entities' cells, and where it has them the catches and the player's cells."""
+    """What a reader module gives: the entities' cells, and where it has them the terminal frames and the player's
+    cells."""
     name: str                          # the module
     cells: Labels
     caught: Labels | None = None

@@ -59,12 +59,12 @@ class AutoencoderStageConfig:
                                               #   train without entity events)
     cache_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) encoded into
                                               #   the latent cache beside dataset_id, split by episode the same way:
-                                              #   e.g. play that goes on after the player is caught (the main
-                                              #   recording ends there, so the DiT never sees an entity on the
-                                              #   player as context). An events stage reading this cache trains its
+                                              #   e.g. play that goes on after a termination (the main
+                                              #   recording ends there, so the DiT never sees that frame as
+                                              #   context). An events stage reading this cache trains its
                                               #   outcome heads on every cached step: cache there only recordings
                                               #   whose rewards and terminations are the game's (play that goes on
-                                              #   after a catch has no termination there)
+                                              #   after a termination has none there)
 
 
     def __post_init__(self) -> None:

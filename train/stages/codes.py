@@ -13,7 +13,7 @@ learns their prior from the previous frame and the key, and every DiT stage is g
 at play the event model samples where the random thing lands and the DiT draws the frame given it
 (docs/model.md "Learned codes").
 
-    python -m train.stages.codes autoencoder_dir=runs/catch/autoencoder run_dir=runs/catch/codes
+    python -m train.stages.codes autoencoder_dir=runs/mygame/autoencoder run_dir=runs/mygame/codes
 
 Dimensions: N transitions, C latent channels, h = w latent size, K = h * w cells, E code slots.
 """

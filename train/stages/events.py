@@ -7,9 +7,9 @@ next frame out; cross-entropy. Reports held-out cross-entropy. Writes <run_dir>/
 (`event_model.safetensors` + `event_model.json`), which the DiT stages install, frozen, into every
 model (`events_dir`); `install=[DIR, ...]` also writes it into existing world-model checkpoints.
 `extra_datasets=[ID, ...]` adds more recordings (encoded and labelled here by `reader`), e.g. play that goes on
-after the player is caught (a game plug-in's `record_events`): the main recording ends an episode at a catch, so
-without it the event model never sees an entity on the player as a previous frame, and an open-loop dream that plays
-on after a catch (the rules check) meets exactly that (docs/ablation.md "Play after a catch").
+after a termination (a game plug-in's `record_events`): the main recording ends an episode there, so without it
+the event model never sees the frame an episode would end on as a previous frame, and an open-loop dream that plays
+on after a termination (the rules check) meets exactly that (docs/ablation.md "Play after a catch").
 `paint_overlaps=[DIR, ...]` turns on those checkpoints' overlap paint (DiTConfig.overlap_paint), each entity
 pair's latent fitted (train.common.paint) on the overlaps the extra datasets show.
 
@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
-from train.common.events import EVENTS_FILE, attach_events, catch_frames, cells_and_player, label_episodes
+from train.common.events import EVENTS_FILE, attach_events, termination_frames, cells_and_player, label_episodes
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, load_state, run_loop, warmup_cosine_lr
 from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
@@ -54,7 +54,7 @@ class EventsStageConfig:
     weight_decay: float = 0.01
     latent_noise: float = 0.1         # std of the noise on the previous latent in training
     outcomes: bool = True             # also learn each step's reward (MSE) and termination (BCE) given the true next
-                                      #   cells, on the main recording only (an extra recording may not end at a catch)
+                                      #   cells, on the main recording only (an extra recording may not end at a termination)
     outcome_weight: float = 1.0
     player: bool = False              # also learn the player's next cell (cross-entropy; the latent cache's player_cell
                                       #   labels)
@@ -70,7 +70,7 @@ class EventsStageConfig:
                                                               #   paint where two drawn entities meet (overlap_paint)
     extra_datasets: list[str] = field(default_factory=list)   # more Minari datasets (under data_root) to train on,
                                       #   encoded with the autoencoder and labelled by `reader` here (e.g. play that
-                                      #   goes on after a catch, which the DiT stages' recording never shows)
+                                      #   goes on after a termination, which the DiT stages' recording never shows)
     data_root: str = "data/minari"
     reader: str = ""                  # frame reader of the extra datasets (train.common.plugins.load_reader: a
                                       #   module, or a game whose plug-in names one; the pipeline passes its own)
@@ -95,7 +95,7 @@ def transitions(episodes: list[Episode], outcomes: bool = True) -> Transitions:
                        cells=torch.from_numpy(np.concatenate([e.infos["event_cells"][1:] for e in episodes])),
                        rewards=torch.from_numpy(np.concatenate([e.rewards for e in episodes]).astype(np.float32)),
                        terminations=torch.from_numpy(
-                           np.concatenate([caught_steps(e) for e in episodes]).astype(np.float32)),
+                           np.concatenate([termination_steps(e) for e in episodes]).astype(np.float32)),
                        outcome_weight=torch.full(actions.shape, float(outcomes)),
                        player=torch.from_numpy(np.concatenate([e.infos.get("player_cell", np.full(len(e) + 1, -1))[1:]
                                                                for e in episodes]).astype(np.int64)),
@@ -112,11 +112,11 @@ def overlap_frames_before(episode: Episode) -> np.ndarray:
     return (same & ~np.eye(cells.shape[1], dtype=bool)).any((1, 2))       # off the diagonal: a pair on one cell
 
 
-def caught_steps(episode: Episode) -> np.ndarray:
-    """(n,) the termination label of each step: whether it ends on a catch frame (catch_frames: the reader's catches
-    where the cache has them, so play that goes on after a catch says so too and the head learns a catch right after
-    one; else the recorded terminations)."""
-    return catch_frames(episode)[1:]
+def termination_steps(episode: Episode) -> np.ndarray:
+    """(n,) the termination label of each step: whether it ends on a terminal frame (termination_frames: the reader's
+    `caught` frames where the cache has them, so play that goes on after a termination says so too and the head learns
+    one right after another; else the recorded terminations)."""
+    return termination_frames(episode)[1:]
 
 
 def extra_transitions(cfg: EventsStageConfig) -> list[Transitions]:
