@@ -37,7 +37,7 @@ def save_events(directory: Path, train: list[Episode], val: list[Episode], reade
                "val/cells": (torch.from_numpy(label_episodes(val, reader)) if val
                              else torch.zeros(0, 1, dtype=torch.int64))}
     for name, labels, dtype in (("caught", reader.caught, bool), ("player_cell", reader.player_cells, np.int64)):
-        if labels is not None:   # the terminal frames (the event model's termination labels), the player (its player head)
+        if labels is not None:   # terminal frames (the event model's termination labels), the player (its player head)
             for split, episodes in (("train", train), ("val", val)):
                 parts = [labels(e.frames) for e in episodes]
                 tensors[f"{split}/{name}"] = torch.from_numpy(np.concatenate(parts) if parts else np.zeros(0, dtype))

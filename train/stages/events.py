@@ -54,7 +54,7 @@ class EventsStageConfig:
     weight_decay: float = 0.01
     latent_noise: float = 0.1         # std of the noise on the previous latent in training
     outcomes: bool = True             # also learn each step's reward (MSE) and termination (BCE) given the true next
-                                      #   cells, on the main recording only (an extra recording may not end at a termination)
+                                      #   cells, on the main recording only (an extra recording may go on after one)
     outcome_weight: float = 1.0
     player: bool = False              # also learn the player's next cell (cross-entropy; the latent cache's player_cell
                                       #   labels)
