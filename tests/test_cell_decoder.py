@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs import BUNDLED_ENV_ID
 from train.bundle import BundleConfig, bundle
 from train.common.cli import compose
 from train.common.loop import STATE_DIR
@@ -86,7 +87,8 @@ def test_a_checkpoint_naming_an_unknown_decoder_is_refused_with_its_file(tmp_pat
 def tiny_autoencoder(tmp_path_factory):
     """A 4-episode recording and a (barely trained) tiny conv autoencoder with its latent cache."""
     root = tmp_path_factory.mktemp("cell")
-    record(RecordConfig(episodes=4, seed=3, max_episode_steps=24, dataset_id="test/cell-v0", root=str(root / "data"),
+    record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                        episodes=4, seed=3, max_episode_steps=24, dataset_id="test/cell-v0", root=str(root / "data"),
                         progress=False))
     autoencoder.main(compose("autoencoder", autoencoder.AutoencoderStageConfig, [
         "model.widths=[8,8,8]", "model.latent_channels=4", "batch_size=8", "start_bank_size=4", "eval_frames=16",

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from gymnasium import spaces
 
+from envs import BUNDLED_ENV_ID
 from envs.coinchase import ACTION_DELTAS, CoinChaseEnv, is_free
 from envs.policies import CoinSeekerPolicy, RandomPersistentPolicy, make_policy
 from envs.recording import RecordMinari, make_env
@@ -116,26 +117,28 @@ def test_recording_survives_sigkill(tmp_path):
     assert not (tmp_path / DATASET).exists()
     assert list(namespace.glob(".test-v0.staging-*")), "the killed run left its staging dir"
 
-    path = record(RecordConfig(episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False))
+    path = record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                               episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False))
     assert path == tmp_path / DATASET
     assert not list(namespace.glob(".test-v0.staging-*")), "the next run cleans up after the dead one"
     assert len(load_episodes(DATASET, tmp_path)[0]) == 2
 
 
 def test_existing_dataset_is_refused_and_overwrite_replaces_it(tmp_path):
-    first = RecordConfig(episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False)
+    first = RecordConfig(env_id=BUNDLED_ENV_ID, episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False)
     record(first)
     with pytest.raises(FileExistsError, match=f"{DATASET}.*{tmp_path}"):
-        record(RecordConfig(episodes=3, root=str(tmp_path), dataset_id=DATASET, progress=False))
+        record(RecordConfig(env_id=BUNDLED_ENV_ID, episodes=3, root=str(tmp_path), dataset_id=DATASET, progress=False))
     assert len(load_episodes(DATASET, tmp_path)[0]) == 2
 
-    record(RecordConfig(episodes=3, root=str(tmp_path), dataset_id=DATASET, overwrite=True, progress=False))
+    record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                        episodes=3, root=str(tmp_path), dataset_id=DATASET, overwrite=True, progress=False))
     assert len(load_episodes(DATASET, tmp_path)[0]) == 3
     assert sorted(p.name for p in (tmp_path / "coinchase").iterdir()) == ["namespace_metadata.json", "test-v0"]
 
 
 def test_overwrite_interrupted_between_renames_is_repaired(tmp_path):
-    record(RecordConfig(episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False))
+    record(RecordConfig(env_id=BUNDLED_ENV_ID, episodes=2, root=str(tmp_path), dataset_id=DATASET, progress=False))
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     old = tmp_path / "coinchase" / f".test-v0.old-{int(dead.stdout)}-abcd"
     (tmp_path / DATASET).rename(old)   # as if killed after moving the old dataset aside
@@ -150,7 +153,8 @@ def test_overwrite_interrupted_between_renames_is_repaired(tmp_path):
 
 def test_record_is_reproducible_and_keeps_episode_seeds(tmp_path):
     for name in ("a-v0", "b-v0"):
-        record(RecordConfig(episodes=3, root=str(tmp_path), dataset_id=f"coinchase/{name}", seed=7, progress=False))
+        record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                            episodes=3, root=str(tmp_path), dataset_id=f"coinchase/{name}", seed=7, progress=False))
     first, _ = load_episodes("coinchase/a-v0", tmp_path)
     second, _ = load_episodes("coinchase/b-v0", tmp_path)
     for a, b in zip(first, second, strict=True):
@@ -240,7 +244,7 @@ def test_interrupted_run_leaves_no_dataset(tmp_path, monkeypatch):
 
     monkeypatch.setattr("train.stages.record.make_policy", lambda *args, **kwargs: Interrupting())
     with pytest.raises(KeyboardInterrupt):
-        record(RecordConfig(episodes=50, root=str(tmp_path), dataset_id=DATASET, progress=False))
+        record(RecordConfig(env_id=BUNDLED_ENV_ID, episodes=50, root=str(tmp_path), dataset_id=DATASET, progress=False))
     assert not (tmp_path / DATASET).exists()
     assert not list((tmp_path / "coinchase").glob(".*")), "the staging dir is removed"
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from envs import BUNDLED_ENV_ID
 from train.stages import autoencoder, decoder, forcing, ode_init, self_forcing, teacher
 from train.common.cli import compose
 from train.common.latents import load_latents
@@ -38,7 +39,8 @@ def losses(run_dir: Path, key: str) -> list[float]:
 def runs(tmp_path_factory):
     """A 4-episode recording, a tiny autoencoder and teacher trained on it."""
     root = tmp_path_factory.mktemp("stages")
-    record(RecordConfig(episodes=4, seed=3, dataset_id="test/stages-v0", root=str(root / "data"), progress=False))
+    record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                        episodes=4, seed=3, dataset_id="test/stages-v0", root=str(root / "data"), progress=False))
     common = [f"data_root={root / 'data'}", "dataset_id=test/stages-v0"]
     autoencoder.main(compose("autoencoder", autoencoder.AutoencoderStageConfig,
                              TINY_AE + common + [f"run_dir={root / 'ae'}", "loop.max_steps=60", "loop.eval_every=60"]))
@@ -177,7 +179,8 @@ def test_the_fast_rules_probe_scores_a_causal_model_and_a_teachers_samples(runs)
 
 def test_a_finished_autoencoder_stage_re_encodes_its_cache_for_other_datasets_and_keeps_its_checkpoint(runs):
     shutil.copytree(runs / "ae", runs / "ae_cache")
-    record(RecordConfig(episodes=2, seed=5, dataset_id="test/extra-v0", root=str(runs / "data"), progress=False))
+    record(RecordConfig(env_id=BUNDLED_ENV_ID,
+                        episodes=2, seed=5, dataset_id="test/extra-v0", root=str(runs / "data"), progress=False))
     checkpoint_bytes = (runs / "ae_cache" / "checkpoint" / "autoencoder.safetensors").read_bytes()
     cfg = compose("autoencoder", autoencoder.AutoencoderStageConfig,
                   TINY_AE + [f"data_root={runs / 'data'}", "dataset_id=test/stages-v0", f"run_dir={runs / 'ae_cache'}",
