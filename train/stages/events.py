@@ -28,7 +28,7 @@ import torch.nn.functional as F
 
 from train.common.cli import hydra_main
 from train.common.dit_stage import install_event_model, install_into, rebuild_dit, reward_termination_loss
-from train.common.events import EVENTS_FILE, attach_events, termination_frames, cells_and_player, label_episodes
+from train.common.events import EVENTS_FILE, attach_events, cells_and_player, label_episodes, termination_frames
 from train.common.latents import LatentData, encode_frames, load_latents
 from train.common.loop import LoopConfig, TrainState, already_trained, load_state, run_loop, warmup_cosine_lr
 from train.common.paint import fit_cell_latent, overlap_frames, recorded_overlaps
